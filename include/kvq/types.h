@@ -1,0 +1,30 @@
+// kvq/types.h — enums shared by the public API. Host-only; compiles without nvcc.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace kvq {
+
+enum class DType : int8_t { kFloat32, kFloat16, kBFloat16, kInt8, kUInt8, kInt32, kInt64, kBool };
+enum class Device : int8_t { kCPU, kCUDA };
+// HND: [num_blocks, num_kv_heads, page_size, head_dim]; NHD: [num_blocks, page_size, num_kv_heads, head_dim].
+enum class KvLayout : int8_t { kHND, kNHD };
+// kGrouped ("AABB"): kv head of q head h is h / group_size. kInterleaved ("ABAB"): h % num_kv_heads.
+enum class GqaLayout : int8_t { kGrouped, kInterleaved };
+// Scale granularity of an int8 cache (DESIGN.md §1). kNone: bf16/fp16 cache, no scales.
+enum class ScaleMode : int8_t { kNone, kPerChannel, kPerToken };
+// kNative: Q·Kᵀ and P·V in the query's float dtype (bf16/fp16) with fp32 accumulation.
+// kInt8: SageAttention-style int8 products (DESIGN.md §1 "Compute modes").
+enum class ComputeMode : int8_t { kNative, kInt8 };
+enum class PrefillPath : int8_t { kAuto, kFused, kDequant, kGeneric };
+
+size_t dtype_size(DType dtype);
+const char* to_string(DType dtype);
+const char* to_string(Device device);
+const char* to_string(KvLayout layout);
+const char* to_string(GqaLayout layout);
+const char* to_string(ScaleMode mode);
+const char* to_string(ComputeMode mode);
+const char* to_string(PrefillPath path);
+
+}  // namespace kvq
