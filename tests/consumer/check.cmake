@@ -1,0 +1,31 @@
+# CTest script: install kvq from KVQ_BUILD_DIR into a scratch prefix, extract the README's C++ example,
+# build it as a consumer project with find_package(kvq), and run it.
+cmake_minimum_required(VERSION 3.25)
+file(REMOVE_RECURSE ${WORK_DIR})
+file(MAKE_DIRECTORY ${WORK_DIR})
+execute_process(COMMAND ${CMAKE_COMMAND} --install ${KVQ_BUILD_DIR} --prefix ${WORK_DIR}/prefix
+                RESULT_VARIABLE rc OUTPUT_QUIET)
+if(rc)
+  message(FATAL_ERROR "cmake --install failed: ${rc}")
+endif()
+file(READ ${KVQ_SOURCE_DIR}/README.md readme)
+string(REGEX MATCH "<!-- example:begin -->[^`]*```cpp\n(.*)```[^`]*<!-- example:end -->" found "${readme}")
+if(NOT found)
+  message(FATAL_ERROR "README.md has no ```cpp block between <!-- example:begin --> and <!-- example:end -->")
+endif()
+file(WRITE ${WORK_DIR}/main.cpp "${CMAKE_MATCH_1}")
+execute_process(COMMAND ${CMAKE_COMMAND} -S ${KVQ_SOURCE_DIR}/tests/consumer -B ${WORK_DIR}/build
+                        -DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix -DEXAMPLE_SOURCE=${WORK_DIR}/main.cpp
+                RESULT_VARIABLE rc)
+if(rc)
+  message(FATAL_ERROR "configuring the consumer failed: ${rc}")
+endif()
+execute_process(COMMAND ${CMAKE_COMMAND} --build ${WORK_DIR}/build RESULT_VARIABLE rc)
+if(rc)
+  message(FATAL_ERROR "building the consumer failed: ${rc}")
+endif()
+execute_process(COMMAND ${WORK_DIR}/build/readme_example RESULT_VARIABLE rc OUTPUT_VARIABLE out)
+message(STATUS "readme_example printed:\n${out}")
+if(rc)
+  message(FATAL_ERROR "readme_example exited with ${rc}")
+endif()
