@@ -1,0 +1,422 @@
+"""The native kvq API over any DLPack tensors (torch, numpy, cupy).
+
+Shapes and dtypes (DESIGN.md §2):
+  q             [T, Hq, D] bf16/fp16 (prefill; T = total tokens, rows past cu_q_lens[-1] are padding)
+                [B, Hq, D] bf16/fp16 (decode); int8 with q_scale [T, Hq] fp32 (prefill, int8 compute)
+  k_cache/v_cache  int8 (or bf16/fp16 without scales)
+                HND [num_blocks, Hkv, page_size, D] (default) / NHD [num_blocks, page_size, Hkv, D]
+  k_scale/v_scale  fp32/bf16/fp16, per-channel [Hkv, D] or per-token HND [num_blocks, Hkv, page_size]
+                / NHD [num_blocks, page_size, Hkv]
+  block_tables  [B, max_blocks_per_seq] int32 (entries past ceil(kv_len/page_size) are never read)
+  cu_q_lens     [B+1] int32;  kv_lens [B] int32 (or cu_kv_lens [B+1], the seed's cumulative form)
+  out           like q, q's float dtype (bf16 for int8 q); allocated with q's library when absent
+  lse           [T, Hq] fp32, natural log, -inf for rows that see no key (return_lse=True)
+
+torch tensors go through the torch.library ops ``torch.ops.kvq.*`` (torch.compile, CUDA graphs);
+everything else calls the extension directly. CPU tensors run the CPU backend, CUDA tensors the CUDA
+backend on the current stream of their library.
+"""
+from __future__ import annotations
+
+from . import _arrays
+from ._arrays import Context, require_array
+
+try:
+    from . import _C
+except ImportError as _e:  # pragma: no cover - reported when an op is called
+    _C = None
+    _C_IMPORT_ERROR = _e
+else:
+    _C_IMPORT_ERROR = None
+
+
+def _lib():
+    if _C is None:
+        raise ImportError(f"kvq._C (the compiled extension) could not be imported: {_C_IMPORT_ERROR}")
+    return _C
+
+
+def _window(w, absent):
+    return absent if w is None else int(w)
+
+
+def _float_out_dtype(q):
+    name = _arrays.dtype_name(q)
+    return "bfloat16" if name == "int8" else name
+
+
+# Set by enable_torch() once the torch.library ops are registered: the torch module and torch.ops.kvq.
+# Module globals (not imports inside the functions) keep the torch path traceable by torch.compile.
+_torch = None
+_tops = None
+
+
+def enable_torch() -> bool:
+    """Register the torch.library ops (torch >= 2.4) and route torch tensors through them."""
+    global _torch, _tops
+    from . import _torch_ops as t
+
+    if t.available():
+        _torch = _arrays.torch_module()
+        _tops = _torch.ops.kvq
+    return _tops is not None
+
+
+def _is_torch(x) -> bool:
+    return _torch is not None and isinstance(x, _torch.Tensor)
+
+
+def _torch_empty(shape, dtype, like):
+    return _torch.empty(shape, dtype=dtype, device=like.device)
+
+
+def _torch_lengths(kv_lens, cu_kv_lens, func):
+    if kv_lens is not None and cu_kv_lens is not None:
+        raise ValueError(f"{func}: cu_kv_lens: expected kv_lens [B] or cu_kv_lens [B+1], got both")
+    if cu_kv_lens is not None:
+        if cu_kv_lens.dim() != 1 or cu_kv_lens.shape[0] < 1:
+            raise ValueError(f"{func}: cu_kv_lens: expected a 1-D cumulative [batch_size + 1] tensor, got shape "
+                             f"{list(cu_kv_lens.shape)}")
+        return (cu_kv_lens[1:] - cu_kv_lens[:-1]).to(_torch.int32)
+    if kv_lens is None:
+        raise ValueError(f"{func}: kv_lens: expected kv_lens [B] int32 (or cu_kv_lens= [B+1]), got None")
+    return kv_lens
+
+
+# --------------------------------------------------------------------------------------------------
+# Direct implementations (used by the torch ops' kernels and for non-torch arrays)
+# --------------------------------------------------------------------------------------------------
+
+def _prefill_impl(q, k_cache, v_cache, block_tables, cu_q_lens, kv_lens, k_scale, v_scale, q_scale, mask,
+                  out, lse, causal, softmax_scale, layout, gqa_layout, local_window, global_window, compute,
+                  path, check, plan=None, workspace=None, func="paged_prefill"):
+    ctx = Context(q)
+    e = ctx.export
+    _lib().paged_prefill(
+        func=func, q=e(q), k_cache=e(k_cache), v_cache=e(v_cache), block_tables=e(block_tables),
+        cu_q_lens=e(cu_q_lens), kv_lens=e(kv_lens), k_scale=e(k_scale), v_scale=e(v_scale),
+        q_scale=e(q_scale), mask=e(mask), out=e(out), lse=e(lse), causal=bool(causal),
+        softmax_scale=(None if not softmax_scale else float(softmax_scale)), layout=layout,
+        gqa_layout=gqa_layout, local_window=local_window, global_window=global_window, compute=compute,
+        path=path, check=bool(check), stream=ctx.stream, dlpack_stream=ctx.dlpack_stream, plan=plan,
+        workspace=e(workspace), workspace_alloc=ctx.byte_allocator(func))
+
+
+def _decode_impl(q, k_cache, v_cache, block_tables, kv_lens, k_scale, v_scale, out, lse, softmax_scale,
+                 layout, gqa_layout, local_window, global_window, check, num_splits, func="paged_decode"):
+    ctx = Context(q)
+    e = ctx.export
+    _lib().paged_decode(
+        func=func, q=e(q), k_cache=e(k_cache), v_cache=e(v_cache), block_tables=e(block_tables),
+        kv_lens=e(kv_lens), k_scale=e(k_scale), v_scale=e(v_scale), out=e(out), lse=e(lse),
+        softmax_scale=(None if not softmax_scale else float(softmax_scale)), layout=layout,
+        gqa_layout=gqa_layout, local_window=local_window, global_window=global_window, check=bool(check),
+        num_splits=int(num_splits), stream=ctx.stream, dlpack_stream=ctx.dlpack_stream,
+        workspace_alloc=ctx.byte_allocator(func))
+
+
+def _append_impl(k, v, slot_mapping, k_cache, v_cache, k_scale, v_scale, layout, check, func="append"):
+    ctx = Context(k_cache)
+    e = ctx.export
+    _lib().append(func=func, k=e(k), v=e(v), slot_mapping=e(slot_mapping), k_cache=e(k_cache),
+                  v_cache=e(v_cache), k_scale=e(k_scale), v_scale=e(v_scale), layout=layout,
+                  check=bool(check), stream=ctx.stream, dlpack_stream=ctx.dlpack_stream)
+
+
+def _dequant_impl(cache, scale, block_tables, kv_lens, out, out_block_tables, layout, check,
+                  func="dequantize_blocks"):
+    ctx = Context(cache)
+    e = ctx.export
+    _lib().dequantize_blocks(func=func, cache=e(cache), scale=e(scale), block_tables=e(block_tables),
+                             kv_lens=e(kv_lens), out=e(out), out_block_tables=e(out_block_tables),
+                             layout=layout, check=bool(check), stream=ctx.stream,
+                             dlpack_stream=ctx.dlpack_stream)
+
+
+def _calibrate_impl(x, out, func="calibrate"):
+    ctx = Context(x)
+    _lib().calibrate(func=func, x=ctx.export(x), out=ctx.export(out), stream=ctx.stream,
+                     dlpack_stream=ctx.dlpack_stream)
+
+
+# --------------------------------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------------------------------
+
+def _resolve_kv_lens(kv_lens, cu_kv_lens, func):
+    if kv_lens is not None and cu_kv_lens is not None:
+        raise ValueError(f"{func}: cu_kv_lens: expected kv_lens [B] or cu_kv_lens [B+1], got both")
+    if cu_kv_lens is not None:
+        return _arrays.diff_lengths(cu_kv_lens, func, "cu_kv_lens")
+    if kv_lens is None:
+        raise ValueError(f"{func}: kv_lens: expected kv_lens [B] int32 (or cu_kv_lens= [B+1]), got None")
+    return kv_lens
+
+
+def paged_prefill(q, k_cache, v_cache, block_tables, cu_q_lens, kv_lens=None, *, k_scale=None, v_scale=None,
+                  causal=True, softmax_scale=None, layout="HND", gqa_layout="AABB", local_window=None,
+                  global_window=None, mask=None, out=None, return_lse=False, path="auto", check=False,
+                  q_scale=None, compute="bf16", cu_kv_lens=None):
+    """Paged attention of a varlen batch of query chunks over an (int8) paged KV cache.
+
+    Args:
+      q: [T, Hq, D] bf16/fp16 (or int8 with ``q_scale`` [T, Hq] fp32, which implies compute="int8").
+      k_cache, v_cache: int8 (or bf16/fp16) pages, ``layout`` "HND" [num_blocks, Hkv, page_size, D]
+        or "NHD" [num_blocks, page_size, Hkv, D].
+      block_tables: [B, max_blocks_per_seq] int32.
+      cu_q_lens: [B+1] int32 cumulative query lengths.
+      kv_lens: [B] int32 total keys per sequence (cached prefix + this chunk). Or pass the seed's
+        cumulative ``cu_kv_lens=`` [B+1] instead.
+      k_scale, v_scale: per-channel [Hkv, D] or per-token scales (fp32/bf16/fp16); None for bf16/fp16 caches.
+      causal: bottom-right aligned causal mask (query i of a chunk sits at kv_len - q_len + i).
+      softmax_scale: default 1/sqrt(D).
+      gqa_layout: "AABB" (kv head = h // group) or "ABAB" (kv head = h % Hkv).
+      local_window, global_window: sliding window (causal only): key j visible when
+        p - j <= local_window or j < global_window.
+      mask: non-causal only: bool/uint8 flattened per-sequence [q_len, kv_len] masks (True = visible).
+      out: [T, Hq, D]; allocated (q's library and device) when None.
+      return_lse: also return lse [T, Hq] fp32.
+      path: "auto", "fused", "dequant" or "generic" (CUDA prefill kernels).
+      check: also validate device data (block ids, lengths, monotonic cu_q_lens).
+      compute: "bf16" (native, tensor cores in q's dtype) or "int8" (SageAttention-style).
+
+    Returns:
+      out, or (out, lse) when return_lse.
+    """
+    func = "paged_prefill"
+    opts = (bool(causal), float(softmax_scale or 0.0), str(layout), str(gqa_layout), _window(local_window, -1),
+            _window(global_window, 0), str(compute), str(path), bool(check))
+    if _is_torch(q):
+        kv_lens = _torch_lengths(kv_lens, cu_kv_lens, func)
+        if out is None:
+            out = _torch_empty(q.shape, _torch.bfloat16 if q.dtype == _torch.int8 else q.dtype, q)
+        lse = _torch_empty(q.shape[:2], _torch.float32, q) if return_lse else None
+        _tops.paged_prefill(q, k_cache, v_cache, block_tables, cu_q_lens, kv_lens, k_scale, v_scale, q_scale, mask,
+                            out, lse, *opts)
+        return (out, lse) if return_lse else out
+    kv_lens = _resolve_kv_lens(kv_lens, cu_kv_lens, func)
+    require_array(q, func, "q")
+    mask = _arrays.bool_as_uint8(mask)
+    ctx = Context(q)
+    if out is None:
+        out = ctx.empty(q.shape, _float_out_dtype(q), func, "out")
+    lse = ctx.empty(q.shape[:2], "float32", func, "lse") if return_lse else None
+    _prefill_impl(q, k_cache, v_cache, block_tables, cu_q_lens, kv_lens, k_scale, v_scale, q_scale, mask, out, lse,
+                  *opts)
+    return (out, lse) if return_lse else out
+
+
+def paged_decode(q, k_cache, v_cache, block_tables, kv_lens=None, *, k_scale=None, v_scale=None,
+                 softmax_scale=None, layout="HND", gqa_layout="AABB", local_window=None, global_window=None,
+                 out=None, return_lse=False, check=False, num_splits=0, cu_kv_lens=None):
+    """Attention of one query token per sequence (decode) over the paged cache.
+
+    Args:
+      q: [B, Hq, D] bf16/fp16; the query of sequence b sits at position kv_lens[b] - 1.
+      k_cache, v_cache, k_scale, v_scale, block_tables, layout, gqa_layout, windows: as paged_prefill.
+      kv_lens: [B] int32 (or cu_kv_lens= [B+1] cumulative).
+      out: [B, Hq, D] (allocated when None); return_lse: also return lse [B, Hq] fp32.
+      num_splits: split-KV factor, 0 = chosen by the planner (CUDA).
+
+    Returns:
+      out, or (out, lse) when return_lse.
+    """
+    func = "paged_decode"
+    opts = (float(softmax_scale or 0.0), str(layout), str(gqa_layout), _window(local_window, -1),
+            _window(global_window, 0), bool(check), int(num_splits))
+    if _is_torch(q):
+        kv_lens = _torch_lengths(kv_lens, cu_kv_lens, func)
+        if out is None:
+            out = _torch_empty(q.shape, q.dtype, q)
+        lse = _torch_empty(q.shape[:2], _torch.float32, q) if return_lse else None
+        _tops.paged_decode(q, k_cache, v_cache, block_tables, kv_lens, k_scale, v_scale, out, lse, *opts)
+        return (out, lse) if return_lse else out
+    kv_lens = _resolve_kv_lens(kv_lens, cu_kv_lens, func)
+    require_array(q, func, "q")
+    ctx = Context(q)
+    if out is None:
+        out = ctx.empty(q.shape, _float_out_dtype(q), func, "out")
+    lse = ctx.empty(q.shape[:2], "float32", func, "lse") if return_lse else None
+    _decode_impl(q, k_cache, v_cache, block_tables, kv_lens, k_scale, v_scale, out, lse, *opts)
+    return (out, lse) if return_lse else out
+
+
+def append(k, v, slot_mapping, k_cache, v_cache, *, k_scale=None, v_scale=None, layout="HND", check=False):
+    """Quantize new tokens and write them into the paged cache, in place.
+
+    Args:
+      k, v: [N, Hkv, D] bf16/fp16/fp32 new keys/values.
+      slot_mapping: [N] int32/int64; token n goes to block slot // page_size, offset slot % page_size;
+        slot < 0 skips the token (padding).
+      k_cache, v_cache: int8 pages (written). k_scale/v_scale: per-channel [Hkv, D] scales are read;
+        per-token scales (shape [num_blocks, Hkv, page_size] HND / [num_blocks, page_size, Hkv] NHD)
+        are computed as max(amax/127, 1e-8) and written.
+      check: also check slots < num_blocks * page_size (reads slot_mapping on the device).
+    """
+    if _is_torch(k_cache):
+        _tops.append(k, v, slot_mapping, k_cache, v_cache, k_scale, v_scale, str(layout), bool(check))
+        return
+    require_array(k_cache, "append", "k_cache")
+    _append_impl(k, v, slot_mapping, k_cache, v_cache, k_scale, v_scale, str(layout), bool(check))
+
+
+def _num_referenced_blocks(block_tables, kv_lens, page_size):
+    lens = _arrays.host_list(kv_lens, "dequantize_blocks", "kv_lens")
+    width = int(block_tables.shape[1]) if len(block_tables.shape) == 2 else 0
+    return sum(min(width, -(-max(n, 0) // page_size)) for n in lens)
+
+
+def dequantize_blocks(cache, scale, block_tables, kv_lens, *, out=None, layout="HND", compact=False,
+                      out_dtype="bfloat16", num_out_blocks=None, check=False):
+    """Dequantize the blocks referenced by (block_tables, kv_lens) of one int8 cache.
+
+    Full mode (compact=False): out has the cache's shape; referenced blocks are written at their own
+    ids, the others are left as they were (allocated out: uninitialized). Compact mode: out is
+    [num_out_blocks, ...] and the call returns (out, out_block_tables [B, max_blocks_per_seq] int32),
+    the referenced blocks renumbered in (sequence, block) order, unused entries -1.
+    num_out_blocks defaults to sum ceil(kv_len/page_size) (reads kv_lens on the host).
+    out_dtype: "bfloat16" or "float16" when out is allocated (numpy: "float16").
+    """
+    func = "dequantize_blocks"
+    require_array(cache, func, "cache")
+    ctx = Context(cache)
+    if out_dtype == "bfloat16" and ctx.lib in ("numpy", "cupy"):
+        out_dtype = "float16"
+    out_block_tables = None
+    if compact:
+        require_array(block_tables, func, "block_tables")
+        if len(cache.shape) != 4:
+            raise ValueError(f"{func}: cache: expected [num_blocks, ., ., head_dim] (4-D), got shape "
+                             f"{list(cache.shape)}")
+        page_size = int(cache.shape[2] if str(layout).upper() == "HND" else cache.shape[1])
+        if out is None:
+            if num_out_blocks is None:
+                num_out_blocks = _num_referenced_blocks(block_tables, kv_lens, page_size)
+            out = ctx.empty((int(num_out_blocks),) + tuple(cache.shape[1:]), out_dtype, func, "out")
+        out_block_tables = ctx.empty(block_tables.shape, "int32", func, "out_block_tables")
+    elif out is None:
+        out = ctx.empty(cache.shape, out_dtype, func, "out")
+    args = (cache, scale, block_tables, kv_lens, out, out_block_tables, str(layout), bool(check))
+    if _is_torch(cache):
+        _tops.dequantize_blocks(*args)
+    else:
+        _dequant_impl(*args)
+    return (out, out_block_tables) if compact else out
+
+
+def calibrate(x, *, out=None):
+    """Per-channel scales of a K or V sample x [num_tokens, Hkv, D]: max(amax over tokens / 127, 1e-5),
+    returned as [Hkv, D] fp32 (in x's library and device)."""
+    func = "calibrate"
+    if _is_torch(x):
+        if out is None:
+            if x.dim() != 3:
+                raise ValueError(f"{func}: x: expected [num_tokens, num_kv_heads, head_dim], got shape "
+                                 f"{list(x.shape)}")
+            out = _torch_empty(x.shape[1:], _torch.float32, x)
+        _tops.calibrate_out(x, out)
+        return out
+    require_array(x, func, "x")
+    if out is None:
+        if len(x.shape) != 3:
+            raise ValueError(f"{func}: x: expected [num_tokens, num_kv_heads, head_dim], got shape {list(x.shape)}")
+        out = Context(x).empty(x.shape[1:], "float32", func, "out")
+    _calibrate_impl(x, out)
+    return out
+
+
+class PagedPrefill:
+    """Plan once from host-side lengths, then run without host syncs or allocations (CUDA graphs).
+
+        pp = kvq.PagedPrefill(causal=True, layout="HND")
+        pp.plan(cu_q_lens_host, kv_lens_host, q, k_cache, v_cache, block_tables, cu_q_lens, kv_lens,
+                k_scale=k_scale, v_scale=v_scale)
+        out = torch.empty_like(q)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            pp.run(q, k_cache, v_cache, block_tables, cu_q_lens, kv_lens, k_scale=k_scale, v_scale=v_scale,
+                   out=out)
+
+    plan() computes kvq::plan_prefill from the host lengths (lists or CPU arrays; None = upper bounds,
+    valid for any lengths that fit the tensors) and allocates the workspace once, on q's device.
+    When a captured graph is replayed with other lengths, plan with the largest ones, or with None.
+    run() takes the same tensors (same shapes and dtypes as planned) and calls the kernel on the current
+    stream; it allocates only out/lse when they are not given.
+    """
+
+    def __init__(self, *, causal=True, softmax_scale=None, layout="HND", gqa_layout="AABB", local_window=None,
+                 global_window=None, compute="bf16", path="auto", check=False):
+        self.causal = bool(causal)
+        self.softmax_scale = softmax_scale
+        self.layout = str(layout)
+        self.gqa_layout = str(gqa_layout)
+        self.local_window = _window(local_window, -1)
+        self.global_window = _window(global_window, 0)
+        self.compute = str(compute)
+        self.path = str(path)
+        self.check = bool(check)
+        self.plan_info = None
+        self.workspace = None
+
+    def _common(self):
+        return dict(causal=self.causal, softmax_scale=(float(self.softmax_scale) if self.softmax_scale else None),
+                    layout=self.layout, gqa_layout=self.gqa_layout, local_window=self.local_window,
+                    global_window=self.global_window, compute=self.compute, path=self.path)
+
+    def plan(self, cu_q_lens_host, kv_lens_host, q, k_cache, v_cache, block_tables, cu_q_lens, kv_lens, *,
+             k_scale=None, v_scale=None, q_scale=None, mask=None, return_lse=False):
+        """Plan for these tensors' shapes/dtypes and these host lengths; returns the kvq.PrefillPlan."""
+        func = "PagedPrefill.plan"
+        require_array(q, func, "q")
+        ctx = Context(q)
+        e = ctx.export
+        mask = _arrays.bool_as_uint8(mask)
+        lse = ctx.empty(q.shape[:2], "float32", func, "lse") if return_lse else None
+        out = ctx.empty(q.shape, _float_out_dtype(q), func, "out")
+        info = _lib().plan_prefill(
+            func=func, q=e(q), k_cache=e(k_cache), v_cache=e(v_cache), block_tables=e(block_tables),
+            cu_q_lens=e(cu_q_lens), kv_lens=e(kv_lens), k_scale=e(k_scale), v_scale=e(v_scale), q_scale=e(q_scale),
+            mask=e(mask), out=e(out), lse=e(lse), dlpack_stream=ctx.dlpack_stream,
+            cu_q_lens_host=_arrays.host_list(cu_q_lens_host, func, "cu_q_lens_host"),
+            kv_lens_host=_arrays.host_list(kv_lens_host, func, "kv_lens_host"), **self._common())
+        self.plan_info = info
+        self.workspace = ctx.empty((max(int(info.workspace_bytes), 1),), "uint8", func, "workspace")
+        return info
+
+    def run(self, q, k_cache, v_cache, block_tables, cu_q_lens, kv_lens, *, k_scale=None, v_scale=None,
+            q_scale=None, mask=None, out=None, lse=None, return_lse=False):
+        """Run the planned prefill: out, or (out, lse) when return_lse or lse= is given."""
+        func = "PagedPrefill.run"
+        if self.plan_info is None:
+            raise ValueError(f"{func}: plan: expected plan() to have been called, got no plan")
+        require_array(q, func, "q")
+        ctx = Context(q)
+        if out is None:
+            out = ctx.empty(q.shape, _float_out_dtype(q), func, "out")
+        if lse is None and return_lse:
+            lse = ctx.empty(q.shape[:2], "float32", func, "lse")
+        c = self._common()
+        mask = _arrays.bool_as_uint8(mask)
+        _prefill_impl(q, k_cache, v_cache, block_tables, cu_q_lens, kv_lens, k_scale, v_scale, q_scale, mask, out,
+                      lse, c["causal"], c["softmax_scale"], c["layout"], c["gqa_layout"], c["local_window"],
+                      c["global_window"], c["compute"], c["path"], self.check, plan=self.plan_info,
+                      workspace=self.workspace, func=func)
+        return (out, lse) if lse is not None else out
+
+
+Plan = PagedPrefill
+
+
+def cuda_built() -> bool:
+    """Whether the extension's libkvq has the CUDA backend."""
+    return bool(_lib().cuda_built())
+
+
+def cuda_available() -> bool:
+    """Whether the CUDA backend can run now (built with CUDA and a device present)."""
+    return bool(_lib().cuda_available())
+
+
+def fast_head_dims():
+    """Head dims with fast tensor-core instantiations in this build."""
+    return list(_lib().fast_head_dims())
