@@ -1,0 +1,277 @@
+// src/cuda/backend.cu — the CUDA backend: every kvq::cuda:: function of src/core/backend.h.
+//
+// The dispatcher (src/core/dispatch.cpp) validated shapes, dtypes and options before any call
+// lands here; this file picks kernels and lays out workspaces:
+//   paged_prefill: plan.path kFused -> the tensor-core kernel (tc_prefill.h) when it serves the
+//     problem; with args.path == kAuto it falls back to the generic kernel, a forced fused path
+//     that cannot be served is an error. kDequant -> dequantize the referenced K and V blocks into
+//     the workspace (layout: src/core/plan.cpp) with a compact block table, then the tensor-core
+//     kernel over that bf16/fp16 cache. kGeneric -> generic_prefill.
+//   paged_decode: split-KV decode (decode/), num_splits from the planner or args.num_splits.
+//   append / calibrate: append/. dequantize_blocks: prefill/dequant_blocks.
+//   check_prefill_data: copies the metadata to the host (synchronous; only when check=true).
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "kvq/error.h"
+#include "src/core/backend.h"
+#include "src/core/plan.h"
+#include "src/cuda/append/append.h"
+#include "src/cuda/common/cuda_check.cuh"
+#include "src/cuda/decode/decode.h"
+#include "src/cuda/prefill/dequant_blocks.h"
+#include "src/cuda/prefill/generic_prefill.h"
+#include "src/cuda/prefill/tc_prefill.h"
+
+namespace kvq::cuda {
+namespace {
+
+size_t round_up256(size_t x) { return (x + 255) / 256 * 256; }
+
+DType float_dtype_of_q(DType q) { return q == DType::kInt8 ? DType::kBFloat16 : q; }
+
+// A contiguous view of a paged cache part of the dequant workspace.
+TensorView make_cache_view(void* data, DType dtype, int64_t n, const detail::AttnProblem& p, int device_index) {
+  if (p.layout == KvLayout::kHND)
+    return TensorView::make(data, dtype, {n, p.num_kv_heads, p.page_size, p.head_dim}, Device::kCUDA, device_index);
+  return TensorView::make(data, dtype, {n, p.page_size, p.num_kv_heads, p.head_dim}, Device::kCUDA, device_index);
+}
+
+void run_dequant_path(const PrefillArgs& args, const detail::AttnProblem& p, const PrefillPlan& plan) {
+  constexpr const char* kFunc = "paged_prefill";
+  const DType wdtype = float_dtype_of_q(p.q_dtype);
+  detail::AttnProblem p2 = p;
+  p2.kv_dtype = wdtype;
+  p2.k_scale_mode = ScaleMode::kNone;
+  p2.v_scale_mode = ScaleMode::kNone;
+  p2.num_blocks = plan.num_referenced_blocks;
+  if (!tc_prefill_supports(p2)) {
+    throw Error(ErrorKind::kValue, kFunc, "path",
+                "expected a problem the tensor-core kernel serves after dequantization (fast head_dim, no mask, "
+                "native compute), got head_dim " + std::to_string(p.head_dim) + (p.has_mask ? " with a mask" : "") +
+                    (p.compute == ComputeMode::kInt8 ? " with int8 compute" : "") + " (path=dequant was forced)");
+  }
+  const size_t kv_bytes = static_cast<size_t>(plan.num_referenced_blocks) * p.page_size * p.num_kv_heads * p.head_dim * 2;
+  const size_t table_bytes = static_cast<size_t>(p.batch_size) * p.max_blocks_per_seq * 4;
+  const size_t need = 2 * round_up256(kv_bytes) + round_up256(table_bytes);
+  KVQ_CHECK(args.workspace.data != nullptr && args.workspace.bytes >= need, kFunc, "workspace",
+            "expected at least " << need << " bytes for the dequant path, got " << args.workspace.bytes);
+  char* base = static_cast<char*>(args.workspace.data);
+  const int dev = args.q.device_index;
+  PagedKvCache kv2;
+  kv2.layout = p.layout;
+  kv2.k_cache = make_cache_view(base, wdtype, plan.num_referenced_blocks, p, dev);
+  kv2.v_cache = make_cache_view(base + round_up256(kv_bytes), wdtype, plan.num_referenced_blocks, p, dev);
+  TensorView table2 = TensorView::make(base + 2 * round_up256(kv_bytes), DType::kInt32,
+                                       {p.batch_size, p.max_blocks_per_seq}, Device::kCUDA, dev);
+  if (!tc_prefill_supports_views(args, p2, kv2, table2)) {
+    throw Error(ErrorKind::kValue, kFunc, "path",
+                "expected 16-byte aligned q/out pointers and strides for the tensor-core kernel, got views it "
+                "cannot load (path=dequant was forced; use auto or generic)");
+  }
+  for (int part = 0; part < 2; ++part) {
+    DequantLaunch d;
+    d.cache = part == 0 ? args.kv.k_cache : args.kv.v_cache;
+    d.scale = part == 0 ? args.kv.k_scale : args.kv.v_scale;
+    d.mode = part == 0 ? p.k_scale_mode : p.v_scale_mode;
+    d.layout = p.layout;
+    d.block_tables = args.block_tables;
+    d.kv_lens = args.kv_lens;
+    d.out = part == 0 ? kv2.k_cache : kv2.v_cache;
+    d.out_block_tables = table2;
+    d.write_table = part == 0;
+    d.num_kv_heads = p.num_kv_heads;
+    d.page_size = p.page_size;
+    d.head_dim = p.head_dim;
+    launch_dequant_blocks(d, args.stream);
+  }
+  launch_tc_prefill(args, p2, kv2, table2, args.stream);
+}
+
+template <typename T>
+std::vector<T> copy_to_host_1d(const TensorView& t, int64_t n, cudaStream_t stream) {
+  std::vector<T> h(n);
+  if (n == 0) return h;
+  const int64_t st = t.strides[0];
+  if (st == 1) {
+    KVQ_CUDA_CHECK(cudaMemcpyAsync(h.data(), t.data, n * sizeof(T), cudaMemcpyDeviceToHost, stream));
+  } else {
+    KVQ_CUDA_CHECK(cudaMemcpy2DAsync(h.data(), sizeof(T), t.data, st * sizeof(T), sizeof(T), n,
+                                     cudaMemcpyDeviceToHost, stream));
+  }
+  return h;
+}
+
+std::vector<int32_t> copy_table_to_host(const TensorView& t, cudaStream_t stream) {
+  const int64_t rows = t.shape[0], cols = t.shape[1];
+  std::vector<int32_t> h(rows * cols);
+  if (rows == 0 || cols == 0) return h;
+  KVQ_CHECK(t.strides[1] == 1, "check", "block_tables", "expected a contiguous last dim, got stride " << t.strides[1]);
+  KVQ_CUDA_CHECK(cudaMemcpy2DAsync(h.data(), cols * sizeof(int32_t), t.data, t.strides[0] * sizeof(int32_t),
+                                   cols * sizeof(int32_t), rows, cudaMemcpyDeviceToHost, stream));
+  return h;
+}
+
+void check_tables(const char* func, const std::vector<int32_t>& table, int64_t width, const std::vector<int32_t>& kv,
+                  int64_t page_size, int64_t num_blocks) {
+  for (size_t b = 0; b < kv.size(); ++b) {
+    KVQ_CHECK(kv[b] >= 0, func, "kv_lens", "expected kv_len >= 0, got " << kv[b] << " at b = " << b);
+    const int64_t pages = (int64_t{kv[b]} + page_size - 1) / page_size;
+    KVQ_CHECK(pages <= width, func, "kv_lens",
+              "expected kv_len <= max_blocks_per_seq * page_size = " << width * page_size << ", got " << kv[b]
+                                                                     << " at b = " << b);
+    for (int64_t i = 0; i < pages; ++i) {
+      const int32_t blk = table[b * width + i];
+      KVQ_CHECK(blk >= 0 && blk < num_blocks, func, "block_tables",
+                "expected block ids in [0, " << num_blocks << "), got " << blk << " at [" << b << ", " << i << "]");
+    }
+  }
+}
+
+}  // namespace
+
+bool built() { return true; }
+
+bool available() {
+  int n = 0;
+  const cudaError_t err = cudaGetDeviceCount(&n);
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  return n > 0;
+}
+
+void paged_prefill(const PrefillArgs& args, const detail::AttnProblem& p, const PrefillPlan& plan) {
+  switch (plan.path) {
+    case PrefillPath::kFused:
+      if (tc_prefill_supports(p) && tc_prefill_supports_views(args, p, args.kv, args.block_tables)) {
+        launch_tc_prefill(args, p, args.kv, args.block_tables, args.stream);
+        return;
+      }
+      if (args.path == PrefillPath::kFused)
+        throw Error(ErrorKind::kValue, "paged_prefill", "path",
+                    "expected a problem the fused (tensor-core) path serves (fast head_dim, no mask, 16-byte "
+                    "aligned views), got head_dim " +
+                        std::to_string(p.head_dim) + (p.has_mask ? " with a mask" : "") +
+                        " (path=fused was forced; use auto or generic)");
+      launch_generic_prefill(args, p, args.kv, args.block_tables, args.stream);
+      return;
+    case PrefillPath::kDequant:
+      run_dequant_path(args, p, plan);
+      return;
+    case PrefillPath::kGeneric:
+    case PrefillPath::kAuto:
+      launch_generic_prefill(args, p, args.kv, args.block_tables, args.stream);
+      return;
+  }
+}
+
+void paged_decode(const DecodeArgs& args, const detail::AttnProblem& p) {
+  const int splits = plan_decode_splits(p, args.num_splits);
+  launch_decode(args, p, splits, args.stream);
+}
+
+size_t decode_workspace_size(const detail::AttnProblem& p, int num_splits) {
+  return decode_workspace_bytes(p, plan_decode_splits(p, num_splits));
+}
+
+void append(const AppendArgs& args, int64_t num_tokens, int64_t num_kv_heads, int64_t head_dim,
+            int64_t page_size, int64_t num_blocks, ScaleMode k_mode, ScaleMode v_mode) {
+  if (args.check && num_tokens > 0) {
+    auto s = static_cast<cudaStream_t>(args.stream);
+    std::vector<int64_t> slots(num_tokens);
+    if (args.slot_mapping.dtype == DType::kInt64) {
+      slots = copy_to_host_1d<int64_t>(args.slot_mapping, num_tokens, s);
+      KVQ_CUDA_CHECK(cudaStreamSynchronize(s));
+    } else {
+      const std::vector<int32_t> s32 = copy_to_host_1d<int32_t>(args.slot_mapping, num_tokens, s);
+      KVQ_CUDA_CHECK(cudaStreamSynchronize(s));
+      std::copy(s32.begin(), s32.end(), slots.begin());
+    }
+    for (int64_t n = 0; n < num_tokens; ++n)
+      KVQ_CHECK(slots[n] < num_blocks * page_size, "append", "slot_mapping",
+                "expected slots < num_blocks * page_size = " << num_blocks * page_size << ", got " << slots[n]
+                                                             << " at token " << n);
+  }
+  launch_append(args, num_tokens, num_kv_heads, head_dim, page_size, num_blocks, k_mode, v_mode);
+}
+
+void dequantize_blocks(const DequantArgs& args, int64_t num_kv_heads, int64_t page_size, int64_t head_dim,
+                       ScaleMode mode) {
+  constexpr const char* kFunc = "dequantize_blocks";
+  const bool compact = args.out_block_tables.defined();
+  if (args.check) {
+    auto s = static_cast<cudaStream_t>(args.stream);
+    const std::vector<int32_t> table = copy_table_to_host(args.block_tables, s);
+    const std::vector<int32_t> kv = copy_to_host_1d<int32_t>(args.kv_lens, args.block_tables.shape[0], s);
+    KVQ_CUDA_CHECK(cudaStreamSynchronize(s));
+    check_tables(kFunc, table, args.block_tables.shape[1], kv, page_size, args.cache.shape[0]);
+    if (compact) {
+      int64_t total = 0, max_pages = 0;
+      for (int32_t k : kv) {
+        const int64_t pages = (int64_t{k} + page_size - 1) / page_size;
+        total += pages;
+        max_pages = std::max(max_pages, pages);
+      }
+      KVQ_CHECK(total <= args.out.shape[0], kFunc, "out",
+                "expected at least " << total << " blocks (one per referenced block), got " << args.out.describe());
+      KVQ_CHECK(max_pages <= args.out_block_tables.shape[1], kFunc, "out_block_tables",
+                "expected at least " << max_pages << " columns, got " << args.out_block_tables.describe());
+    }
+  }
+  DequantLaunch d;
+  d.cache = args.cache;
+  d.scale = args.scale;
+  d.mode = mode;
+  d.layout = args.layout;
+  d.block_tables = args.block_tables;
+  d.kv_lens = args.kv_lens;
+  d.out = args.out;
+  d.out_block_tables = args.out_block_tables;
+  d.num_kv_heads = num_kv_heads;
+  d.page_size = page_size;
+  d.head_dim = head_dim;
+  launch_dequant_blocks(d, args.stream);
+}
+
+void calibrate(const TensorView& x, const TensorView& scale_out, void* stream) {
+  launch_calibrate(x, scale_out, stream);
+}
+
+void check_prefill_data(const PrefillArgs& args, const detail::AttnProblem& p) {
+  const char* func = p.is_decode ? "paged_decode" : "paged_prefill";
+  auto s = static_cast<cudaStream_t>(args.stream);
+  const std::vector<int32_t> table = copy_table_to_host(args.block_tables, s);
+  const std::vector<int32_t> kv = copy_to_host_1d<int32_t>(args.kv_lens, p.batch_size, s);
+  std::vector<int32_t> cu;
+  if (!p.is_decode && args.cu_q_lens.defined()) cu = copy_to_host_1d<int32_t>(args.cu_q_lens, p.batch_size + 1, s);
+  KVQ_CUDA_CHECK(cudaStreamSynchronize(s));
+  if (!cu.empty()) {
+    KVQ_CHECK(cu[0] == 0, func, "cu_q_lens", "expected cu_q_lens[0] = 0, got " << cu[0]);
+    for (int64_t b = 0; b < p.batch_size; ++b)
+      KVQ_CHECK(cu[b + 1] >= cu[b], func, "cu_q_lens",
+                "expected non-decreasing values, got cu_q_lens[" << b + 1 << "] = " << cu[b + 1] << " < cu_q_lens["
+                                                                 << b << "] = " << cu[b]);
+    KVQ_CHECK(cu[p.batch_size] <= p.total_q, func, "cu_q_lens",
+              "expected cu_q_lens[" << p.batch_size << "] <= total_q = " << p.total_q << ", got " << cu[p.batch_size]);
+    if (p.causal) {
+      for (int64_t b = 0; b < p.batch_size; ++b)
+        KVQ_CHECK(kv[b] >= cu[b + 1] - cu[b], func, "kv_lens",
+                  "expected kv_len >= q_len when causal, got kv_len " << kv[b] << " < q_len " << cu[b + 1] - cu[b]
+                                                                      << " at b = " << b);
+    }
+    if (p.has_mask && args.mask.defined()) {
+      int64_t total = 0;
+      for (int64_t b = 0; b < p.batch_size; ++b) total += int64_t{cu[b + 1] - cu[b]} * std::max(0, kv[b]);
+      KVQ_CHECK(total <= args.mask.numel(), func, "mask",
+                "expected sum_b q_len * kv_len = " << total << " elements, got " << args.mask.describe());
+    }
+  }
+  check_tables(func, table, p.max_blocks_per_seq, kv, p.page_size, p.num_blocks);
+}
+
+}  // namespace kvq::cuda

@@ -1,0 +1,226 @@
+// src/cuda/prefill/generic_kernel.cuh — the generic paged prefill: correct for any shape, not fast.
+//
+// What: for every real query row t < cu_q_lens[batch_size] and q head h, the attention of
+// DESIGN.md §1 over the paged cache (causal / windows / per-sequence boolean mask), with K and V
+// dequantized on the fly (int8 * scale; bf16/fp16 caches as is).
+// Mapping: one warp per (query row, q head); kWarps warps per CTA; grid.x = ceil(total_q * Hq / kWarps).
+// Lane l holds dims d = l + 32k (k < kMaxDimsPerLane = 8, so head_dim <= 256, runtime head_dim)
+// of q and of the fp32 output accumulator. Per visible key j the warp computes <q, k_j> with a
+// butterfly reduction, then updates an online softmax (running max m, sum l) and acc += p * v_j.
+// The sequence of row t is found by binary search in cu_q_lens; the mask offset of sequence b is
+// sum_{b'<b} q_len_b' * kv_len_b', summed on the device. Keys whose table entry is not a valid
+// block id are skipped, so garbage metadata never causes an out-of-bounds access.
+// Numerics (match src/cpu): scores in fp32 (per-channel K scale folded into q, per-token K scale
+// times the score, times softmax_scale), exp in fp32. kNative rounds p to the output (query)
+// dtype before P·V, like FlashAttention; per-token V scale multiplies p after that rounding,
+// per-channel V scale multiplies O in the epilogue. kInt8 (DESIGN.md §1): q' = q * k_scale is
+// quantized per (row, head) to q8 with s_q = max|q'|/127 (1 if < 1e-6), scores are
+// (q8·k8) * s_q * softmax_scale (an int8 q with q_scale is taken as is when K is not
+// per-channel), p is quantized to round(p * 127) and O = (P8·v8) / 127 * v_scale / l.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "src/cuda/common/convert.cuh"
+#include "src/cuda/common/paged.cuh"
+#include "src/cuda/common/warp.cuh"
+
+namespace kvq::cuda {
+
+struct GenericPrefillParams {
+  const void* q = nullptr;           // [total_q, num_qo_heads, head_dim] DTypeQ
+  const float* q_scale = nullptr;    // [total_q, num_qo_heads] fp32, int8 q only
+  PagedCacheParams cache;            // the paged K/V cache and its scales
+  const int32_t* block_tables = nullptr;  // [batch_size, max_blocks_per_seq]
+  const int32_t* cu_q_lens = nullptr;     // [batch_size + 1]
+  const int32_t* kv_lens = nullptr;       // [batch_size]
+  const uint8_t* mask = nullptr;     // [sum_b q_len_b * kv_len_b] bool, or null
+  int64_t mask_stride = 1;
+  void* out = nullptr;               // [total_q, num_qo_heads, head_dim] DTypeO
+  float* lse = nullptr;              // [total_q, num_qo_heads] fp32, or null
+  int64_t q_stride_t = 0, q_stride_h = 0;
+  int64_t qs_stride_t = 0, qs_stride_h = 0;
+  int64_t o_stride_t = 0, o_stride_h = 0;
+  int64_t lse_stride_t = 0, lse_stride_h = 0;
+  int64_t bt_stride = 0;             // block_tables row stride
+  int64_t total_q = 0;
+  int32_t batch_size = 0;
+  int32_t max_blocks_per_seq = 0;
+  int32_t num_qo_heads = 0;
+  int32_t num_kv_heads = 0;
+  int32_t group_size = 1;
+  int32_t head_dim = 0;
+  float softmax_scale = 1.f;
+  int32_t local_window = -1;
+  int32_t global_window = 0;
+  bool causal = true;
+  bool gqa_interleaved = false;
+  bool compute_int8 = false;
+};
+
+struct GenericPrefillTraits {
+  static constexpr int kWarps = 4;
+  static constexpr int kThreads = kWarps * 32;
+  static constexpr int kMaxDimsPerLane = 8;
+  static constexpr int kMaxHeadDim = 32 * kMaxDimsPerLane;
+  static_assert(kMaxHeadDim == 256, "DESIGN.md §2: head dims 1..256");
+};
+
+template <typename DTypeQ, typename DTypeKV, typename DTypeO>
+__device__ void generic_prefill_device(const GenericPrefillParams& prm) {
+  using Traits = GenericPrefillTraits;
+  constexpr int kDpl = Traits::kMaxDimsPerLane;
+  const int lane_idx = threadIdx.x & 31;
+  const int64_t warp_global = static_cast<int64_t>(blockIdx.x) * Traits::kWarps + (threadIdx.x >> 5);
+  const int64_t t = warp_global / prm.num_qo_heads;
+  const int h = static_cast<int>(warp_global % prm.num_qo_heads);
+  if (t >= prm.total_q) return;
+  const int64_t num_rows = prm.cu_q_lens[prm.batch_size];
+  if (t >= num_rows) return;  // bucket padding: never touched
+  // b = the last sequence with cu_q_lens[b] <= t (skips empty sequences).
+  int lo = 0, hi = prm.batch_size - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) >> 1;
+    if (prm.cu_q_lens[mid] <= t) lo = mid; else hi = mid - 1;
+  }
+  const int b = lo;
+  const int64_t q_start = prm.cu_q_lens[b];
+  const int64_t q_len = prm.cu_q_lens[b + 1] - q_start;
+  const int64_t i = t - q_start;
+  const int64_t table_cap = static_cast<int64_t>(prm.max_blocks_per_seq) * prm.cache.page_size;
+  int64_t kv_len = prm.kv_lens[b];
+  const int64_t kv_len_raw = kv_len < 0 ? 0 : kv_len;
+  kv_len = kv_len_raw < table_cap ? kv_len_raw : table_cap;
+  const int64_t pos = kv_len_raw - q_len + i;
+  const int kv_head = prm.gqa_interleaved ? h % prm.num_kv_heads : h / prm.group_size;
+  const int D = prm.head_dim;
+  const PagedCacheParams& c = prm.cache;
+  const bool kv_int8 = std::is_same_v<DTypeKV, int8_t>;
+  const bool k_per_channel = kv_int8 && c.k_mode == ScaleMode::kPerChannel;
+  const bool k_per_token = kv_int8 && c.k_mode == ScaleMode::kPerToken;
+  const bool v_per_channel = kv_int8 && c.v_mode == ScaleMode::kPerChannel;
+  const bool v_per_token = kv_int8 && c.v_mode == ScaleMode::kPerToken;
+  const bool int8_math = prm.compute_int8;
+  constexpr bool kQInt8 = std::is_same_v<DTypeQ, int8_t>;
+  // An int8 query is used as is (s_q = q_scale) unless a per-channel K scale must be folded in,
+  // in which case it is dequantized and requantized like a float query (src/cpu/attention.cpp).
+  const bool q_as_is = kQInt8 && int8_math && !k_per_channel;
+
+  // q (real value) with the per-channel K scale folded in.
+  float qf[kDpl];
+  const DTypeQ* q_row = static_cast<const DTypeQ*>(prm.q) + t * prm.q_stride_t + h * prm.q_stride_h;
+  const float q_in_scale = std::is_same_v<DTypeQ, int8_t> ? prm.q_scale[t * prm.qs_stride_t + h * prm.qs_stride_h] : 1.f;
+#pragma unroll
+  for (int k = 0; k < kDpl; ++k) {
+    const int d = lane_idx + 32 * k;
+    float x = 0.f;
+    if (d < D) {
+      x = q_as_is ? to_float(q_row[d]) : to_float(q_row[d]) * q_in_scale;
+      if (k_per_channel) x *= load_scale(c.k_scale, kv_head * c.k_scale_stride_a + d * c.k_scale_stride_b, c.k_scale_dtype);
+    }
+    qf[k] = x;
+  }
+  float score_scale = prm.softmax_scale;
+  if (q_as_is) {
+    score_scale *= q_in_scale;
+  } else if (int8_math) {
+    float amax = 0.f;
+#pragma unroll
+    for (int k = 0; k < kDpl; ++k) amax = fmaxf(amax, fabsf(qf[k]));
+    amax = warp_max(amax);
+    float s_q = amax / 127.f;
+    if (s_q < 1e-6f) s_q = 1.f;
+#pragma unroll
+    for (int k = 0; k < kDpl; ++k) qf[k] = static_cast<float>(quantize_int8(qf[k], s_q));
+    score_scale *= s_q;
+  }
+
+  // Mask row of (b, i): offset sum_{b'<b} q_len_b' * kv_len_b' + i * kv_len.
+  const uint8_t* mask_row = nullptr;
+  if (prm.mask != nullptr) {
+    int64_t off = 0;
+    for (int bb = 0; bb < b; ++bb) {
+      const int64_t ql = prm.cu_q_lens[bb + 1] - prm.cu_q_lens[bb];
+      const int64_t kl = prm.kv_lens[bb] < 0 ? 0 : prm.kv_lens[bb];
+      off += ql * kl;
+    }
+    mask_row = prm.mask + (off + i * kv_len_raw) * prm.mask_stride;
+  }
+
+  const int32_t* table_row = prm.block_tables + static_cast<int64_t>(b) * prm.bt_stride;
+  const DTypeKV* k_base = static_cast<const DTypeKV*>(c.k_data);
+  const DTypeKV* v_base = static_cast<const DTypeKV*>(c.v_data);
+
+  float m = -INFINITY, l = 0.f;
+  float acc[kDpl];
+#pragma unroll
+  for (int k = 0; k < kDpl; ++k) acc[k] = 0.f;
+
+  // Visible keys: [0, end) when no local window, else [0, min(global, end)) and [max(global, pos - local), end).
+  const int64_t end = prm.causal ? (pos + 1 < kv_len ? pos + 1 : kv_len) : kv_len;
+  int64_t r0_end = end, r1_begin = end;
+  if (prm.local_window >= 0) {
+    r0_end = prm.global_window < end ? prm.global_window : end;
+    if (r0_end < 0) r0_end = 0;
+    r1_begin = pos - prm.local_window;
+    if (r1_begin < r0_end) r1_begin = r0_end;
+  }
+  for (int range = 0; range < 2; ++range) {
+    const int64_t j_begin = range == 0 ? 0 : r1_begin;
+    const int64_t j_end = range == 0 ? r0_end : end;
+    for (int64_t j = j_begin; j < j_end; ++j) {
+      if (mask_row != nullptr && !mask_row[j * prm.mask_stride]) continue;
+      int32_t block;
+      uint32_t offset;
+      if (!locate_token(c, table_row, static_cast<uint32_t>(j), block, offset)) continue;
+      const DTypeKV* k_row = k_base + k_elem_offset(c, block, offset, kv_head);
+      float part = 0.f;
+#pragma unroll
+      for (int k = 0; k < kDpl; ++k) {
+        const int d = lane_idx + 32 * k;
+        if (d < D) part += qf[k] * to_float(k_row[d]);
+      }
+      float s = warp_sum(part) * score_scale;
+      if (k_per_token) s *= load_scale(c.k_scale, k_token_scale_offset(c, block, offset, kv_head), c.k_scale_dtype);
+      const float m_new = fmaxf(m, s);
+      const float alpha = expf(m - m_new);  // m = -inf first: alpha = 0, acc is 0 anyway
+      const float p = expf(s - m_new);
+      l = l * alpha + p;
+      m = m_new;
+      float pv = int8_math ? rintf(p * 127.f) : round_to<DTypeO>(p);
+      if (v_per_token) pv *= load_scale(c.v_scale, v_token_scale_offset(c, block, offset, kv_head), c.v_scale_dtype);
+      const DTypeKV* v_row = v_base + v_elem_offset(c, block, offset, kv_head);
+#pragma unroll
+      for (int k = 0; k < kDpl; ++k) {
+        const int d = lane_idx + 32 * k;
+        acc[k] = acc[k] * alpha + (d < D ? pv * to_float(v_row[d]) : 0.f);
+      }
+    }
+  }
+
+  const float inv_l = l > 0.f ? (int8_math ? 1.f / 127.f : 1.f) / l : 0.f;
+  DTypeO* o_row = static_cast<DTypeO*>(prm.out) + t * prm.o_stride_t + h * prm.o_stride_h;
+#pragma unroll
+  for (int k = 0; k < kDpl; ++k) {
+    const int d = lane_idx + 32 * k;
+    if (d < D) {
+      float o = acc[k] * inv_l;
+      if (v_per_channel) o *= load_scale(c.v_scale, kv_head * c.v_scale_stride_a + d * c.v_scale_stride_b, c.v_scale_dtype);
+      o_row[d] = from_float<DTypeO>(o);
+    }
+  }
+  if (prm.lse != nullptr && lane_idx == 0) {
+    prm.lse[t * prm.lse_stride_t + h * prm.lse_stride_h] = l > 0.f ? m + logf(l) : -INFINITY;
+  }
+}
+
+template <typename DTypeQ, typename DTypeKV, typename DTypeO>
+__global__ void __launch_bounds__(GenericPrefillTraits::kThreads)
+generic_prefill_kernel(const __grid_constant__ GenericPrefillParams params) {
+  generic_prefill_device<DTypeQ, DTypeKV, DTypeO>(params);
+}
+
+}  // namespace kvq::cuda

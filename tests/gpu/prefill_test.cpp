@@ -1,0 +1,346 @@
+// tests/gpu/prefill_test.cpp — every CUDA prefill path (fused, dequant, generic, each forced, and
+// auto) against the CPU backend: the seed's 16-case matrix, randomized shapes (page sizes, head
+// dims, groups, layouts, windows, masks, per-token scales, fp16, strided q/out, bucket padding),
+// int8 compute / int8 q, and the seed's edge cases. Outputs are poisoned before every run; rows past
+// cu_q_lens[B] must stay poisoned. A forced fused/dequant path that refuses a shape (kvq::Error on
+// "path") is reported as skipped for that shape, never as passed.
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "tests/common/seed_cases.h"
+#include "tests/gpu/gpu_util.h"
+
+namespace kvq::test {
+namespace {
+
+constexpr double kTolNative = 1e-2;
+constexpr double kTolInt8 = 3e-2;
+// Above this many multiply-adds the CPU oracle runs on a sample of the rows (naive fp64 reference).
+constexpr double kFullOracleCost = 3e10;
+
+const std::vector<PrefillPath> kPaths = {PrefillPath::kFused, PrefillPath::kDequant, PrefillPath::kGeneric};
+
+// One case with its oracle, kept between the tests of the different paths of that case.
+struct Prepared {
+  std::string key;
+  std::unique_ptr<PagedCase> c;
+  std::unique_ptr<DeviceCase> dc;
+  PrefillArgs host_args;
+  RefOutput ref;
+  HostTensor q8, q_scale;  // int8 query of the case, when it has one (host_args.q points here)
+};
+
+Prepared& prepared() {
+  static Prepared p;
+  return p;
+}
+
+void run_and_check(Prepared& p, PrefillPath path, double tol, bool seed_criterion) {
+  GpuRun run = run_gpu_prefill(*p.c, *p.dc, p.host_args, path);
+  if (!run.served) GTEST_SKIP() << "path " << path_name(path) << " does not serve this shape: " << run.refusal;
+  expect_prefill_matches(*p.c, run, p.ref, tol, std::string("path ") + path_name(path));
+  if (seed_criterion) {
+    const double frac = fraction_within(run.out.view(), p.ref, p.c->total_q, kSeedPrefillTol, kSeedPrefillTol);
+    EXPECT_GE(frac, kSeedPrefillFrac) << "seed criterion, path " << path_name(path);
+  }
+}
+
+// ---------------------------------------------------------------- seed matrix
+class SeedPrefill : public testing::TestWithParam<std::tuple<int, PrefillPath>> {};
+
+TEST_P(SeedPrefill, MatchesCpu) {
+  const auto [idx, path] = GetParam();
+  const SeedCase& sc = seed_prefill_cases()[idx];
+  Prepared& p = prepared();
+  const std::string key = std::string("seed_") + sc.id;
+  if (p.key != key) {
+    p = Prepared{};
+    Rng rng(1000 + idx);
+    const SeedLengths lens = seed_prefill_lengths(sc, rng);
+    PagedCaseSpec spec;
+    spec.q_lens = lens.q_lens;
+    spec.kv_lens = lens.kv_lens;
+    spec.num_qo_heads = sc.num_qo_heads;
+    spec.num_kv_heads = sc.num_kv_heads;
+    spec.head_dim = sc.head_dim;
+    spec.page_size = sc.page_size;
+    spec.scale_dtype = DType::kBFloat16;  // the seed stores its scales in bf16
+    spec.with_lse = true;
+    spec.padding_rows = 3;
+    spec.seed = 2000 + idx;
+    p.c = std::make_unique<PagedCase>(make_paged_case(spec));
+    p.dc = std::make_unique<DeviceCase>(*p.c);
+    p.host_args = p.c->prefill_args();
+    if (prefill_cost(*p.c) <= kFullOracleCost) {
+      p.ref = cpu_prefill(p.host_args, /*fp64=*/true);
+    } else {
+      p.ref = reference_prefill(p.host_args, {RefCompute::kExact}, /*row_stride=*/8)[0];
+    }
+    p.key = key;
+  }
+  run_and_check(p, path, kTolNative, /*seed_criterion=*/true);
+}
+
+std::string seed_name(const testing::TestParamInfo<std::tuple<int, PrefillPath>>& info) {
+  return std::string(seed_prefill_cases()[std::get<0>(info.param)].id) + "_" + path_name(std::get<1>(info.param));
+}
+
+INSTANTIATE_TEST_SUITE_P(Seed, SeedPrefill, testing::Combine(testing::Range(0, 16), testing::ValuesIn(kPaths)),
+                         seed_name);
+
+// ---------------------------------------------------------------- randomized shapes
+struct RandomConfig {
+  PagedCaseSpec spec;
+  MaskOptions mask_options;
+  GqaLayout gqa = GqaLayout::kGrouped;
+  bool mask = false;
+  ComputeMode compute = ComputeMode::kNative;
+  bool int8_q = false;
+  std::string name;
+};
+
+RandomConfig random_config(int i) {
+  static const int64_t kPages[] = {1, 3, 16, 48, 64, 256, 1000, 7, 100};
+  static const int64_t kDims[] = {64, 80, 96, 128, 192, 256};
+  Rng rng(7000 + i);
+  RandomConfig r;
+  PagedCaseSpec& s = r.spec;
+  s.seed = 9000 + i;
+  s.page_size = kPages[i % 9];
+  s.head_dim = kDims[(i / 2 + rng.randint(0, 6)) % 6];
+  if (i % 11 == 5) s.head_dim = 1 + rng.randint(0, 256);  // an odd head dim for the generic path
+  const int64_t group = 1 + rng.randint(0, 16);
+  s.num_kv_heads = 1 + rng.randint(0, 3);
+  s.num_qo_heads = group * s.num_kv_heads;
+  s.layout = rng.bernoulli(0.5) ? KvLayout::kHND : KvLayout::kNHD;
+  r.gqa = rng.bernoulli(0.3) ? GqaLayout::kInterleaved : GqaLayout::kGrouped;
+  s.q_dtype = rng.bernoulli(0.3) ? DType::kFloat16 : DType::kBFloat16;
+  const int kv_kind = static_cast<int>(rng.randint(0, 10));
+  s.kv_dtype = kv_kind == 0 ? s.q_dtype : DType::kInt8;
+  s.k_scale_mode = rng.bernoulli(0.3) ? ScaleMode::kPerToken : ScaleMode::kPerChannel;
+  s.v_scale_mode = rng.bernoulli(0.3) ? ScaleMode::kPerToken : ScaleMode::kPerChannel;
+  const int sd = static_cast<int>(rng.randint(0, 3));
+  s.scale_dtype = sd == 0 ? DType::kFloat32 : (sd == 1 ? DType::kBFloat16 : DType::kFloat16);
+  s.num_outlier_channels = rng.bernoulli(0.3) ? 2 : 0;
+  const int64_t batch = 1 + rng.randint(0, 4);
+  r.mask = i % 7 == 3;
+  r.mask_options.causal = !r.mask;
+  if (!r.mask && rng.bernoulli(0.25)) {
+    r.mask_options.local_window = static_cast<int>(rng.randint(0, 200));
+    r.mask_options.global_window = static_cast<int>(rng.randint(0, 8));
+  }
+  for (int64_t b = 0; b < batch; ++b) {
+    int32_t q_len = static_cast<int32_t>(rng.randint(0, 70));
+    int32_t prefix = static_cast<int32_t>(rng.randint(0, 3) == 0 ? 0 : rng.randint(0, 400));
+    // kv lengths around page boundaries now and then
+    if (rng.bernoulli(0.3)) prefix = static_cast<int32_t>(s.page_size * (1 + rng.randint(0, 3)) + rng.randint(-1, 2) - q_len);
+    if (prefix < 0) prefix = 0;
+    if (b == 1 && i % 5 == 0) q_len = 0;  // an empty sequence
+    s.q_lens.push_back(q_len);
+    s.kv_lens.push_back(q_len + prefix);
+  }
+  s.with_lse = rng.bernoulli(0.5);
+  s.padding_rows = rng.randint(0, 4);
+  if (rng.bernoulli(0.25)) {
+    s.q_pad = {0, 1, 8};
+    s.out_pad = {0, 2, 0};
+  }
+  s.extra_table_cols = rng.randint(0, 3);
+  if (i % 13 == 4 && s.kv_dtype == DType::kInt8) {
+    r.compute = ComputeMode::kInt8;
+    r.int8_q = rng.bernoulli(0.5);
+    if (r.int8_q) s.q_dtype = DType::kBFloat16;  // out is bf16 for an int8 q
+  }
+  std::ostringstream os;
+  os << "r" << i << "_hd" << s.head_dim << "_ps" << s.page_size << "_g" << group << "_"
+     << (s.layout == KvLayout::kHND ? "hnd" : "nhd") << "_" << (s.kv_dtype == DType::kInt8 ? "i8" : "f16")
+     << (s.k_scale_mode == ScaleMode::kPerToken ? "_ktok" : "") << (s.v_scale_mode == ScaleMode::kPerToken ? "_vtok" : "")
+     << (r.mask ? "_mask" : "") << (r.mask_options.local_window >= 0 ? "_win" : "")
+     << (r.gqa == GqaLayout::kInterleaved ? "_abab" : "") << (r.compute == ComputeMode::kInt8 ? "_int8" : "")
+     << (r.int8_q ? "q" : "");
+  r.name = os.str();
+  return r;
+}
+
+constexpr int kNumRandom = 40;
+
+class RandomPrefill : public testing::TestWithParam<std::tuple<int, PrefillPath>> {};
+
+TEST_P(RandomPrefill, MatchesCpu) {
+  const auto [i, path] = GetParam();
+  Prepared& p = prepared();
+  const RandomConfig cfg = random_config(i);
+  const std::string key = "random_" + cfg.name;
+  if (p.key != key) {
+    p = Prepared{};
+    p.c = std::make_unique<PagedCase>(make_paged_case(cfg.spec));
+    if (cfg.mask) {
+      Rng rng(cfg.spec.seed + 1);
+      p.c->set_random_mask(rng, 0.6, 5);
+    }
+    p.dc = std::make_unique<DeviceCase>(*p.c);
+    p.host_args = p.c->prefill_args(cfg.mask_options, cfg.gqa, cfg.compute);
+    if (cfg.int8_q) {
+      make_int8_query(p.c->q, p.q8, p.q_scale);
+      p.host_args.q = p.q8.view();
+      p.host_args.q_scale = p.q_scale.view();
+      p.dc->q = DeviceTensor(p.q8);
+      p.dc->q_scale = DeviceTensor(p.q_scale);
+    }
+    // Exact fp64 oracle; int8 compute is held to the wider int8 tolerance against it.
+    p.ref = cpu_prefill(p.host_args, /*fp64=*/true);
+    p.key = key;
+  }
+  run_and_check(p, path, cfg.compute == ComputeMode::kInt8 ? kTolInt8 : kTolNative, false);
+}
+
+std::string random_name(const testing::TestParamInfo<std::tuple<int, PrefillPath>>& info) {
+  return random_config(std::get<0>(info.param)).name + "_" + path_name(std::get<1>(info.param));
+}
+
+INSTANTIATE_TEST_SUITE_P(Random, RandomPrefill,
+                         testing::Combine(testing::Range(0, kNumRandom),
+                                          testing::Values(PrefillPath::kAuto, PrefillPath::kFused, PrefillPath::kDequant,
+                                                          PrefillPath::kGeneric)),
+                         random_name);
+
+// ---------------------------------------------------------------- small named cases
+// Small shapes for compute-sanitizer (filter "*Small*").
+class SmallPrefill : public testing::TestWithParam<PrefillPath> {};
+
+TEST_P(SmallPrefill, PagesWindowsPadding) {
+  PagedCaseSpec s;
+  s.q_lens = {5, 0, 17};
+  s.kv_lens = {21, 3, 40};
+  s.num_qo_heads = 4;
+  s.num_kv_heads = 2;
+  s.head_dim = 64;
+  s.page_size = 7;
+  s.padding_rows = 3;
+  s.with_lse = true;
+  s.k_scale_mode = ScaleMode::kPerToken;
+  s.seed = 77;
+  PagedCase c = make_paged_case(s);
+  DeviceCase dc(c);
+  MaskOptions mo;
+  mo.local_window = 9;
+  mo.global_window = 2;
+  const PrefillArgs host = c.prefill_args(mo);
+  const RefOutput ref = cpu_prefill(host, true);
+  GpuRun run = run_gpu_prefill(c, dc, host, GetParam());
+  if (!run.served) GTEST_SKIP() << run.refusal;
+  expect_prefill_matches(c, run, ref, kTolNative, path_name(GetParam()));
+}
+
+TEST_P(SmallPrefill, NhdMaskFp16) {
+  PagedCaseSpec s;
+  s.q_lens = {9, 4};
+  s.kv_lens = {12, 30};
+  s.num_qo_heads = 6;
+  s.num_kv_heads = 3;
+  s.head_dim = 96;
+  s.page_size = 16;
+  s.layout = KvLayout::kNHD;
+  s.q_dtype = DType::kFloat16;
+  s.v_scale_mode = ScaleMode::kPerToken;
+  s.scale_dtype = DType::kFloat16;
+  s.with_lse = true;
+  s.seed = 78;
+  PagedCase c = make_paged_case(s);
+  const bool masked = GetParam() == PrefillPath::kGeneric;
+  MaskOptions mo;
+  if (masked) {
+    Rng rng(5);
+    c.set_random_mask(rng, 0.5, 3);
+    mo.causal = false;
+  }
+  DeviceCase dc(c);
+  const PrefillArgs host = c.prefill_args(mo);
+  const RefOutput ref = cpu_prefill(host, true);
+  GpuRun run = run_gpu_prefill(c, dc, host, GetParam());
+  if (!run.served) GTEST_SKIP() << run.refusal;
+  expect_prefill_matches(c, run, ref, kTolNative, path_name(GetParam()));
+}
+
+// The seed's bucket-padding case: T = 8 slots, cu_q_lens [0,1,2,3,4,4,4], kv_lens [1,1,1,1,0,0].
+TEST_P(SmallPrefill, SeedBucketPadding) {
+  PagedCaseSpec s;
+  s.q_lens = {1, 1, 1, 1, 0, 0};
+  s.kv_lens = {1, 1, 1, 1, 0, 0};
+  s.num_qo_heads = 4;
+  s.num_kv_heads = 2;
+  s.head_dim = 128;
+  s.page_size = 16;
+  s.padding_rows = 4;
+  s.with_lse = true;
+  s.seed = 79;
+  PagedCase c = make_paged_case(s);
+  DeviceCase dc(c);
+  const PrefillArgs host = c.prefill_args();
+  const RefOutput ref = cpu_prefill(host, true);
+  GpuRun run = run_gpu_prefill(c, dc, host, GetParam());
+  if (!run.served) GTEST_SKIP() << run.refusal;
+  expect_prefill_matches(c, run, ref, kTolNative, path_name(GetParam()));
+}
+
+TEST_P(SmallPrefill, Int8Compute) {
+  PagedCaseSpec s;
+  s.q_lens = {13, 6};
+  s.kv_lens = {40, 6};
+  s.num_qo_heads = 8;
+  s.num_kv_heads = 2;
+  s.head_dim = 128;
+  s.page_size = 16;
+  s.with_lse = true;
+  s.seed = 80;
+  PagedCase c = make_paged_case(s);
+  DeviceCase dc(c);
+  const PrefillArgs host = c.prefill_args({}, GqaLayout::kGrouped, ComputeMode::kInt8);
+  const RefOutput ref = cpu_prefill(host, true);
+  GpuRun run = run_gpu_prefill(c, dc, host, GetParam());
+  if (!run.served) GTEST_SKIP() << run.refusal;
+  expect_prefill_matches(c, run, ref, kTolInt8, path_name(GetParam()));
+  // Against the CPU's own int8 recipe (fp32) the gap is smaller than against the exact result.
+  const RefOutput ref_int8 = cpu_prefill(host, false);
+  const ErrorStats st = compare_output(run.out.view(), ref_int8, c.cu_q_lens_host);
+  EXPECT_TRUE(st.ok(kTolInt8)) << st.describe();
+}
+
+std::string path_param_name(const testing::TestParamInfo<PrefillPath>& info) { return path_name(info.param); }
+
+INSTANTIATE_TEST_SUITE_P(Paths, SmallPrefill,
+                         testing::Values(PrefillPath::kAuto, PrefillPath::kFused, PrefillPath::kDequant,
+                                         PrefillPath::kGeneric),
+                         path_param_name);
+
+// A forced fused path on a shape it cannot serve errors (kvq::Error naming "path"); auto falls back.
+TEST(PrefillPaths, MaskForcesGenericUnderAuto) {
+  PagedCaseSpec s;
+  s.q_lens = {8};
+  s.kv_lens = {20};
+  s.num_qo_heads = 2;
+  s.num_kv_heads = 1;
+  s.head_dim = 64;
+  s.page_size = 16;
+  s.seed = 81;
+  PagedCase c = make_paged_case(s);
+  Rng rng(3);
+  c.set_random_mask(rng, 0.7);
+  DeviceCase dc(c);
+  MaskOptions mo;
+  mo.causal = false;
+  const PrefillArgs host = c.prefill_args(mo);
+  const RefOutput ref = cpu_prefill(host, true);
+  GpuRun run = run_gpu_prefill(c, dc, host, PrefillPath::kAuto);
+  ASSERT_TRUE(run.served);
+  expect_prefill_matches(c, run, ref, kTolNative, "auto with mask");
+  GpuRun forced = run_gpu_prefill(c, dc, host, PrefillPath::kFused);
+  EXPECT_FALSE(forced.served) << "a forced fused path must refuse a masked problem";
+}
+
+}  // namespace
+}  // namespace kvq::test
