@@ -1,0 +1,709 @@
+// src/cpu/attention.cpp — paged prefill and decode on the CPU: the reference backend.
+//
+// What it computes (DESIGN.md §1): for every sequence b, q head h and query i of b,
+//     O_i = sum_j softmax_j(S_ij) v_j over the visible keys j of the query's position
+//           p = kv_len - q_len + i, with S_ij = softmax_scale * <q_i, k_j>,
+// reading K and V through the block table from an int8 cache (per-channel or per-token
+// scales) or a bf16/fp16 cache, in HND or NHD layout, with any strides.
+//
+// Work split. One *job* is (sequence, kv head, a chunk of up to 64 query positions); it
+// computes every q head of that kv head's GQA group for those positions, i.e. a block of
+// rows = positions x group_size query rows, ordered position-major (row r is position
+// i0 + r / group_size, group member r % group_size) so that neighbouring rows see nearly the
+// same causal key range. Jobs run on std::threads (src/cpu/parallel.h); each writes only its
+// own rows of out/lse and computes them identically whatever thread runs it, so results are
+// bit-identical for any thread count. Decode is the same code with q_len = 1 per sequence.
+//
+// Inside a job (all buffers per worker, reused between jobs):
+//   1. The key range [key_lo, key_hi) any row of the job can see is dequantized once into
+//      contiguous panels: K as [key/8][head_dim][8] and V as [dim/8][key][8] (zero padded).
+//   2. S = Q·Kᵀ by a 4-row x (8 or 16)-column register micro-kernel (micro_kernel) that
+//      accumulates over its inner dimension in order, so every dot product is summed
+//      sequentially over head_dim. Key panels that no row of a 4-row block can see (causal,
+//      window) are skipped; K is walked in ~32 KiB tiles that every row block reuses.
+//   3. Two-pass softmax per row with the exact row max m: p_j = exp(S_j - m), l = sum p_j in
+//      key order, then P rounded as the compute mode says.
+//   4. O = P·V by the same micro-kernel, now summing over keys in order (in tiles of 256
+//      keys whose running sums are carried through memory), then O / l.
+// The hot loops (2, 4) are compiled twice, with SSE2-width and AVX2-width vectors; only the
+// vector width differs (no FMA), so both give the same bits (KVQ_CPU_SIMD=generic forces the
+// first). Memory per worker ~ 4 B x (2 x head_dim x key range + rows x key range), rows <= 64 x
+// group_size and rows x key range capped near 2M elements by shortening the position chunk.
+//
+// Numerics, per compute mode:
+//   kNative (fp32):  K/V dequantized in fp32 (int8 * scale, one rounding), q as stored, scores
+//                    accumulated in fp32, softmax in fp32, p rounded to the query dtype (bf16 /
+//                    fp16) before P·V as FlashAttention does, l = sum of the *unrounded* p in
+//                    fp32, O accumulated in fp32, output rounded to nearest-even.
+//   kInt8 (fp32):    SageAttention-style (DESIGN.md §1). q' = q * k_scale (per-channel K),
+//                    s_q = max|q'| / 127 (1 below 1e-6), q8 = clamp(round(q' / s_q)), S =
+//                    (q8·k8) * (s_q * softmax_scale) [* k_scale_j for per-token K]; p8 =
+//                    round(p * 127); O = (p8·v8) * (1/127) * v_scale[d] / l for per-channel V,
+//                    (p8·(v8 * s_j)) * (1/127) / l for per-token V. Int8 products are summed
+//                    exactly: fp32 sums of q8*k8 over head_dim <= 256 stay below 2^24, and p8·v8
+//                    is summed in fp32 over tiles of 256 keys (exact) then in fp64. An int8
+//                    query with q_scale is used as is (s_q = q_scale) with per-token K; with
+//                    per-channel K it is dequantized (q8 * q_scale) and requantized as above.
+//   fp64 (tests):    set_fp64_accumulation(true): everything in double, no rounding of p, q as
+//                    its real value (q8 * q_scale for int8 q): exact attention over the
+//                    dequantized cache, the oracle of every GPU path. Compute mode is ignored.
+// A row with no visible key gets zeros and lse = -inf. lse = m + log(l) (natural log).
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "kvq/error.h"
+#include "src/core/backend.h"
+#include "src/cpu/parallel.h"
+#include "src/cpu/quant.h"
+#include "src/cpu/tensor_access.h"
+
+namespace kvq::cpu {
+namespace {
+
+using detail::AttnProblem;
+
+constexpr int64_t kRowBlock = 4;          // query rows of the micro-kernel
+constexpr int64_t kColBlock = 8;          // keys (Q·Kᵀ) or head-dim channels (P·V) of the micro-kernel
+constexpr int64_t kMaxChunkPositions = 64;
+constexpr int64_t kMaxScoreElements = int64_t{1} << 21;  // per-job score buffer bound
+constexpr int64_t kPvTileKeys = 256;     // keys per P·V tile
+// fp32 sums of p8*v8 (|.| <= 127 * 128 = 16256) stay exact integers for up to 2^24 / 16256 keys.
+static_assert(kPvTileKeys * 127 * 128 <= (int64_t{1} << 24), "int8 P·V tiles must sum exactly in fp32");
+
+// The hot loops are inlined into their ISA-specific callers, whose target they then take.
+#if defined(__GNUC__) || defined(__clang__)
+#define KVQ_CPU_INLINE inline __attribute__((always_inline))
+#else
+#define KVQ_CPU_INLINE inline
+#endif
+
+int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+int64_t ceil_div(int64_t x, int64_t m) { return (x + m - 1) / m; }
+
+// C[4][8 * kPanels] += A[4][k_len] · B[k_len][8 * kPanels], summing over k in order. A's rows
+// are a + r * lda; B is kPanels packed panels (8 contiguous values per k), panel q at
+// b + q * panel_stride. Written with GCC/Clang vector extensions of the machine's width
+// (kBytes: 16 for SSE2, 32 for AVX2) so that the accumulators stay in registers; plain loops get
+// vectorized over k, through shuffles and spills. A vector op is the same IEEE op in every lane
+// and there is no fused multiply-add, so every sum is bit-identical to the scalar loop's whatever
+// kBytes and kPanels are.
+template <typename T, int kBytes, int kPanels>
+KVQ_CPU_INLINE void micro_kernel(const T* __restrict a, int64_t lda, const T* __restrict b,
+                         int64_t panel_stride, int64_t k_len, T* __restrict c) {
+  typedef T V __attribute__((vector_size(kBytes)));
+  constexpr int kLanes = kBytes / static_cast<int>(sizeof(T));
+  constexpr int kPanelVecs = static_cast<int>(kColBlock) / kLanes;
+  constexpr int kVecs = kPanels * kPanelVecs;
+  constexpr int64_t kWidth = kColBlock * kPanels;
+  V acc[kRowBlock][kVecs];
+  for (int r = 0; r < kRowBlock; ++r)
+    for (int v = 0; v < kVecs; ++v) std::memcpy(&acc[r][v], c + r * kWidth + v * kLanes, sizeof(V));
+  for (int64_t k = 0; k < k_len; ++k) {
+    V bk[kVecs];
+    for (int q = 0; q < kPanels; ++q)
+      for (int v = 0; v < kPanelVecs; ++v)
+        std::memcpy(&bk[q * kPanelVecs + v], b + q * panel_stride + k * kColBlock + v * kLanes, sizeof(V));
+    for (int r = 0; r < kRowBlock; ++r) {
+      const T x = a[r * lda + k];
+      for (int v = 0; v < kVecs; ++v) acc[r][v] += bk[v] * x;
+    }
+  }
+  for (int r = 0; r < kRowBlock; ++r)
+    for (int v = 0; v < kVecs; ++v) std::memcpy(c + r * kWidth + v * kLanes, &acc[r][v], sizeof(V));
+}
+
+// The packed operands of one job and the spans each 4-row block computes.
+template <typename T>
+struct JobTiles {
+  const T* q_rows = nullptr;    // [rows_pad][head_dim]
+  const T* k_panels = nullptr;  // [n_pad / 8][head_dim][8]
+  const T* v_panels = nullptr;  // [d_pad / 8][n_pad][8]
+  T* scores = nullptr;          // [rows_pad][n_pad]
+  T* o_rows = nullptr;          // [rows_pad][d_pad]
+  double* o_exact = nullptr;    // [rows_pad][d_pad], exact-int mode only
+  const int64_t* span_begin = nullptr;  // key panels [span_begin, span_end) per 4-row block
+  const int64_t* span_end = nullptr;
+  int64_t head_dim = 0, n_pad = 0, d_pad = 0, num_row_blocks = 0;
+  bool exact_int_pv = false;    // int8 mode: P8·V8 summed exactly (fp32 per tile, then fp64)
+};
+
+// Scores of row block rb against kP panels starting at `panel`.
+template <typename T, int kBytes, int kP>
+KVQ_CPU_INLINE void score_block(const JobTiles<T>& t, int64_t rb, int64_t panel) {
+  const int64_t panel_stride = t.head_dim * kColBlock;
+  T acc[kRowBlock * kColBlock * kP] = {};
+  micro_kernel<T, kBytes, kP>(t.q_rows + rb * kRowBlock * t.head_dim, t.head_dim,
+                              t.k_panels + panel * panel_stride, panel_stride, t.head_dim, acc);
+  T* out = t.scores + rb * kRowBlock * t.n_pad + panel * kColBlock;
+  for (int64_t r = 0; r < kRowBlock; ++r)
+    std::memcpy(out + r * t.n_pad, acc + r * kColBlock * kP, sizeof(T) * kColBlock * kP);
+}
+
+// S = Q·Kᵀ on the panels each row block may see, in key tiles of ~32 KiB so that a tile of K
+// stays in L1/L2 while every row block of the job passes over it.
+template <typename T, int kBytes, int kPanels>
+KVQ_CPU_INLINE void score_tiles(const JobTiles<T>& t) {
+  const int64_t num_panels = t.n_pad / kColBlock;
+  const int64_t panel_bytes = t.head_dim * kColBlock * static_cast<int64_t>(sizeof(T));
+  const int64_t tile_panels = std::max<int64_t>(kPanels, (32 * 1024) / panel_bytes);
+  for (int64_t tile0 = 0; tile0 < num_panels; tile0 += tile_panels) {
+    const int64_t tile1 = std::min(num_panels, tile0 + tile_panels);
+    for (int64_t rb = 0; rb < t.num_row_blocks; ++rb) {
+      const int64_t pe = std::min(tile1, t.span_end[rb]);
+      int64_t panel = std::max(tile0, t.span_begin[rb]);
+      for (; panel + kPanels <= pe; panel += kPanels) score_block<T, kBytes, kPanels>(t, rb, panel);
+      for (; panel < pe; ++panel) score_block<T, kBytes, 1>(t, rb, panel);
+    }
+  }
+}
+
+// O[rb rows, dp*8 : (dp+kP)*8] += P[rb rows, jb:je] · V[jb:je, same dims]. In exact-int mode
+// the tile's sum (<= kPvTileKeys keys: an exact integer in fp32) is added to the fp64 totals.
+template <typename T, int kBytes, int kP>
+KVQ_CPU_INLINE void pv_block(const JobTiles<T>& t, int64_t rb, int64_t dp, int64_t jb, int64_t je) {
+  constexpr int64_t kWidth = kColBlock * kP;
+  const int64_t panel_stride = t.n_pad * kColBlock;
+  T acc[kRowBlock * kWidth];
+  T* o = t.o_rows + rb * kRowBlock * t.d_pad + dp * kColBlock;
+  for (int64_t r = 0; r < kRowBlock; ++r) {
+    if (t.exact_int_pv)
+      std::fill(acc + r * kWidth, acc + (r + 1) * kWidth, T(0));
+    else
+      std::memcpy(acc + r * kWidth, o + r * t.d_pad, sizeof(T) * kWidth);
+  }
+  micro_kernel<T, kBytes, kP>(t.scores + rb * kRowBlock * t.n_pad + jb, t.n_pad,
+                              t.v_panels + dp * panel_stride + jb * kColBlock, panel_stride, je - jb, acc);
+  if (t.exact_int_pv) {
+    double* total = t.o_exact + rb * kRowBlock * t.d_pad + dp * kColBlock;
+    for (int64_t r = 0; r < kRowBlock; ++r)
+      for (int64_t x = 0; x < kWidth; ++x) total[r * t.d_pad + x] += static_cast<double>(acc[r * kWidth + x]);
+  } else {
+    for (int64_t r = 0; r < kRowBlock; ++r) std::memcpy(o + r * t.d_pad, acc + r * kWidth, sizeof(T) * kWidth);
+  }
+}
+
+// O = P·V, in key tiles: a tile of V (kPvTileKeys x d_pad) stays in L2 while every row block
+// passes over it, its accumulators carried through o_rows. Each output still sums over its keys
+// in order (the tile split only stores and reloads the running sum).
+template <typename T, int kBytes, int kPanels>
+KVQ_CPU_INLINE void pv_tiles(const JobTiles<T>& t) {
+  const int64_t num_dpanels = t.d_pad / kColBlock;
+  const int64_t rows_pad = t.num_row_blocks * kRowBlock;
+  std::fill(t.o_rows, t.o_rows + rows_pad * t.d_pad, T(0));
+  if (t.exact_int_pv) std::fill(t.o_exact, t.o_exact + rows_pad * t.d_pad, 0.0);
+  for (int64_t j0 = 0; j0 < t.n_pad; j0 += kPvTileKeys) {
+    for (int64_t rb = 0; rb < t.num_row_blocks; ++rb) {
+      const int64_t jb = std::max(j0, t.span_begin[rb] * kColBlock);
+      const int64_t je = std::min(j0 + kPvTileKeys, t.span_end[rb] * kColBlock);
+      if (jb >= je) continue;
+      int64_t dp = 0;
+      for (; dp + kPanels <= num_dpanels; dp += kPanels) pv_block<T, kBytes, kPanels>(t, rb, dp, jb, je);
+      for (; dp < num_dpanels; ++dp) pv_block<T, kBytes, 1>(t, rb, dp, jb, je);
+    }
+  }
+  if (t.exact_int_pv)
+    for (int64_t e = 0; e < rows_pad * t.d_pad; ++e) t.o_rows[e] = T(t.o_exact[e]);
+}
+
+// ISA dispatch: AVX2 clones of the two hot loops where the compiler and CPU have it (x86-64
+// GCC/Clang), SSE2-width vectors elsewhere. Only the vector width differs, never the arithmetic
+// (no FMA is enabled), so both give identical bits. KVQ_CPU_SIMD=generic forces the baseline.
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define KVQ_CPU_HAS_AVX2_CLONES 1
+__attribute__((target("avx2"))) void score_tiles_avx2(const JobTiles<float>& t) { score_tiles<float, 32, 2>(t); }
+__attribute__((target("avx2"))) void score_tiles_avx2(const JobTiles<double>& t) { score_tiles<double, 32, 1>(t); }
+__attribute__((target("avx2"))) void pv_tiles_avx2(const JobTiles<float>& t) { pv_tiles<float, 32, 2>(t); }
+__attribute__((target("avx2"))) void pv_tiles_avx2(const JobTiles<double>& t) { pv_tiles<double, 32, 1>(t); }
+#endif
+
+bool use_avx2() {
+#ifdef KVQ_CPU_HAS_AVX2_CLONES
+  const char* env = std::getenv("KVQ_CPU_SIMD");
+  if (env && std::string(env) == "generic") return false;
+  return __builtin_cpu_supports("avx2");
+#else
+  return false;
+#endif
+}
+
+template <typename T>
+void score_tiles_dispatch(const JobTiles<T>& t, bool avx2) {
+#ifdef KVQ_CPU_HAS_AVX2_CLONES
+  if (avx2) return score_tiles_avx2(t);
+#endif
+  score_tiles<T, 16, 1>(t);
+}
+
+template <typename T>
+void pv_tiles_dispatch(const JobTiles<T>& t, bool avx2) {
+#ifdef KVQ_CPU_HAS_AVX2_CLONES
+  if (avx2) return pv_tiles_avx2(t);
+#endif
+  pv_tiles<T, 16, 1>(t);
+}
+
+// One sequence as the jobs see it.
+struct SeqInfo {
+  int64_t batch_idx = 0;    // row of block_tables / kv_lens
+  int64_t q_row0 = 0;       // first row of q / out / lse
+  int64_t q_len = 0;
+  int64_t kv_len = 0;
+  int64_t mask_offset = 0;  // element offset of this sequence's [q_len, kv_len] mask
+};
+
+struct Job {
+  int64_t seq = 0;
+  int64_t kv_head = 0;
+  int64_t pos_begin = 0;    // query indices [pos_begin, pos_end) within the sequence
+  int64_t pos_end = 0;
+  int64_t cost = 0;         // estimated rows x keys, for scheduling only
+};
+
+// Everything a job reads, gathered from PrefillArgs or DecodeArgs.
+struct AttnCall {
+  const AttnProblem* p = nullptr;
+  TensorView q, q_scale, out, lse, mask, block_tables;
+  PagedKvCache kv;
+  bool fp64 = false;
+  bool avx2 = false;
+  std::vector<SeqInfo> seqs;
+  std::vector<Job> jobs;
+};
+
+// First key the query at `pos` may see (before causal/mask checks), clamped at 0.
+inline int64_t window_first_key(const AttnProblem& p, int64_t pos) {
+  if (p.local_window >= 0 && p.global_window <= 0) return std::max<int64_t>(0, pos - p.local_window);
+  return 0;
+}
+
+// One past the last key the query at `pos` may see, for a sequence of kv_len keys.
+inline int64_t causal_end_key(const AttnProblem& p, int64_t pos, int64_t kv_len) {
+  return p.causal ? std::clamp<int64_t>(pos + 1, 0, kv_len) : kv_len;
+}
+
+// Per-worker scratch, reused across jobs.
+template <typename T>
+struct Scratch {
+  std::vector<T> k_panels;    // [n_pad / 8][head_dim][8]
+  std::vector<T> v_panels;    // [d_pad / 8][n_pad][8]
+  std::vector<T> q_rows;      // [rows_pad][head_dim]
+  std::vector<T> scores;      // [rows_pad][n_pad]: S, then P
+  std::vector<T> o_rows;      // [rows_pad][d_pad]
+  std::vector<double> o_exact;  // [rows_pad][d_pad], int8 mode with per-channel V
+  std::vector<T> row_max, row_sum;
+  std::vector<float> row_factor;     // int8 mode: s_q * softmax_scale
+  std::vector<float> k_token_scale;  // int8 mode with per-token K: [n]
+  std::vector<int64_t> span_begin, span_end;  // per 4-row block: key panels computed
+  std::vector<float> tmp, tmp2, k_channel_scale, v_channel_scale;
+};
+
+template <typename T>
+void grow(std::vector<T>& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+}
+
+// Per-channel scales of kv head h: scale[h][d] as fp32.
+void load_channel_scales(const TensorView& scale, int64_t h, int64_t head_dim, std::vector<float>& dst) {
+  grow(dst, head_dim);
+  for (int64_t d = 0; d < head_dim; ++d)
+    dst[d] = load_f32(scale.data, scale.dtype, h * scale.strides[0] + d * scale.strides[1]);
+}
+
+template <typename T>
+void run_job(const AttnCall& call, const Job& job, Scratch<T>& w) {
+  const AttnProblem& p = *call.p;
+  const SeqInfo& seq = call.seqs[job.seq];
+  const int64_t head_dim = p.head_dim;
+  const int64_t group = p.group_size;
+  const int64_t kv_head = job.kv_head;
+  const bool int8_mode = !call.fp64 && p.compute == ComputeMode::kInt8;
+  const bool round_p = !call.fp64 && p.compute == ComputeMode::kNative;
+  const ScaleMode k_mode = p.k_scale_mode;
+  const ScaleMode v_mode = p.v_scale_mode;
+  const int64_t first_pos = seq.kv_len - seq.q_len;  // absolute position of query 0
+  const int64_t rows = (job.pos_end - job.pos_begin) * group;
+  const int64_t rows_pad = round_up(rows, kRowBlock);
+  const int64_t num_row_blocks = rows_pad / kRowBlock;
+  const int64_t d_pad = round_up(head_dim, kColBlock);
+
+  auto row_pos_idx = [&](int64_t r) { return job.pos_begin + std::min(r, rows - 1) / group; };
+  auto row_head = [&](int64_t r) {
+    const int64_t g = std::min(r, rows - 1) % group;
+    return p.gqa_layout == GqaLayout::kGrouped ? kv_head * group + g : g * p.num_kv_heads + kv_head;
+  };
+
+  // Keys any row of this job may see.
+  const int64_t key_hi = causal_end_key(p, first_pos + job.pos_end - 1, seq.kv_len);
+  const int64_t key_lo = std::min(window_first_key(p, first_pos + job.pos_begin), key_hi);
+  const int64_t n = key_hi - key_lo;
+  const int64_t n_pad = round_up(n, kColBlock);
+
+  grow(w.tmp, head_dim);
+  grow(w.tmp2, head_dim);
+  if (k_mode == ScaleMode::kPerChannel) load_channel_scales(call.kv.k_scale, kv_head, head_dim, w.k_channel_scale);
+  if (v_mode == ScaleMode::kPerChannel) load_channel_scales(call.kv.v_scale, kv_head, head_dim, w.v_channel_scale);
+
+  // ---- 1. dequantize K and V of [key_lo, key_hi) into panels ----
+  grow(w.k_panels, static_cast<size_t>(n_pad * head_dim));
+  grow(w.v_panels, static_cast<size_t>(d_pad * n_pad));
+  if (int8_mode && k_mode == ScaleMode::kPerToken) grow(w.k_token_scale, n);
+  const TensorView& kc = call.kv.k_cache;
+  const TensorView& vc = call.kv.v_cache;
+  for (int64_t j = 0; j < n_pad; ++j) {
+    T* kdst = w.k_panels.data() + (j / kColBlock) * head_dim * kColBlock + (j % kColBlock);
+    T* vdst = w.v_panels.data() + j * kColBlock;
+    if (j >= n) {
+      for (int64_t d = 0; d < head_dim; ++d) kdst[d * kColBlock] = T(0);
+      for (int64_t d = 0; d < d_pad; ++d) vdst[(d / kColBlock) * n_pad * kColBlock + d % kColBlock] = T(0);
+      continue;
+    }
+    const int64_t key = key_lo + j;
+    const int64_t blk = read_index2(call.block_tables, seq.batch_idx, key / p.page_size);
+    const int64_t off = key % p.page_size;
+    load_row_f32(kc.data, kc.dtype, paged_offset(kc, p.layout, blk, kv_head, off), head_dim, w.tmp.data());
+    load_row_f32(vc.data, vc.dtype, paged_offset(vc, p.layout, blk, kv_head, off), head_dim, w.tmp2.data());
+    const float k_tok = k_mode == ScaleMode::kPerToken
+                            ? load_f32(call.kv.k_scale.data, call.kv.k_scale.dtype,
+                                       paged_offset(call.kv.k_scale, p.layout, blk, kv_head, off))
+                            : 1.f;
+    const float v_tok = v_mode == ScaleMode::kPerToken
+                            ? load_f32(call.kv.v_scale.data, call.kv.v_scale.dtype,
+                                       paged_offset(call.kv.v_scale, p.layout, blk, kv_head, off))
+                            : 1.f;
+    if (int8_mode && k_mode == ScaleMode::kPerToken) w.k_token_scale[j] = k_tok;
+    // value = int8 * scale in T (fp32: one rounding; fp64: exact). Scales that int8 mode folds
+    // elsewhere, and absent scales, multiply by 1.
+    const bool k_channel = k_mode == ScaleMode::kPerChannel && !int8_mode;
+    const T k_row = T(k_mode == ScaleMode::kPerToken && !int8_mode ? k_tok : 1.f);
+    const bool v_channel = v_mode == ScaleMode::kPerChannel && !int8_mode;
+    const T v_row = T(v_mode == ScaleMode::kPerToken ? v_tok : 1.f);
+    for (int64_t d = 0; d < head_dim; ++d)
+      kdst[d * kColBlock] = T(w.tmp[d]) * (k_channel ? T(w.k_channel_scale[d]) : k_row);
+    for (int64_t d = 0; d < head_dim; ++d)
+      vdst[(d / kColBlock) * n_pad * kColBlock + d % kColBlock] =
+          T(w.tmp2[d]) * (v_channel ? T(w.v_channel_scale[d]) : v_row);
+    for (int64_t d = head_dim; d < d_pad; ++d)
+      vdst[(d / kColBlock) * n_pad * kColBlock + d % kColBlock] = T(0);
+  }
+
+  // ---- load (and in int8 mode quantize) the query rows ----
+  grow(w.q_rows, static_cast<size_t>(rows_pad * head_dim));
+  grow(w.row_factor, rows_pad);
+  const TensorView& qv = call.q;
+  const bool q_is_int8 = qv.dtype == DType::kInt8;
+  for (int64_t r = 0; r < rows_pad; ++r) {
+    T* qdst = w.q_rows.data() + r * head_dim;
+    if (r >= rows) {
+      std::fill(qdst, qdst + head_dim, T(0));
+      w.row_factor[r] = 0.f;
+      continue;
+    }
+    const int64_t t = seq.q_row0 + row_pos_idx(r);
+    const int64_t h = row_head(r);
+    float* x = w.tmp.data();
+    load_row_f32(qv.data, qv.dtype, t * qv.strides[0] + h * qv.strides[1], head_dim, x);
+    const float qs = q_is_int8 ? load_f32(call.q_scale.data, call.q_scale.dtype,
+                                          t * call.q_scale.strides[0] + h * call.q_scale.strides[1])
+                               : 1.f;
+    if (!int8_mode) {
+      for (int64_t d = 0; d < head_dim; ++d)
+        qdst[d] = call.fp64 ? T(static_cast<double>(x[d]) * static_cast<double>(qs))
+                            : T(q_is_int8 ? x[d] * qs : x[d]);
+      continue;
+    }
+    if (q_is_int8 && k_mode != ScaleMode::kPerChannel) {
+      for (int64_t d = 0; d < head_dim; ++d) qdst[d] = T(x[d]);
+      w.row_factor[r] = qs * p.softmax_scale;
+      continue;
+    }
+    float amax = 0.f;
+    for (int64_t d = 0; d < head_dim; ++d) {
+      float v = q_is_int8 ? x[d] * qs : x[d];
+      if (k_mode == ScaleMode::kPerChannel) v *= w.k_channel_scale[d];
+      x[d] = v;
+      amax = amax_update(amax, v);
+    }
+    const float s_q = query_scale_of(amax);
+    for (int64_t d = 0; d < head_dim; ++d) qdst[d] = T(static_cast<float>(quantize_int8(x[d], s_q)));
+    w.row_factor[r] = s_q * p.softmax_scale;
+  }
+
+  // ---- 2. S = Q·Kᵀ over the key panels each 4-row block may see ----
+  grow(w.scores, static_cast<size_t>(rows_pad * n_pad));
+  grow(w.span_begin, num_row_blocks);
+  grow(w.span_end, num_row_blocks);
+  for (int64_t rb = 0; rb < num_row_blocks; ++rb) {
+    const int64_t pos_first = first_pos + row_pos_idx(rb * kRowBlock);
+    const int64_t pos_last = first_pos + row_pos_idx(rb * kRowBlock + kRowBlock - 1);
+    const int64_t hi = std::min(causal_end_key(p, pos_last, seq.kv_len), key_hi);
+    const int64_t lo = std::clamp(window_first_key(p, pos_first), key_lo, key_hi);
+    if (hi <= lo) {
+      w.span_begin[rb] = w.span_end[rb] = 0;
+    } else {
+      w.span_begin[rb] = (lo - key_lo) / kColBlock;
+      w.span_end[rb] = ceil_div(hi - key_lo, kColBlock);
+    }
+  }
+  JobTiles<T> tiles;
+  tiles.q_rows = w.q_rows.data();
+  tiles.k_panels = w.k_panels.data();
+  tiles.v_panels = w.v_panels.data();
+  tiles.scores = w.scores.data();
+  tiles.span_begin = w.span_begin.data();
+  tiles.span_end = w.span_end.data();
+  tiles.head_dim = head_dim;
+  tiles.n_pad = n_pad;
+  tiles.d_pad = d_pad;
+  tiles.num_row_blocks = num_row_blocks;
+  tiles.exact_int_pv = int8_mode && v_mode == ScaleMode::kPerChannel;
+  score_tiles_dispatch(tiles, call.avx2);
+
+  // ---- 3. softmax per row: exact max, p = exp(S - m), l = sum p ----
+  grow(w.row_max, rows_pad);
+  grow(w.row_sum, rows_pad);
+  const T neg_inf = -std::numeric_limits<T>::infinity();
+  const bool has_mask = p.has_mask && call.mask.defined();
+  const int64_t mask_stride = call.mask.ndim == 1 ? call.mask.strides[0] : 1;
+  const uint8_t* mask_data = has_mask ? static_cast<const uint8_t*>(call.mask.data) : nullptr;
+  const T scale = T(p.softmax_scale);
+  for (int64_t r = 0; r < rows_pad; ++r) {
+    const int64_t rb = r / kRowBlock;
+    const int64_t jb = w.span_begin[rb] * kColBlock;
+    const int64_t je = w.span_end[rb] * kColBlock;
+    T* srow = w.scores.data() + r * n_pad;
+    if (r >= rows) {
+      for (int64_t j = jb; j < je; ++j) srow[j] = T(0);
+      w.row_max[r] = neg_inf;
+      w.row_sum[r] = T(0);
+      continue;
+    }
+    const int64_t i = row_pos_idx(r);
+    const int64_t pos = first_pos + i;
+    // Visible keys of this row: [vis_lo, vis_hi) plus, under a local window, the global prefix
+    // [0, global_hi) (detail::is_visible, as ranges).
+    const int64_t vis_hi = std::min(key_hi, causal_end_key(p, pos, seq.kv_len));
+    const int64_t vis_lo = p.local_window >= 0 ? pos - p.local_window : 0;
+    const int64_t global_hi = p.local_window >= 0 ? std::min<int64_t>(p.global_window, vis_hi) : 0;
+    // In score-buffer indices: [jb, global_end) and [vis_begin, vis_end) are visible.
+    const int64_t vis_end = std::clamp(vis_hi - key_lo, jb, je);
+    const int64_t vis_begin = std::clamp(vis_lo - key_lo, jb, vis_end);
+    const int64_t global_end = std::clamp(global_hi - key_lo, jb, vis_begin);
+    auto score = [&](int64_t j) -> T {
+      if (!int8_mode) return srow[j] * scale;
+      float sf = static_cast<float>(srow[j]) * w.row_factor[r];
+      if (k_mode == ScaleMode::kPerToken) sf *= w.k_token_scale[j];
+      return T(sf);
+    };
+    for (int64_t j = jb; j < global_end; ++j) srow[j] = score(j);
+    for (int64_t j = global_end; j < vis_begin; ++j) srow[j] = neg_inf;
+    for (int64_t j = vis_begin; j < vis_end; ++j) srow[j] = score(j);
+    for (int64_t j = vis_end; j < je; ++j) srow[j] = neg_inf;
+    if (has_mask) {
+      const int64_t mask_row = seq.mask_offset + i * seq.kv_len;
+      const int64_t end = std::min(je, vis_hi - key_lo);
+      for (int64_t j = jb; j < end; ++j)
+        if (mask_data[(mask_row + key_lo + j) * mask_stride] == 0) srow[j] = neg_inf;
+    }
+    // Exact max: any association order gives the same value, so it is taken over 8 lanes.
+    T lane_max[kColBlock];
+    std::fill(lane_max, lane_max + kColBlock, neg_inf);
+    for (int64_t j = jb; j < je; j += kColBlock)
+      for (int64_t x = 0; x < kColBlock; ++x) lane_max[x] = std::max(lane_max[x], srow[j + x]);
+    T m = neg_inf;
+    for (int64_t x = 0; x < kColBlock; ++x) m = std::max(m, lane_max[x]);
+    w.row_max[r] = m;
+    T l = T(0);
+    if (m == neg_inf) {
+      for (int64_t j = jb; j < je; ++j) srow[j] = T(0);
+    } else {
+      for (int64_t j = jb; j < je; ++j) {
+        const T pj = std::exp(srow[j] - m);  // exp(-inf) = 0 for invisible keys
+        l += pj;
+        srow[j] = pj;
+      }
+      // P as P·V consumes it: int8 mode round(p * 127); native mode p rounded to q's dtype.
+      if (int8_mode) {
+        for (int64_t j = jb; j < je; ++j) srow[j] = T(static_cast<float>(quantize_p(static_cast<float>(srow[j]))));
+      } else if (round_p && p.q_dtype == DType::kBFloat16) {
+        for (int64_t j = jb; j < je; ++j) srow[j] = T(round_to_bf16(static_cast<float>(srow[j])));
+      } else if (round_p && p.q_dtype == DType::kFloat16) {
+        for (int64_t j = jb; j < je; ++j) srow[j] = T(round_to_f16(static_cast<float>(srow[j])));
+      }
+    }
+    w.row_sum[r] = l;
+  }
+
+  // ---- 4. O = P·V ----
+  grow(w.o_rows, static_cast<size_t>(rows_pad * d_pad));
+  tiles.o_rows = w.o_rows.data();
+  if (tiles.exact_int_pv) {
+    grow(w.o_exact, static_cast<size_t>(rows_pad * d_pad));
+    tiles.o_exact = w.o_exact.data();
+  }
+  pv_tiles_dispatch(tiles, call.avx2);
+
+  // ---- epilogue: normalise, write out and lse ----
+  const TensorView& out = call.out;
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t t = seq.q_row0 + row_pos_idx(r);
+    const int64_t h = row_head(r);
+    const T l = w.row_sum[r];
+    const T* o = w.o_rows.data() + r * d_pad;
+    float* y = w.tmp.data();
+    const bool empty = !(l > T(0));
+    for (int64_t d = 0; d < head_dim; ++d) {
+      if (empty) {
+        y[d] = 0.f;
+      } else if (int8_mode) {
+        float v = static_cast<float>(o[d]) * (1.f / 127.f);
+        if (v_mode == ScaleMode::kPerChannel) v *= w.v_channel_scale[d];
+        y[d] = v / static_cast<float>(l);
+      } else {
+        y[d] = static_cast<float>(o[d] / l);
+      }
+    }
+    store_row_f32(out.data, out.dtype, t * out.strides[0] + h * out.strides[1], head_dim, y);
+    if (p.has_lse && call.lse.defined()) {
+      const float lse = empty ? -std::numeric_limits<float>::infinity()
+                              : static_cast<float>(w.row_max[r] + std::log(l));
+      store_f32(call.lse.data, call.lse.dtype, t * call.lse.strides[0] + h * call.lse.strides[1], lse);
+    }
+  }
+}
+
+// Checks the metadata the jobs will index with, before anything is written. src/core runs the
+// same checks on CPU calls; these make the backend safe on its own.
+void check_sequence(const AttnCall& call, const SeqInfo& s, const char* func) {
+  const AttnProblem& p = *call.p;
+  KVQ_CHECK(s.kv_len >= 0, func, "kv_lens",
+            "expected kv_len >= 0, got " << s.kv_len << " for sequence " << s.batch_idx);
+  const int64_t num_pages = ceil_div(s.kv_len, p.page_size);
+  KVQ_CHECK(num_pages <= call.block_tables.shape[1], func, "kv_lens",
+            "expected kv_len <= max_blocks_per_seq * page_size = "
+                << call.block_tables.shape[1] * p.page_size << ", got " << s.kv_len
+                << " for sequence " << s.batch_idx);
+  for (int64_t i = 0; i < num_pages; ++i) {
+    const int64_t blk = read_index2(call.block_tables, s.batch_idx, i);
+    KVQ_CHECK(blk >= 0 && blk < p.num_blocks, func, "block_tables",
+              "expected block ids in [0, " << p.num_blocks << "), got " << blk << " at ["
+                                           << s.batch_idx << ", " << i << "]");
+  }
+}
+
+void check_int8_compute(const AttnCall& call, const char* func) {
+  const AttnProblem& p = *call.p;
+  if (call.fp64 || p.compute != ComputeMode::kInt8) return;
+  KVQ_CHECK(p.kv_dtype == DType::kInt8 && p.k_scale_mode != ScaleMode::kNone &&
+                p.v_scale_mode != ScaleMode::kNone,
+            func, "compute", "expected an int8 cache with scales for int8 compute, got a "
+                                 << to_string(p.kv_dtype) << " cache");
+}
+
+// Splits every (sequence, kv head) into chunks of query positions, costliest first.
+void make_jobs(AttnCall& call) {
+  const AttnProblem& p = *call.p;
+  for (int64_t s = 0; s < static_cast<int64_t>(call.seqs.size()); ++s) {
+    const SeqInfo& seq = call.seqs[s];
+    if (seq.q_len <= 0) continue;
+    const int64_t per_position = p.group_size * std::max<int64_t>(seq.kv_len, 1);
+    const int64_t chunk = std::clamp<int64_t>(kMaxScoreElements / per_position, 1, kMaxChunkPositions);
+    for (int64_t h = 0; h < p.num_kv_heads; ++h) {
+      for (int64_t i0 = 0; i0 < seq.q_len; i0 += chunk) {
+        const int64_t i1 = std::min(seq.q_len, i0 + chunk);
+        const int64_t pos_end = seq.kv_len - seq.q_len + i1;
+        const int64_t keys = std::max<int64_t>(1, p.causal ? std::min(pos_end, seq.kv_len) : seq.kv_len);
+        call.jobs.push_back({s, h, i0, i1, (i1 - i0) * keys});
+      }
+    }
+  }
+  std::stable_sort(call.jobs.begin(), call.jobs.end(),
+                   [](const Job& a, const Job& b) { return a.cost > b.cost; });
+}
+
+template <typename T>
+void run_all(const AttnCall& call) {
+  const int64_t num_jobs = static_cast<int64_t>(call.jobs.size());
+  std::vector<Scratch<T>> scratch(num_workers_for(num_jobs));
+  parallel_for(num_jobs, [&](int64_t j, int worker) { run_job<T>(call, call.jobs[j], scratch[worker]); });
+}
+
+void run(AttnCall& call, const char* func) {
+  check_int8_compute(call, func);
+  for (const SeqInfo& s : call.seqs) check_sequence(call, s, func);
+  make_jobs(call);
+  call.avx2 = use_avx2();
+  if (call.fp64)
+    run_all<double>(call);
+  else
+    run_all<float>(call);
+}
+
+}  // namespace
+
+void paged_prefill(const PrefillArgs& args, const AttnProblem& p) {
+  const char* func = "paged_prefill";
+  AttnCall call;
+  call.p = &p;
+  call.q = args.q;
+  call.q_scale = args.q_scale;
+  call.out = args.out;
+  call.lse = args.lse;
+  call.mask = args.mask;
+  call.block_tables = args.block_tables;
+  call.kv = args.kv;
+  call.fp64 = fp64_accumulation();
+  KVQ_CHECK(args.q.dtype != DType::kInt8 || args.q_scale.defined(), func, "q_scale",
+            "expected fp32 [total_q, num_qo_heads] with int8 q, got " << args.q_scale.describe());
+
+  int64_t mask_offset = 0;
+  for (int64_t b = 0; b < p.batch_size; ++b) {
+    const int64_t q0 = read_index(args.cu_q_lens, b);
+    const int64_t q1 = read_index(args.cu_q_lens, b + 1);
+    KVQ_CHECK(q0 >= 0 && q0 <= q1 && q1 <= p.total_q, func, "cu_q_lens",
+              "expected 0 <= cu_q_lens[b] <= cu_q_lens[b+1] <= total_q = "
+                  << p.total_q << ", got " << q0 << ", " << q1 << " at b = " << b);
+    SeqInfo s;
+    s.batch_idx = b;
+    s.q_row0 = q0;
+    s.q_len = q1 - q0;
+    s.kv_len = read_index(args.kv_lens, b);
+    s.mask_offset = mask_offset;
+    if (s.kv_len > 0) mask_offset += s.q_len * s.kv_len;
+    call.seqs.push_back(s);
+  }
+  if (p.has_mask && args.mask.defined()) {
+    KVQ_CHECK(mask_offset <= args.mask.numel(), func, "mask",
+              "expected sum_b q_len * kv_len = " << mask_offset << " elements, got "
+                                                  << args.mask.describe());
+  }
+  run(call, func);
+}
+
+void paged_decode(const DecodeArgs& args, const AttnProblem& p) {
+  const char* func = "paged_decode";
+  AttnCall call;
+  call.p = &p;
+  call.q = args.q;
+  call.out = args.out;
+  call.lse = args.lse;
+  call.block_tables = args.block_tables;
+  call.kv = args.kv;
+  call.fp64 = fp64_accumulation();
+  for (int64_t b = 0; b < p.batch_size; ++b) {
+    SeqInfo s;
+    s.batch_idx = b;
+    s.q_row0 = b;
+    s.q_len = 1;
+    s.kv_len = read_index(args.kv_lens, b);
+    call.seqs.push_back(s);
+  }
+  run(call, func);
+}
+
+}  // namespace kvq::cpu
