@@ -173,6 +173,19 @@ def run_decode(name, B, kv_len, page=16, Hq=32, Hkv=8, D=128):
             add("kvq_decode", bench_ms(fn), kv_bytes, dict(rel_err_vs_sdpa=err))
         except Exception as e:
             print(f"  kvq_decode     not run: {str(e).splitlines()[0][:160]}")
+        # Probe: the same decode step through the fused tensor-core prefill kernel (q_len 1 per sequence).
+        try:
+            qd = c["q"].view(B, Hq, D)
+            out = torch.empty_like(qd)
+            cu = torch.arange(0, B + 1, dtype=torch.int32, device=DEV)
+            fn = lambda: kvq.paged_prefill(qd, c["k8"], c["v8"], c["table"], cu, c["kv_lens"], k_scale=c["ks"],
+                                           v_scale=c["vs"], causal=True, path="fused", out=out)
+            fn()
+            torch.cuda.synchronize()
+            err = ((out.float() - ref).norm() / ref.norm()).item()
+            add("kvq_fused_q1", bench_ms(fn), kv_bytes, dict(rel_err_vs_sdpa=err))
+        except Exception as e:
+            print(f"  kvq_fused_q1   not run: {str(e).splitlines()[0][:160]}")
     return rows
 
 

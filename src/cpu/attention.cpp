@@ -38,8 +38,8 @@
 //   kInt8 (fp32):    SageAttention-style (DESIGN.md §1). q' = q * k_scale (per-channel K),
 //                    s_q = max|q'| / 127 (1 below 1e-6), q8 = clamp(round(q' / s_q)), S =
 //                    (q8·k8) * (s_q * softmax_scale) [* k_scale_j for per-token K]; p8 =
-//                    round(p * 127); O = (p8·v8) * (1/127) * v_scale[d] / l for per-channel V,
-//                    (p8·(v8 * s_j)) * (1/127) / l for per-token V. Int8 products are summed
+//                    round(p * 255) (uint8); O = (p8·v8) * (1/255) * v_scale[d] / l for per-channel V,
+//                    (p8·(v8 * s_j)) * (1/255) / l for per-token V. Int8 products are summed
 //                    exactly: fp32 sums of q8*k8 over head_dim <= 256 stay below 2^24, and p8·v8
 //                    is summed in fp32 over tiles of 256 keys (exact) then in fp64. An int8
 //                    query with q_scale is used as is (s_q = q_scale) with per-token K; with
@@ -73,8 +73,8 @@ constexpr int64_t kColBlock = 8;          // keys (Q·Kᵀ) or head-dim channels
 constexpr int64_t kMaxChunkPositions = 64;
 constexpr int64_t kMaxScoreElements = int64_t{1} << 21;  // per-job score buffer bound
 constexpr int64_t kPvTileKeys = 256;     // keys per P·V tile
-// fp32 sums of p8*v8 (|.| <= 127 * 128 = 16256) stay exact integers for up to 2^24 / 16256 keys.
-static_assert(kPvTileKeys * 127 * 128 <= (int64_t{1} << 24), "int8 P·V tiles must sum exactly in fp32");
+// fp32 sums of p8*v8 (|.| <= 255 * 128 = 32640) stay exact integers for up to 2^24 / 32640 keys.
+static_assert(kPvTileKeys * 255 * 128 <= (int64_t{1} << 24), "int8 P·V tiles must sum exactly in fp32");
 
 // The hot loops are inlined into their ISA-specific callers, whose target they then take.
 #if defined(__GNUC__) || defined(__clang__)
@@ -527,7 +527,7 @@ void run_job(const AttnCall& call, const Job& job, Scratch<T>& w) {
         l += pj;
         srow[j] = pj;
       }
-      // P as P·V consumes it: int8 mode round(p * 127); native mode p rounded to q's dtype.
+      // P as P·V consumes it: int8 mode round(p * 255); native mode p rounded to q's dtype.
       if (int8_mode) {
         for (int64_t j = jb; j < je; ++j) srow[j] = T(static_cast<float>(quantize_p(static_cast<float>(srow[j]))));
       } else if (round_p && p.q_dtype == DType::kBFloat16) {
@@ -561,7 +561,7 @@ void run_job(const AttnCall& call, const Job& job, Scratch<T>& w) {
       if (empty) {
         y[d] = 0.f;
       } else if (int8_mode) {
-        float v = static_cast<float>(o[d]) * (1.f / 127.f);
+        float v = static_cast<float>(o[d]) * (1.f / kPScale);
         if (v_mode == ScaleMode::kPerChannel) v *= w.v_channel_scale[d];
         y[d] = v / static_cast<float>(l);
       } else {

@@ -10,7 +10,9 @@
 //                         (cvt.rni.s32.f32 of NaN is 0); +-inf and overflow clamp.
 //   per_token_scale(a)  = fmaxf(a / 127, 1e-8)     a = fmaxf-reduction of |x| over head_dim
 //   calibrate_scale(a)  = fmaxf(a / 127, 1e-5)     a = fmaxf-reduction of |x| over tokens
-//   quantize_p(p)       = round_half_even(p * 127)  p in [0, 1]: int8-compute probabilities
+//   quantize_p(p)       = round_half_even(p * 255)  p in [0, 1]: int8-compute probabilities, as
+//                         uint8 with scale 1/255 (DESIGN.md §1 allows 1/127 or 1/255; 1/127 misses
+//                         the 3e-2 bound on long flat rows, see docs/perf-notes.md)
 //   quantize_q(x, s)    = quantize(x, s) with s = query_scale(max|x|): the int8-compute query
 //   query_scale(a)      = a / 127, or 1 when that is below 1e-6
 //
@@ -51,7 +53,8 @@ inline float query_scale_of(float amax) {
 }
 
 // Unnormalised probability p in [0, 1] as an integer in [0, 127] (scale 1/127).
-inline int32_t quantize_p(float p) { return static_cast<int32_t>(std::nearbyint(p * 127.f)); }
+constexpr float kPScale = 255.f;  // P8 = round(p * kPScale), dequantized by 1 / kPScale
+inline int32_t quantize_p(float p) { return static_cast<int32_t>(std::nearbyint(p * kPScale)); }
 
 inline float dequantize_int8(int8_t v, float scale) { return static_cast<float>(v) * scale; }
 

@@ -175,12 +175,12 @@ void attend_row(const Problem& p, const SeqKv& s, const std::vector<double>& qv,
         const int64_t j = vis[k];
         const double pj = std::exp(s8[k] - m);
         l += pj;
-        const double p8 = std::nearbyint(pj * 127.0);
+        const double p8 = std::nearbyint(pj * 255.0);
         const double w = p8 * s.v_tok[static_cast<size_t>(j)];
         const double* v8 = &s.v8[static_cast<size_t>(j * D)];
         for (int64_t d = 0; d < D; ++d) acc[static_cast<size_t>(d)] += w * v8[d];
       }
-      for (int64_t d = 0; d < D; ++d) o[d] = acc[static_cast<size_t>(d)] * s.v_ch[static_cast<size_t>(d)] / 127.0 / l;
+      for (int64_t d = 0; d < D; ++d) o[d] = acc[static_cast<size_t>(d)] * s.v_ch[static_cast<size_t>(d)] / 255.0 / l;
       lse = m + std::log(l);
       continue;
     }

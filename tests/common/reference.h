@@ -21,7 +21,7 @@ enum class RefCompute {
   kRoundP,  // as kExact, but P = exp(S - max) rounded to the query dtype (bf16/fp16) before P·V,
             // normalised by the unrounded sum: what a bf16 tensor-core kernel computes
   kInt8,    // SageAttention-style: q' = q*k_scale quantized per (token, head) to int8, S from
-            // int8 products, P quantized with scale 1/127, O = (P8·v8) * v_scale / (127 l)
+            // int8 products, P quantized as uint8 with scale 1/255, O = (P8·v8) * v_scale / (255 l)
 };
 
 struct RefOutput {

@@ -16,7 +16,7 @@
 // per-channel V scale multiplies O in the epilogue. kInt8 (DESIGN.md §1): q' = q * k_scale is
 // quantized per (row, head) to q8 with s_q = max|q'|/127 (1 if < 1e-6), scores are
 // (q8·k8) * s_q * softmax_scale (an int8 q with q_scale is taken as is when K is not
-// per-channel), p is quantized to round(p * 127) and O = (P8·v8) / 127 * v_scale / l.
+// per-channel), p is quantized to round(p * 255) (uint8) and O = (P8·v8) / 255 * v_scale / l.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -190,7 +190,7 @@ __device__ void generic_prefill_device(const GenericPrefillParams& prm) {
       const float p = expf(s - m_new);
       l = l * alpha + p;
       m = m_new;
-      float pv = int8_math ? rintf(p * 127.f) : round_to<DTypeO>(p);
+      float pv = int8_math ? rintf(p * 255.f) : round_to<DTypeO>(p);
       if (v_per_token) pv *= load_scale(c.v_scale, v_token_scale_offset(c, block, offset, kv_head), c.v_scale_dtype);
       const DTypeKV* v_row = v_base + v_elem_offset(c, block, offset, kv_head);
 #pragma unroll
@@ -201,7 +201,7 @@ __device__ void generic_prefill_device(const GenericPrefillParams& prm) {
     }
   }
 
-  const float inv_l = l > 0.f ? (int8_math ? 1.f / 127.f : 1.f) / l : 0.f;
+  const float inv_l = l > 0.f ? (int8_math ? 1.f / 255.f : 1.f) / l : 0.f;
   DTypeO* o_row = static_cast<DTypeO*>(prm.out) + t * prm.o_stride_t + h * prm.o_stride_h;
 #pragma unroll
   for (int k = 0; k < kDpl; ++k) {
