@@ -18,6 +18,8 @@ backend on the current stream of their library.
 """
 from __future__ import annotations
 
+import os
+
 from . import _arrays
 from ._arrays import Context, require_array
 
@@ -29,6 +31,14 @@ except ImportError as _e:  # pragma: no cover - reported when an op is called
 else:
     _C_IMPORT_ERROR = None
 
+
+# DESIGN.md §3: the device-data checks are on by default in debug mode (environment KVQ_DEBUG=1);
+# never in PagedPrefill.run, which must stay capturable in CUDA graphs.
+_DEBUG = os.environ.get("KVQ_DEBUG", "") not in ("", "0")
+
+
+def _check(check):
+    return bool(check) or _DEBUG
 
 def _lib():
     if _C is None:
@@ -185,7 +195,7 @@ def paged_prefill(q, k_cache, v_cache, block_tables, cu_q_lens, kv_lens=None, *,
     """
     func = "paged_prefill"
     opts = (bool(causal), float(softmax_scale or 0.0), str(layout), str(gqa_layout), _window(local_window, -1),
-            _window(global_window, 0), str(compute), str(path), bool(check))
+            _window(global_window, 0), str(compute), str(path), _check(check))
     if _is_torch(q):
         kv_lens = _torch_lengths(kv_lens, cu_kv_lens, func)
         if out is None:
@@ -223,7 +233,7 @@ def paged_decode(q, k_cache, v_cache, block_tables, kv_lens=None, *, k_scale=Non
     """
     func = "paged_decode"
     opts = (float(softmax_scale or 0.0), str(layout), str(gqa_layout), _window(local_window, -1),
-            _window(global_window, 0), bool(check), int(num_splits))
+            _window(global_window, 0), _check(check), int(num_splits))
     if _is_torch(q):
         kv_lens = _torch_lengths(kv_lens, cu_kv_lens, func)
         if out is None:
@@ -254,10 +264,10 @@ def append(k, v, slot_mapping, k_cache, v_cache, *, k_scale=None, v_scale=None, 
       check: also check slots < num_blocks * page_size (reads slot_mapping on the device).
     """
     if _is_torch(k_cache):
-        _tops.append(k, v, slot_mapping, k_cache, v_cache, k_scale, v_scale, str(layout), bool(check))
+        _tops.append(k, v, slot_mapping, k_cache, v_cache, k_scale, v_scale, str(layout), _check(check))
         return
     require_array(k_cache, "append", "k_cache")
-    _append_impl(k, v, slot_mapping, k_cache, v_cache, k_scale, v_scale, str(layout), bool(check))
+    _append_impl(k, v, slot_mapping, k_cache, v_cache, k_scale, v_scale, str(layout), _check(check))
 
 
 def _num_referenced_blocks(block_tables, kv_lens, page_size):
@@ -296,7 +306,7 @@ def dequantize_blocks(cache, scale, block_tables, kv_lens, *, out=None, layout="
         out_block_tables = ctx.empty(block_tables.shape, "int32", func, "out_block_tables")
     elif out is None:
         out = ctx.empty(cache.shape, out_dtype, func, "out")
-    args = (cache, scale, block_tables, kv_lens, out, out_block_tables, str(layout), bool(check))
+    args = (cache, scale, block_tables, kv_lens, out, out_block_tables, str(layout), _check(check))
     if _is_torch(cache):
         _tops.dequantize_blocks(*args)
     else:

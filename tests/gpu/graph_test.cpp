@@ -57,6 +57,7 @@ TEST_P(GraphPrefill, CaptureLargestReplaySmaller) {
   try {
     plan = plan_prefill(a, c.cu_q_lens_host.data(), c.kv_lens.ptr<int32_t>());
   } catch (const Error& e) {
+    if (e.argument() != "path") throw;
     GTEST_SKIP() << e.what();
   }
   DeviceTensor ws = DeviceTensor::bytes(plan.workspace_bytes);

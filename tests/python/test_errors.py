@@ -226,3 +226,15 @@ def test_error_kinds_map_to_python_exceptions(kind, exc):
         _C._raise_error(kind, "paged_prefill", "head_dim", "expected one of 64, 128, got 80")
     assert type(info.value) is exc
     assert str(info.value) == "paged_prefill: head_dim: expected one of 64, 128, got 80"
+
+
+def test_debug_mode_turns_data_checks_on(monkeypatch):
+    # kv_len < q_len under causal is a device-data check: off by default, on with check=True or in
+    # debug mode (KVQ_DEBUG=1, DESIGN.md §3).
+    c, kw = base_prefill()
+    kw["kv_lens"] = np.array([1, 3], np.int32)  # sequence 0: q_len 2 > kv_len 1
+    call_prefill(kw)  # check off: runs (rows of sequence 0 see what is visible)
+    import kvq.ops
+    monkeypatch.setattr(kvq.ops, "_DEBUG", True)
+    with pytest.raises(ValueError, match="kv_lens"):
+        call_prefill(kw)

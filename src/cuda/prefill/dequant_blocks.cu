@@ -14,10 +14,6 @@ template <typename DTypeIn, typename DTypeOut>
 void launch_copy(const DequantParams& prm, cudaStream_t stream) {
   const int64_t rows = static_cast<int64_t>(prm.num_kv_heads) * prm.page_size;
   const int64_t chunks = (rows + DequantTraits::kRowsPerCta - 1) / DequantTraits::kRowsPerCta;
-  KVQ_CHECK(chunks <= 65535 && prm.batch_size <= 65535, "dequantize_blocks", "cache",
-            "expected num_kv_heads * page_size <= " << 65535 * DequantTraits::kRowsPerCta
-                                                    << " and batch_size <= 65535, got " << rows << " and "
-                                                    << prm.batch_size);
   dim3 grid(static_cast<unsigned>(prm.width), static_cast<unsigned>(prm.batch_size), static_cast<unsigned>(chunks));
   dequant_copy_kernel<DTypeIn, DTypeOut><<<grid, DequantTraits::kThreads, 0, stream>>>(prm);
   KVQ_LAUNCH_CHECK(stream);
@@ -78,6 +74,14 @@ void launch_dequant_blocks(const DequantLaunch& d, void* stream) {
     prm.out_width = static_cast<int32_t>(d.out_block_tables.shape[1]);
   }
   if (prm.batch_size == 0 || prm.width == 0) return;
+  {  // grid limits, checked before anything (the remapped table included) is written
+    const int64_t rows = static_cast<int64_t>(prm.num_kv_heads) * prm.page_size;
+    const int64_t chunks = (rows + DequantTraits::kRowsPerCta - 1) / DequantTraits::kRowsPerCta;
+    KVQ_CHECK(chunks <= 65535 && prm.batch_size <= 65535, "dequantize_blocks", "cache",
+              "expected num_kv_heads * page_size <= " << 65535 * DequantTraits::kRowsPerCta
+                                                      << " and batch_size <= 65535, got " << rows << " and "
+                                                      << prm.batch_size);
+  }
   auto s = static_cast<cudaStream_t>(stream);
   if (prm.out_table != nullptr && d.write_table) {
     dequant_table_kernel<<<1, DequantTraits::kScanThreads, 0, s>>>(prm);

@@ -39,6 +39,7 @@ struct GenericPrefillParams {
   const int32_t* kv_lens = nullptr;       // [batch_size]
   const uint8_t* mask = nullptr;     // [sum_b q_len_b * kv_len_b] bool, or null
   int64_t mask_stride = 1;
+  int64_t mask_numel = 0;            // entries of mask: indices past it are invisible, never read
   void* out = nullptr;               // [total_q, num_qo_heads, head_dim] DTypeO
   float* lse = nullptr;              // [total_q, num_qo_heads] fp32, or null
   int64_t q_stride_t = 0, q_stride_h = 0;
@@ -140,6 +141,7 @@ __device__ void generic_prefill_device(const GenericPrefillParams& prm) {
 
   // Mask row of (b, i): offset sum_{b'<b} q_len_b' * kv_len_b' + i * kv_len.
   const uint8_t* mask_row = nullptr;
+  int64_t mask_row_idx = 0;
   if (prm.mask != nullptr) {
     int64_t off = 0;
     for (int bb = 0; bb < b; ++bb) {
@@ -147,7 +149,8 @@ __device__ void generic_prefill_device(const GenericPrefillParams& prm) {
       const int64_t kl = prm.kv_lens[bb] < 0 ? 0 : prm.kv_lens[bb];
       off += ql * kl;
     }
-    mask_row = prm.mask + (off + i * kv_len_raw) * prm.mask_stride;
+    mask_row_idx = off + i * kv_len_raw;
+    mask_row = prm.mask;
   }
 
   const int32_t* table_row = prm.block_tables + static_cast<int64_t>(b) * prm.bt_stride;
@@ -172,7 +175,9 @@ __device__ void generic_prefill_device(const GenericPrefillParams& prm) {
     const int64_t j_begin = range == 0 ? 0 : r1_begin;
     const int64_t j_end = range == 0 ? r0_end : end;
     for (int64_t j = j_begin; j < j_end; ++j) {
-      if (mask_row != nullptr && !mask_row[j * prm.mask_stride]) continue;
+      // The mask length is checked on the host only with check=true: guard the read here too.
+      if (mask_row != nullptr && (mask_row_idx + j >= prm.mask_numel || !mask_row[(mask_row_idx + j) * prm.mask_stride]))
+        continue;
       int32_t block;
       uint32_t offset;
       if (!locate_token(c, table_row, static_cast<uint32_t>(j), block, offset)) continue;

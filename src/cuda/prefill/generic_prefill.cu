@@ -58,6 +58,7 @@ void launch_generic_prefill(const PrefillArgs& args, const detail::AttnProblem& 
   prm.kv_lens = args.kv_lens.ptr<int32_t>();
   prm.mask = (p.has_mask && args.mask.defined()) ? static_cast<const uint8_t*>(args.mask.data) : nullptr;
   if (prm.mask != nullptr && args.mask.ndim == 1) prm.mask_stride = args.mask.strides[0];
+  if (prm.mask != nullptr) prm.mask_numel = args.mask.numel();
   prm.out = args.out.data;
   prm.lse = (p.has_lse && args.lse.defined()) ? args.lse.ptr<float>() : nullptr;
   prm.q_stride_t = args.q.strides[0];
