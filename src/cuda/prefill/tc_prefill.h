@@ -12,6 +12,12 @@ namespace kvq::cuda {
 // dtypes, scale modes, compute mode, no mask). When false the backend takes the generic path.
 bool tc_prefill_supports(const detail::AttnProblem& p);
 
+// tc_prefill_supports plus what only the views tell: 16-byte aligned base pointers and outer
+// strides of q, out, k_cache, v_cache (cp.async moves 16 bytes), block_tables' last dim contiguous.
+// launch_tc_prefill throws kNotImplemented when this is false: call it before choosing the path.
+bool tc_prefill_supports_views(const PrefillArgs& args, const detail::AttnProblem& p, const PagedKvCache& kv,
+                               const TensorView& block_tables);
+
 // Runs the kernel on `stream` (a cudaStream_t). kv/block_tables may differ from args.kv /
 // args.block_tables (the dequant path passes its workspace cache and remapped table); q, out,
 // lse, cu_q_lens and kv_lens come from args. p describes kv (its kv_dtype, scale modes, page

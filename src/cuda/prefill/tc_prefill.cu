@@ -1,0 +1,154 @@
+// src/cuda/prefill/tc_prefill.cu — host entry of the tensor-core prefill: which problems it serves
+// (tc_prefill_supports), and the launch (views -> TcPrefillParams -> head-dim instantiation).
+//
+// Served: q bf16/fp16 with out in q's dtype; a cache of q's dtype, or int8 with per-channel or
+// per-token scales (fp32/bf16/fp16, K and V modes independent); compute kNative; no boolean mask;
+// head dims 1..256 that are a multiple of 8 (16 for int8 caches), padded up to the next built
+// instantiation (64, 96, 128, 192, 256) with zero-fill; any page size; HND/NHD; GQA grouped and
+// interleaved (the q heads h, h + Hkv, ... of one kv head are packed into the row tile); causal
+// (bottom-right), local/global windows; optional lse. Base pointers and strides of q, out and the
+// caches must be multiples of 16 bytes (tc_prefill_supports_views), block_tables' last dim
+// contiguous. Everything else (int8 q / compute kInt8, masks, odd head dims) goes to generic.
+#include "src/cuda/prefill/tc_prefill.h"
+
+#include <cuda_runtime.h>
+
+#include "kvq/error.h"
+#include "src/cuda/prefill/tc_prefill_launch.cuh"
+
+namespace kvq::cuda {
+namespace {
+
+int scale_dtype_code(DType d) { return d == DType::kBFloat16 ? 1 : (d == DType::kFloat16 ? 2 : 0); }
+int scale_mode_code(ScaleMode m) {
+  return m == ScaleMode::kPerChannel ? tc::kScalePerChannel : (m == ScaleMode::kPerToken ? tc::kScalePerToken : tc::kScaleNone);
+}
+
+bool aligned16(const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0; }
+
+bool strides_aligned(const TensorView& t, int ndim_outer, size_t elem) {
+  for (int i = 0; i < ndim_outer; ++i)
+    if ((static_cast<uint64_t>(t.strides[i]) * elem) % 16 != 0) return false;
+  return t.strides[t.ndim - 1] == 1;
+}
+
+}  // namespace
+
+bool tc_prefill_supports(const detail::AttnProblem& p) {
+  if (p.q_dtype != DType::kBFloat16 && p.q_dtype != DType::kFloat16) return false;
+  if (p.kv_dtype != p.q_dtype && p.kv_dtype != DType::kInt8) return false;
+  if (p.out_dtype != p.q_dtype) return false;
+  if (p.compute != ComputeMode::kNative || p.has_mask) return false;
+  if (p.head_dim < 1 || p.head_dim > 256) return false;
+  if (p.head_dim % (p.kv_dtype == DType::kInt8 ? 16 : 8) != 0) return false;
+  if (tc::tc_padded_head_dim(static_cast<int>(p.head_dim)) == 0) return false;
+  if (p.batch_size < 1 || p.batch_size > 65535) return false;
+  if (p.page_size < 1 || p.page_size > (int64_t{1} << 30)) return false;
+  if (p.total_q * p.group_size >= (int64_t{1} << 31) || p.num_blocks >= (int64_t{1} << 31)) return false;  // 32-bit row math
+  return true;
+}
+
+bool tc_prefill_supports_views(const PrefillArgs& args, const detail::AttnProblem& p, const PagedKvCache& kv,
+                               const TensorView& block_tables) {
+  if (!tc_prefill_supports(p)) return false;
+  const size_t kv_elem = p.kv_dtype == DType::kInt8 ? 1 : 2;
+  if (!aligned16(args.q.data) || !aligned16(args.out.data) || !aligned16(kv.k_cache.data) ||
+      !aligned16(kv.v_cache.data))
+    return false;
+  if (!strides_aligned(args.q, 2, 2) || !strides_aligned(args.out, 2, 2)) return false;
+  if (!strides_aligned(kv.k_cache, 3, kv_elem) || !strides_aligned(kv.v_cache, 3, kv_elem)) return false;
+  if (block_tables.ndim != 2 || block_tables.strides[1] != 1) return false;
+  return true;
+}
+
+void launch_tc_prefill(const PrefillArgs& args, const detail::AttnProblem& p, const PagedKvCache& kv,
+                       const TensorView& block_tables, void* stream) {
+  if (!tc_prefill_supports_views(args, p, kv, block_tables)) {
+    throw Error(ErrorKind::kNotImplemented, "paged_prefill", "path",
+                "not implemented: the tensor-core prefill does not serve this problem (expected bf16/fp16 q, "
+                "a q-dtype or int8 cache, native compute, no mask, head_dim a multiple of 8 (16 for int8) up to "
+                "256, 16-byte aligned pointers and strides); use the generic path");
+  }
+  const int padded = tc::tc_padded_head_dim(static_cast<int>(p.head_dim));
+  const bool kv_int8 = p.kv_dtype == DType::kInt8;
+  const bool hnd = kv.layout == KvLayout::kHND;
+
+  tc::TcPrefillParams prm{};
+  prm.q = args.q.data;
+  prm.out = args.out.data;
+  prm.lse = args.lse.defined() ? static_cast<float*>(args.lse.data) : nullptr;
+  prm.k_cache = kv.k_cache.data;
+  prm.v_cache = kv.v_cache.data;
+  prm.block_tables = static_cast<const int32_t*>(block_tables.data);
+  prm.cu_q_lens = static_cast<const int32_t*>(args.cu_q_lens.data);
+  prm.kv_lens = static_cast<const int32_t*>(args.kv_lens.data);
+  prm.q_stride_n = args.q.strides[0];
+  prm.q_stride_h = args.q.strides[1];
+  prm.o_stride_n = args.out.strides[0];
+  prm.o_stride_h = args.out.strides[1];
+  if (prm.lse != nullptr) {
+    prm.lse_stride_n = args.lse.strides[0];
+    prm.lse_stride_h = args.lse.strides[1];
+  }
+  const int head_dim_axis = hnd ? 1 : 2, pos_axis = hnd ? 2 : 1;
+  prm.k_stride_block = kv.k_cache.strides[0];
+  prm.k_stride_head = kv.k_cache.strides[head_dim_axis];
+  prm.k_stride_pos = kv.k_cache.strides[pos_axis];
+  prm.v_stride_block = kv.v_cache.strides[0];
+  prm.v_stride_head = kv.v_cache.strides[head_dim_axis];
+  prm.v_stride_pos = kv.v_cache.strides[pos_axis];
+  prm.bt_stride = block_tables.strides[0];
+  prm.cu_stride = args.cu_q_lens.strides[0];
+  prm.kvl_stride = args.kv_lens.strides[0];
+  prm.k_scale_mode = kv_int8 ? scale_mode_code(p.k_scale_mode) : tc::kScaleNone;
+  prm.v_scale_mode = kv_int8 ? scale_mode_code(p.v_scale_mode) : tc::kScaleNone;
+  auto set_scale = [&](const TensorView& s, int mode, const void*& ptr, int& dtype, int64_t& a, int64_t& b,
+                       int64_t& c) {
+    if (mode == tc::kScaleNone || !s.defined()) return;
+    ptr = s.data;
+    dtype = scale_dtype_code(s.dtype);
+    if (mode == tc::kScalePerChannel) {  // [num_kv_heads, head_dim]
+      a = s.strides[0];
+      b = s.strides[1];
+    } else {  // HND [num_blocks, num_kv_heads, page_size] / NHD [num_blocks, page_size, num_kv_heads]
+      a = s.strides[0];
+      b = s.strides[head_dim_axis];
+      c = s.strides[pos_axis];
+    }
+  };
+  set_scale(kv.k_scale, prm.k_scale_mode, prm.k_scale, prm.k_scale_dtype, prm.ks_stride_a, prm.ks_stride_b,
+            prm.ks_stride_c);
+  set_scale(kv.v_scale, prm.v_scale_mode, prm.v_scale, prm.v_scale_dtype, prm.vs_stride_a, prm.vs_stride_b,
+            prm.vs_stride_c);
+  prm.total_q = static_cast<int>(p.total_q);
+  prm.num_kv_heads = static_cast<int>(p.num_kv_heads);
+  prm.head_dim = static_cast<int>(p.head_dim);
+  prm.num_blocks = static_cast<int>(p.num_blocks);
+  prm.max_blocks_per_seq = static_cast<int>(block_tables.shape[1]);
+  const int64_t max_q_len = (args.plan != nullptr && args.plan->max_q_len > 0) ? args.plan->max_q_len : p.total_q;
+  const int64_t tile_q = tc::tc_tile_q(padded);
+  prm.num_q_tiles = static_cast<int>((max_q_len * p.group_size + tile_q - 1) / tile_q);
+  prm.causal = p.causal ? 1 : 0;
+  prm.local_window = p.local_window;
+  prm.global_window = p.global_window;
+  prm.gqa_interleaved = p.gqa_layout == GqaLayout::kInterleaved ? 1 : 0;
+  prm.sm_scale_log2 = p.softmax_scale * 1.4426950408889634f;
+  prm.page_div = tc::FastDiv(static_cast<uint32_t>(p.page_size));
+  prm.group_div = tc::FastDiv(static_cast<uint32_t>(p.group_size));
+  if (prm.num_q_tiles == 0 || p.batch_size == 0) return;
+
+  const bool q_fp16 = p.q_dtype == DType::kFloat16;
+  auto s = static_cast<cudaStream_t>(stream);
+  switch (padded) {
+    case 64: tc::launch_tc_prefill_hd<64>(prm, static_cast<int>(p.batch_size), q_fp16, kv_int8, s); break;
+    case 96: tc::launch_tc_prefill_hd<96>(prm, static_cast<int>(p.batch_size), q_fp16, kv_int8, s); break;
+    case 128: tc::launch_tc_prefill_hd<128>(prm, static_cast<int>(p.batch_size), q_fp16, kv_int8, s); break;
+    case 192: tc::launch_tc_prefill_hd<192>(prm, static_cast<int>(p.batch_size), q_fp16, kv_int8, s); break;
+    case 256: tc::launch_tc_prefill_hd<256>(prm, static_cast<int>(p.batch_size), q_fp16, kv_int8, s); break;
+    default:
+      throw Error(ErrorKind::kNotImplemented, "paged_prefill", "head_dim",
+                  "not implemented: no tensor-core instantiation for head dim " + std::to_string(p.head_dim));
+  }
+}
+
+}  // namespace kvq::cuda

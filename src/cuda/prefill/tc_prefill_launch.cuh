@@ -1,0 +1,74 @@
+// src/cuda/prefill/tc_prefill_launch.cuh — host launcher of the tensor-core prefill and the one
+// list of its instantiations.
+//
+// Variants per head dim: DTypeQ in {bf16, fp16} x cache in {same dtype as q, int8} (4 kernels).
+// Causal, windows, scale modes, layouts, GQA layout and lse are runtime flags. Each head dim in
+// KVQ_TC_PREFILL_HEAD_DIMS has one translation unit tc_prefill_hd<D>.cu holding
+// KVQ_TC_PREFILL_INSTANTIATE(D); a head dim left out of the CMake list KVQ_HEAD_DIMS
+// (kvq_config.h) compiles to a stub that reports it was not built.
+#pragma once
+#include <cuda_runtime.h>
+
+#include "kvq_config.h"
+#include "src/cuda/common/cuda_check.cuh"
+#include "src/cuda/prefill/tc_prefill_kernel.cuh"
+
+// The head dims with a tc_prefill_hd<D>.cu file.
+#define KVQ_TC_PREFILL_HEAD_DIMS 64, 96, 128, 192, 256
+
+namespace kvq::cuda::tc {
+
+constexpr int kTcHeadDims[] = {KVQ_TC_PREFILL_HEAD_DIMS};
+constexpr int kBuiltHeadDims[] = {KVQ_FAST_HEAD_DIMS};
+
+constexpr bool tc_head_dim_built(int head_dim) {
+  bool listed = false, has_file = false;
+  for (int d : kBuiltHeadDims) listed = listed || d == head_dim;
+  for (int d : kTcHeadDims) has_file = has_file || d == head_dim;
+  return listed && has_file;
+}
+
+// The smallest built head dim >= head_dim, or 0.
+constexpr int tc_padded_head_dim(int head_dim) {
+  int best = 0;
+  for (int d : kTcHeadDims)
+    if (d >= head_dim && tc_head_dim_built(d) && (best == 0 || d < best)) best = d;
+  return best;
+}
+
+template <typename Tr>
+void launch_tc_prefill_traits(const TcPrefillParams& params, int batch_size, cudaStream_t stream) {
+  auto kernel = tc_prefill_kernel<Tr>;
+  KVQ_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
+  const dim3 grid(static_cast<unsigned>(params.num_q_tiles) * static_cast<unsigned>(params.num_kv_heads),
+                  static_cast<unsigned>(batch_size));
+  kernel<<<grid, Tr::kNumThreads, Tr::kSmemBytes, stream>>>(params);
+  KVQ_LAUNCH_CHECK(stream);
+}
+
+// Defined (specialized) in tc_prefill_hd<D>.cu.
+template <int kHeadDim>
+void launch_tc_prefill_hd(const TcPrefillParams& params, int batch_size, bool q_fp16, bool kv_int8,
+                          cudaStream_t stream);
+
+}  // namespace kvq::cuda::tc
+
+#define KVQ_TC_PREFILL_INSTANTIATE(HD)                                                                   \
+  namespace kvq::cuda::tc {                                                                              \
+  template <>                                                                                            \
+  void launch_tc_prefill_hd<HD>(const TcPrefillParams& params, int batch_size, bool q_fp16, bool kv_int8, \
+                                cudaStream_t stream) {                                                   \
+    if constexpr (tc_head_dim_built(HD)) {                                                               \
+      if (q_fp16) {                                                                                      \
+        if (kv_int8) launch_tc_prefill_traits<TcPrefillTraits<HD, __half, true>>(params, batch_size, stream); \
+        else launch_tc_prefill_traits<TcPrefillTraits<HD, __half, false>>(params, batch_size, stream);   \
+      } else {                                                                                           \
+        if (kv_int8) launch_tc_prefill_traits<TcPrefillTraits<HD, __nv_bfloat16, true>>(params, batch_size, stream); \
+        else launch_tc_prefill_traits<TcPrefillTraits<HD, __nv_bfloat16, false>>(params, batch_size, stream); \
+      }                                                                                                  \
+    } else {                                                                                             \
+      throw ::kvq::Error(::kvq::ErrorKind::kNotImplemented, "paged_prefill", "head_dim",                 \
+                         "not implemented: head dim " #HD " is not in this build's KVQ_HEAD_DIMS");      \
+    }                                                                                                    \
+  }                                                                                                      \
+  }
