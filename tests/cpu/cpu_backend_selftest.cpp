@@ -4,7 +4,7 @@
 //   - Fp32Twin: the backend's fp32 numerics are exactly the recipe of DESIGN.md §1, written
 //     here as the most naive loops (per row: dot products summed over head_dim in order, exact
 //     row max, p = expf(s - m), l summed in key order, P rounded to the query dtype or to
-//     round(p*127), O summed in key order). The backend's tiled, threaded, vectorized code must
+//     round(p*255), O summed in key order). The backend's tiled, threaded, vectorized code must
 //     give the same bits (x86-64 without FMA; within 2 ulp where the compiler may contract).
 //   - Invariance: bit-identical results for any thread count (KVQ_NUM_THREADS), for the SSE2
 //     and AVX2 code paths (KVQ_CPU_SIMD=generic), for HND vs NHD copies of the same cache, and
@@ -149,7 +149,7 @@ TwinOut fp32_twin(const PagedCase& c, const PrefillArgs& a, bool int8_mode) {
           const float pj = std::exp(s[j] - m);
           l += pj;
           if (int8_mode) {
-            const float p8 = std::nearbyint(pj * 127.f);
+            const float p8 = std::nearbyint(pj * 255.f);
             for (int64_t d = 0; d < dim; ++d) {
               if (vm == ScaleMode::kPerChannel)
                 o_int[d] += static_cast<double>(p8) * v8[j * dim + d];
@@ -164,7 +164,7 @@ TwinOut fp32_twin(const PagedCase& c, const PrefillArgs& a, bool int8_mode) {
         for (int64_t d = 0; d < dim; ++d) {
           float y;
           if (int8_mode) {
-            float v = (vm == ScaleMode::kPerChannel ? static_cast<float>(o_int[d]) : o[d]) * (1.f / 127.f);
+            float v = (vm == ScaleMode::kPerChannel ? static_cast<float>(o_int[d]) : o[d]) * (1.f / 255.f);
             if (vm == ScaleMode::kPerChannel) v *= v_channel[d];
             y = v / l;
           } else {
