@@ -118,6 +118,22 @@ def run_prefill(name, c, paths):
 
     if HAVE_KVQ:
         ref = None
+        # kvq over a bf16 paged cache (the tensor-core kernel without int8): issue 4's bf16 target.
+        try:
+            k16 = (c["k8"].float() * c["ks"][None, :, None, :]).to(torch.bfloat16)
+            v16 = (c["v8"].float() * c["vs"][None, :, None, :]).to(torch.bfloat16)
+            out = torch.empty_like(c["q"])
+            fn = lambda: kvq.paged_prefill(c["q"], k16, v16, c["table"], c["cu_q"], c["kv_lens"], causal=True,
+                                          out=out)
+            fn()
+            torch.cuda.synchronize()
+            with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+                ref = sdpa(q4, kb, vb, q_len, kv_len).transpose(1, 2).reshape_as(out).float()
+            err = ((out.float() - ref).norm() / ref.norm()).item()
+            add("kvq_bf16cache", bench_ms(fn), dict(rel_err_vs_sdpa=err))
+            del k16, v16
+        except Exception as e:
+            print(f"  kvq_bf16cache  not run: {str(e).splitlines()[0][:160]}")
         for path in paths:
             try:
                 out = torch.empty_like(c["q"])
@@ -160,19 +176,27 @@ def run_decode(name, B, kv_len, page=16, Hq=32, Hkv=8, D=128):
         except Exception as e:
             print(f"  {peer:14s} not run: {str(e).splitlines()[0][:100]}")
     if HAVE_KVQ:
-        try:
-            qd = c["q"].view(B, Hq, D)
-            out = torch.empty_like(qd)
-            fn = lambda: kvq.paged_decode(qd, c["k8"], c["v8"], c["table"], c["kv_lens"], k_scale=c["ks"],
-                                          v_scale=c["vs"], out=out)
-            fn()
-            torch.cuda.synchronize()
-            with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
-                ref = F.scaled_dot_product_attention(q4, kb, vb).transpose(1, 2).reshape_as(out).float()
-            err = ((out.float() - ref).norm() / ref.norm()).item()
-            add("kvq_decode", bench_ms(fn), kv_bytes, dict(rel_err_vs_sdpa=err))
-        except Exception as e:
-            print(f"  kvq_decode     not run: {str(e).splitlines()[0][:160]}")
+        # kvq_decode: the planner's choice; kvq_decode_split / _tc: each decode route forced
+        # (KVQ_DECODE_PATH is read at every call).
+        for peer, route in (("kvq_decode", None), ("kvq_decode_split", "split"), ("kvq_decode_tc", "tc")):
+            try:
+                if route is None:
+                    os.environ.pop("KVQ_DECODE_PATH", None)
+                else:
+                    os.environ["KVQ_DECODE_PATH"] = route
+                qd = c["q"].view(B, Hq, D)
+                out = torch.empty_like(qd)
+                fn = lambda: kvq.paged_decode(qd, c["k8"], c["v8"], c["table"], c["kv_lens"], k_scale=c["ks"],
+                                              v_scale=c["vs"], out=out)
+                fn()
+                torch.cuda.synchronize()
+                with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+                    ref = F.scaled_dot_product_attention(q4, kb, vb).transpose(1, 2).reshape_as(out).float()
+                err = ((out.float() - ref).norm() / ref.norm()).item()
+                add(peer, bench_ms(fn), kv_bytes, dict(rel_err_vs_sdpa=err))
+            except Exception as e:
+                print(f"  {peer:14s} not run: {str(e).splitlines()[0][:160]}")
+        os.environ.pop("KVQ_DECODE_PATH", None)
         # Probe: the same decode step through the fused tensor-core prefill kernel (q_len 1 per sequence).
         try:
             qd = c["q"].view(B, Hq, D)

@@ -13,6 +13,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -170,13 +171,93 @@ void paged_prefill(const PrefillArgs& args, const detail::AttnProblem& p, const 
   }
 }
 
+// ---- decode through the tensor-core prefill kernel ----
+// A decode step is a prefill with one query row per sequence (at position kv_len - 1, so causal
+// sees every key). The tensor-core kernel packs the q heads of a GQA group into its M tile and
+// reads each int8 K/V tile once per group with cp.async, converting in registers; it has no split
+// over KV. Measured on an H100 (2026-11-25, bench/results/2026-11-25_h100_peers.json) it is slower
+// than the split-KV CUDA-core kernel (B64 kv4096: 0.84 vs 1.20 TB/s; B8 kv32768: 0.30 vs 1.31), so
+// it is not chosen by default; KVQ_DECODE_PATH=tc selects it (kept runnable to compare against,
+// tested by tools/device_all.sh), KVQ_DECODE_PATH=split forces the default. cu_q_lens = [0, 1, .., B]
+// lives at the start of the workspace, written by a one-CTA kernel (no host work: graph capturable).
+namespace {
+
+__global__ void iota_kernel(int32_t* out, int32_t n) {
+  for (int32_t i = threadIdx.x; i < n; i += blockDim.x) out[i] = i;
+}
+
+detail::AttnProblem decode_as_prefill(const detail::AttnProblem& p) {
+  detail::AttnProblem pp = p;
+  pp.is_decode = false;
+  pp.causal = true;
+  pp.total_q = p.batch_size;
+  return pp;
+}
+
+bool decode_via_tc(const detail::AttnProblem& p, int /*requested_splits*/) {
+  const char* env = std::getenv("KVQ_DECODE_PATH");
+  const std::string force = env != nullptr ? env : "";
+  if (force == "split") return false;
+  if (!tc_prefill_supports(decode_as_prefill(p))) return false;
+  return force == "tc";
+}
+
+size_t tc_decode_workspace_bytes(const detail::AttnProblem& p) {
+  return (static_cast<size_t>(p.batch_size + 1) * sizeof(int32_t) + 255) / 256 * 256;
+}
+
+// Returns false (nothing launched) when the views don't suit the kernel (alignment).
+bool launch_decode_via_tc(const DecodeArgs& args, const detail::AttnProblem& p) {
+  const detail::AttnProblem pp = decode_as_prefill(p);
+  PrefillArgs pa;
+  pa.q = args.q;
+  pa.kv = args.kv;
+  pa.block_tables = args.block_tables;
+  pa.cu_q_lens = TensorView::make(args.workspace.data, DType::kInt32, {p.batch_size + 1}, Device::kCUDA,
+                                  args.q.device_index);
+  pa.kv_lens = args.kv_lens;
+  pa.out = args.out;
+  pa.lse = args.lse;
+  pa.mask_options.causal = true;
+  pa.mask_options.local_window = args.local_window;
+  pa.mask_options.global_window = args.global_window;
+  pa.softmax_scale = p.softmax_scale;
+  pa.gqa_layout = args.gqa_layout;
+  pa.stream = args.stream;
+  PrefillPlan plan;
+  plan.path = PrefillPath::kFused;
+  plan.device = Device::kCUDA;
+  plan.batch_size = p.batch_size;
+  plan.total_q = p.batch_size;
+  plan.max_q_len = 1;
+  plan.max_kv_len = p.max_blocks_per_seq * p.page_size;
+  pa.plan = &plan;
+  if (!tc_prefill_supports_views(pa, pp, args.kv, args.block_tables)) return false;
+  auto s = static_cast<cudaStream_t>(args.stream);
+  iota_kernel<<<1, 256, 0, s>>>(static_cast<int32_t*>(args.workspace.data), static_cast<int32_t>(p.batch_size + 1));
+  KVQ_LAUNCH_CHECK(s);
+  launch_tc_prefill(pa, pp, args.kv, args.block_tables, args.stream);
+  return true;
+}
+
+}  // namespace
+
 void paged_decode(const DecodeArgs& args, const detail::AttnProblem& p) {
+  if (p.batch_size > 0 && decode_via_tc(p, args.num_splits)) {
+    KVQ_CHECK(args.workspace.bytes >= tc_decode_workspace_bytes(p) && args.workspace.data != nullptr,
+              "paged_decode", "workspace",
+              "expected at least " << tc_decode_workspace_bytes(p) << " bytes (decode_workspace_size), got "
+                                   << args.workspace.bytes);
+    if (launch_decode_via_tc(args, p)) return;
+  }
   const int splits = plan_decode_splits(p, args.num_splits);
   launch_decode(args, p, splits, args.stream);
 }
 
 size_t decode_workspace_size(const detail::AttnProblem& p, int num_splits) {
-  return decode_workspace_bytes(p, plan_decode_splits(p, num_splits));
+  const size_t split_bytes = decode_workspace_bytes(p, plan_decode_splits(p, num_splits));
+  if (p.batch_size > 0 && decode_via_tc(p, num_splits)) return std::max(split_bytes, tc_decode_workspace_bytes(p));
+  return split_bytes;
 }
 
 void append(const AppendArgs& args, int64_t num_tokens, int64_t num_kv_heads, int64_t head_dim,

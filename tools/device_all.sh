@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# tools/device_all.sh — the one-call build-check-time run on the device machine (H100/H200).
+#
+# Build here first (no GPU needed), into the git-ignored folder .devbin that the call carries:
+#   tools/device_prep.sh            (CUDA 90a build: kvq_gpu_tests, the kvq CLI, the Python module for 3.12)
+# Then: device run, command "tools/device_all.sh", carry [".devbin"].
+# Steps, each logged under $OUT/logs (returned as one archive, logs.tgz, plus summary.txt):
+#   1. nvidia-smi; 2. the GPU suite + compute-sanitizer memcheck/racecheck (tools/gpu_check.sh);
+#   3. the Python suite on CUDA tensors (torch 2.11 there); 4. `kvq demo --json` on the GPU;
+#   5. bench/peers.py: kvq vs torch SDPA flash/cuDNN and the seed's design, same process, same GPU.
+# STEPS (env) picks a subset, e.g. STEPS="suite peers".
+set -u
+OUT=${OUT:-./device_out}
+LOGS="$OUT/logs"
+mkdir -p "$LOGS"
+STEPS=${STEPS:-"suite suite_tc_decode python demo peers"}
+summary="$OUT/summary.txt"
+: > "$summary"
+say() { echo "$*" | tee -a "$summary"; }
+nvidia-smi -L | tee "$LOGS/nvidia-smi.txt" | tee -a "$summary"
+export PYTHONPATH="$PWD/.devbin/py${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1
+for step in $STEPS; do
+  start=$(date +%s)
+  case $step in
+    suite)
+      OUT="$LOGS/gpu" tools/gpu_check.sh .devbin/kvq_gpu_tests > "$LOGS/gpu_check.log" 2>&1
+      rc=$?
+      cat "$LOGS/gpu/summary.txt" >> "$summary" ;;
+    suite_tc_decode)
+      # The decode tests again with decode forced through the tensor-core kernel.
+      KVQ_DECODE_PATH=tc timeout 120 .devbin/kvq_gpu_tests --gtest_filter='*Decode*:*Graph*' --gtest_brief=1 \
+        > "$LOGS/suite_tc_decode.log" 2>&1
+      rc=$?
+      grep -E "^\[  (PASSED|FAILED|SKIPPED) " "$LOGS/suite_tc_decode.log" | head -20 >> "$summary" ;;
+    python)
+      timeout 240 python3 -m pytest tests/python -q -ra -p no:cacheprovider > "$LOGS/pytest.log" 2>&1
+      rc=$?
+      tail -3 "$LOGS/pytest.log" >> "$summary" ;;
+    demo)
+      timeout 180 .devbin/kvq demo --json > "$LOGS/demo.log" 2>"$LOGS/demo.err"
+      rc=$?
+      tail -1 "$LOGS/demo.log" > "$OUT/demo.json"
+      grep -E "rel_err|PASS|FAIL|prefill |decode " "$LOGS/demo.log" >> "$summary" ;;
+    peers)
+      timeout 300 python3 bench/peers.py ${PEERS_ARGS:-} --out "$OUT/peers.json" > "$LOGS/peers.log" 2>&1
+      rc=$?
+      cat "$LOGS/peers.log" >> "$summary" ;;
+    *) say "unknown step $step"; rc=2 ;;
+  esac
+  say "== step $step: rc=$rc in $(( $(date +%s) - start )) s"
+done
+tar -C "$OUT" -czf "$OUT/logs.tgz" logs && rm -rf "$LOGS"
+cat "$summary" | tail -80
