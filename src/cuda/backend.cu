@@ -348,7 +348,7 @@ void check_prefill_data(const PrefillArgs& args, const detail::AttnProblem& p) {
     if (p.has_mask && args.mask.defined()) {
       int64_t total = 0;
       for (int64_t b = 0; b < p.batch_size; ++b) total += int64_t{cu[b + 1] - cu[b]} * std::max(0, kv[b]);
-      KVQ_CHECK(total <= args.mask.numel(), func, "mask",
+      KVQ_CHECK(total == args.mask.numel(), func, "mask",
                 "expected sum_b q_len * kv_len = " << total << " elements, got " << args.mask.describe());
     }
   }

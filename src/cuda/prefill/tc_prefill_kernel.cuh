@@ -21,7 +21,7 @@
 //   int8 only: [K, V tiles converted to the q dtype] [kStages x (K, V) per-token scales fp32]
 //
 // int8 caches: the int8 tile lands in shared memory (half the bytes of bf16), then all threads
-// convert it once to the q dtype (exact, tc_common.cuh) into the conversion buffers; every warp
+// convert it once to the q dtype (exact, common/mma_int8.cuh) into the conversion buffers; every warp
 // then reads the converted tile like the bf16 path. (Converting per warp in registers would repeat
 // the conversion once per warp: each warp needs the whole tile.) Scales use the identities of
 // DESIGN.md §1: per-channel K scale folded into Q when Q is staged (fp32 product rounded to the q
@@ -34,7 +34,7 @@
 
 #include <cstdint>
 
-#include "src/cuda/prefill/tc_common.cuh"
+#include "src/cuda/common/mma_int8.cuh"
 
 namespace kvq::cuda::tc {
 

@@ -1,4 +1,5 @@
-// src/cuda/prefill/tc_common.cuh — the warp-level primitives of the tensor-core prefill (sm_80+):
+// src/cuda/common/mma_int8.cuh — warp-level primitives of the tensor-core kernels (sm_80+), shared by the
+// fused prefill and the kernels that come after it (the Hopper kernel, a tensor-core decode):
 // cp.async with zero-fill, ldmatrix (plain and transposed), mma.sync m16n8k16 (bf16 and fp16,
 // fp32 accumulation), packing of fp32 pairs into the operand dtype, an exact int8x4 -> 16-bit
 // float conversion, and a 32-bit fast divisor for runtime divisors (page_size, group_size).
