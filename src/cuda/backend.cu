@@ -32,6 +32,25 @@ namespace {
 
 size_t round_up256(size_t x) { return (x + 255) / 256 * 256; }
 
+// Makes the tensors' device current for the duration of a call (launches, SM counts and
+// allocations-free workspaces all refer to the current device), and restores the caller's.
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int device_index) {
+    KVQ_CUDA_CHECK(cudaGetDevice(&prev_));
+    if (device_index != prev_) KVQ_CUDA_CHECK(cudaSetDevice(device_index));
+  }
+  ~DeviceGuard() {
+    int cur = prev_;
+    if (cudaGetDevice(&cur) == cudaSuccess && cur != prev_) cudaSetDevice(prev_);
+  }
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+ private:
+  int prev_ = 0;
+};
+
 DType float_dtype_of_q(DType q) { return q == DType::kInt8 ? DType::kBFloat16 : q; }
 
 // A contiguous view of a paged cache part of the dequant workspace.
@@ -147,6 +166,7 @@ bool available() {
 }
 
 void paged_prefill(const PrefillArgs& args, const detail::AttnProblem& p, const PrefillPlan& plan) {
+  const DeviceGuard device_guard(args.q.device_index);
   switch (plan.path) {
     case PrefillPath::kFused:
       if (tc_prefill_supports(p) && tc_prefill_supports_views(args, p, args.kv, args.block_tables)) {
@@ -243,6 +263,7 @@ bool launch_decode_via_tc(const DecodeArgs& args, const detail::AttnProblem& p) 
 }  // namespace
 
 void paged_decode(const DecodeArgs& args, const detail::AttnProblem& p) {
+  const DeviceGuard device_guard(args.q.device_index);
   if (p.batch_size > 0 && decode_via_tc(p, args.num_splits)) {
     KVQ_CHECK(args.workspace.bytes >= tc_decode_workspace_bytes(p) && args.workspace.data != nullptr,
               "paged_decode", "workspace",
@@ -262,6 +283,7 @@ size_t decode_workspace_size(const detail::AttnProblem& p, int num_splits) {
 
 void append(const AppendArgs& args, int64_t num_tokens, int64_t num_kv_heads, int64_t head_dim,
             int64_t page_size, int64_t num_blocks, ScaleMode k_mode, ScaleMode v_mode) {
+  const DeviceGuard device_guard(args.k_new.device_index);
   if (args.check && num_tokens > 0) {
     auto s = static_cast<cudaStream_t>(args.stream);
     std::vector<int64_t> slots(num_tokens);
@@ -283,6 +305,7 @@ void append(const AppendArgs& args, int64_t num_tokens, int64_t num_kv_heads, in
 
 void dequantize_blocks(const DequantArgs& args, int64_t num_kv_heads, int64_t page_size, int64_t head_dim,
                        ScaleMode mode) {
+  const DeviceGuard device_guard(args.cache.device_index);
   constexpr const char* kFunc = "dequantize_blocks";
   const bool compact = args.out_block_tables.defined();
   if (args.check) {
@@ -320,10 +343,12 @@ void dequantize_blocks(const DequantArgs& args, int64_t num_kv_heads, int64_t pa
 }
 
 void calibrate(const TensorView& x, const TensorView& scale_out, void* stream) {
+  const DeviceGuard device_guard(x.device_index);
   launch_calibrate(x, scale_out, stream);
 }
 
 void check_prefill_data(const PrefillArgs& args, const detail::AttnProblem& p) {
+  const DeviceGuard device_guard(args.q.device_index);
   const char* func = p.is_decode ? "paged_decode" : "paged_prefill";
   auto s = static_cast<cudaStream_t>(args.stream);
   const std::vector<int32_t> table = copy_table_to_host(args.block_tables, s);
