@@ -631,3 +631,29 @@ def test_cuda_cupy_interop():
     cupy.cuda.get_current_stream().synchronize()
     assert isinstance(out, cupy.ndarray)
     assert torch.equal(torch.from_dlpack(out), expected)
+
+
+@pytest.mark.parametrize("dev", ["cpu", pytest.param("cuda", marks=needs_cuda)])
+def test_readme_example_runs(dev):
+    # The README's PyTorch example, run as written (device swapped), checked against fp64 attention
+    # over the dequantized cache.
+    import os
+    import re
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "..", "README.md")).read()
+    code = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
+    code = code.replace('dev = 32, 8, 128, 16, 64, "cuda"', f'dev = 32, 8, 128, 16, 64, "{dev}"')
+    env = {}
+    exec(compile(code, "README.md", "exec"), env)
+    out, q, k, v = env["out"], env["q"], env["k"], env["v"]
+    ks, vs = env["k_scale"], env["v_scale"]
+    kd = (torch.clamp(torch.round(k.float() / ks), -128, 127) * ks).double()
+    vd = (torch.clamp(torch.round(v.float() / vs), -128, 127) * vs).double()
+    group = q.shape[1] // k.shape[1]
+    kd, vd = kd.repeat_interleave(group, 1), vd.repeat_interleave(group, 1)
+    s = torch.einsum("qhd,khd->hqk", q.double(), kd) / math.sqrt(q.shape[2])
+    pos = torch.arange(80, 100, device=q.device)[:, None]
+    s = s.masked_fill(torch.arange(100, device=q.device)[None, :] > pos, float("-inf"))
+    ref = torch.einsum("hqk,khd->qhd", torch.softmax(s, -1), vd)
+    err = ((out.double() - ref).norm() / ref.norm()).item()
+    assert out.shape == q.shape and out.dtype == torch.bfloat16
+    assert err <= 1e-2, err
