@@ -371,6 +371,21 @@ int run_demo(const Flags& flags) {
 
 // --------------------------------------------------------------------------------------------- bench
 
+// Validate before timing: poison the output (NaN bytes), run once, and require every element to be
+// written and finite (the accuracy of every path is the test suites' job; this catches a path that
+// silently writes nothing or NaN at a shape the suites do not cover).
+void validate_output(Buffer& out, const std::function<void()>& run, const std::string& path) {
+  out.fill_byte(0xFF);
+  run();
+  std::vector<uint16_t> h(out.bytes() / 2);
+  out.download(h.data());
+  int64_t bad = 0;
+  for (uint16_t x : h) bad += !std::isfinite(bf16_to_float(x));
+  if (bad > 0)
+    throw std::runtime_error("path " + path + ": " + std::to_string(bad) + " of " + std::to_string(h.size()) +
+                             " output elements unwritten or not finite; not timed");
+}
+
 int run_bench(const Flags& flags) {
   const bool json = flags.has("json");
   const bool gpu = !flags.has("cpu") && gpu_present();
@@ -463,7 +478,7 @@ int run_bench(const Flags& flags) {
             << kv_len << ", heads " << sh.num_qo_heads << "/" << sh.num_kv_heads << ", head_dim " << sh.head_dim
             << ", page " << sh.page_size << ", " << kvq::to_string(sh.layout) << ", " << kv_dtype_s << " cache"
             << (mode == "prefill" ? (causal ? ", causal" : ", non-causal") : "") << "\n";
-  std::cout << std::left << std::setw(10) << "path" << std::right << std::setw(12) << "time ms" << std::setw(12)
+  std::cout << std::left << std::setw(18) << "path" << std::right << std::setw(12) << "time ms" << std::setw(12)
             << "TFLOP/s" << std::setw(12) << "GB/s" << "\n";
   std::ostringstream js;
   js << "{\"command\":\"bench\",\"mode\":\"" << mode << "\",\"device\":\"" << json_escape(device)
@@ -485,6 +500,7 @@ int run_bench(const Flags& flags) {
       size_t ws = kvq::decode_workspace_size(da);
       Buffer wsb(kvq::DType::kUInt8, {static_cast<int64_t>(ws)}, gpu);
       da.workspace = {wsb.data(), ws};
+      validate_output(out, [&] { kvq::paged_decode(da); }, resolved);
       ms = time_ms(gpu, gpu ? 3 : 1, iters, [&] { kvq::paged_decode(da); });
     } else {
       kvq::PrefillArgs pa;
@@ -504,14 +520,16 @@ int run_bench(const Flags& flags) {
         continue;
       }
       resolved = kvq::to_string(plan.path);
+      if (resolved != path) resolved = path + "->" + resolved;  // e.g. the CPU backend serves every path
       Buffer wsb(kvq::DType::kUInt8, {static_cast<int64_t>(plan.workspace_bytes)}, gpu);
       pa.plan = &plan;
       pa.workspace = {wsb.data(), plan.workspace_bytes};
+      validate_output(out, [&] { kvq::paged_prefill(pa); }, resolved);
       ms = time_ms(gpu, gpu ? 3 : 1, iters, [&] { kvq::paged_prefill(pa); });
     }
     const double tflops = mode == "decode" ? 0 : flops / (ms * 1e-3) / 1e12;
     const double gbps = io_bytes / (ms * 1e-3) / 1e9;
-    std::cout << std::left << std::setw(10) << resolved << std::right << std::fixed << std::setprecision(4)
+    std::cout << std::left << std::setw(18) << resolved << std::right << std::fixed << std::setprecision(4)
               << std::setw(12) << ms << std::setprecision(1) << std::setw(12) << tflops << std::setw(12) << gbps
               << "\n";
     js << (first ? "" : ",") << "{\"path\":\"" << resolved << "\",\"ms\":" << ms << ",\"tflops\":" << tflops
