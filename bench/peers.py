@@ -1,15 +1,28 @@
 #!/usr/bin/env python3
-"""bench/peers.py — kvq against its peers, side by side in one process on one GPU (DESIGN.md §6).
+"""bench/peers.py — kvq against its peers, side by side in one process on one GPU.
 
-For each shape it builds one int8 paged cache (per-channel scales, shuffled block table) and times:
-  sdpa_flash   torch SDPA, flash backend, on a pre-gathered bf16 copy of K/V (gather not timed)
-  sdpa_cudnn   torch SDPA, cuDNN backend, same inputs
-  seed_torch   the seed's design composed from torch ops: dequantize the referenced blocks to bf16
-               (gather + scale), then SDPA flash — timed end to end
-  kvq_<path>   kvq.paged_prefill with path fused / dequant / generic (needs the kvq Python module)
-  kvq_decode   kvq.paged_decode (decode shapes), vs sdpa_flash decode on gathered bf16 K/V
-TFLOP/s counts visible score entries only: 4 * Hq * D * visible_pairs. Decode GB/s counts the int8
-K/V bytes of the referenced tokens + scales + Q + O. Writes one JSON (GPU named) to --out.
+Every peer runs in its best configuration: GQA through `enable_gqa=True` over the Hkv heads (K/V
+are never expanded to Hq heads), each torch SDPA backend tried, and the fastest peer of a shape is
+named its best peer. For each shape one int8 paged cache is built (per-channel scales, shuffled
+block table); the dense peers get a pre-gathered bf16 copy of it (the gather is not timed).
+
+Peers (prefill):
+  sdpa_flash / sdpa_cudnn / sdpa_efficient   torch SDPA with that backend, enable_gqa=True
+  mojo_design_torch   the mojo_opset PR #361 design composed from torch ops: dequantize the
+                      referenced blocks to bf16 (gather + scale), then the fastest SDPA backend
+                      of the shape, timed end to end
+  kvq_<path>          kvq.paged_prefill over the int8 cache, path fused (the default) / dequant / ...
+  kvq_bf16cache       kvq.paged_prefill over a bf16 paged cache
+Peers (decode; every peer is timed as CUDA-graph replays, rotating over enough copies of the
+inputs that they do not fit in L2):
+  sdpa_*              as above, q_len 1 (or the shape's q_len, bottom-right causal)
+  kvq_decode          kvq.paged_decode over the int8 cache, the planner's kernel
+  kvq_decode_<route>  the same with a decode kernel forced (KVQ_DECODE_PATH)
+  kvq_decode_bf16cache  kvq.paged_decode over a bf16 paged cache
+TFLOP/s counts visible score entries only: 4 * Hq * D * visible_pairs. GB/s counts the bytes that
+must move: the K/V of the referenced tokens in the peer's own cache dtype (int8 for kvq, bf16 for
+the dense peers) + scales + Q + O. Each run also measures the GPU's ceilings (device copy and
+bf16 GEMM) and reports kvq's fraction of them. Writes one JSON (GPU named; no NaN/inf) to --out.
 
 usage: python3 bench/peers.py [--quick] [--only NAME,...] [--out bench/results/peers.json]
 """
@@ -36,16 +49,68 @@ except Exception as e:  # the module is optional: peers still run
     print(f"kvq python module not importable ({e}); kvq rows skipped", file=sys.stderr)
     HAVE_KVQ = False
 
-from triton.testing import do_bench
+from triton.testing import do_bench, do_bench_cudagraph
 
 DEV = "cuda"
+BACKENDS = (("sdpa_flash", SDPBackend.FLASH_ATTENTION), ("sdpa_cudnn", SDPBackend.CUDNN_ATTENTION),
+            ("sdpa_efficient", SDPBackend.EFFICIENT_ATTENTION))
+L2_ROTATE_BYTES = 256 << 20  # decode inputs are replicated until one replay touches this much
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
 
 
 def bench_ms(fn):
     return do_bench(fn, warmup=25, rep=100, return_mode="median")
 
 
-def make_case(B, q_len, kv_len, Hq=32, Hkv=8, D=128, page=64, seed=0):
+def bench_graph_ms(fns):
+    """Median time of one call, from CUDA-graph replays of fns (one call per input copy)."""
+    def all_sets():
+        for f in fns:
+            f()
+    all_sets()
+    torch.cuda.synchronize()
+    return do_bench_cudagraph(all_sets, rep=60, return_mode="median") / len(fns)
+
+
+def finite_or_none(x):
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def short(e):
+    return str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+
+
+# ---------------------------------------------------------------- ceilings
+
+def measure_ceilings():
+    n = 1 << 30  # 1 GiB copy: reads 1 GiB, writes 1 GiB
+    a = torch.empty(n, dtype=torch.uint8, device=DEV).random_(0, 255)
+    b = torch.empty_like(a)
+    ms = do_bench(lambda: b.copy_(a), warmup=25, rep=200, return_mode="median")
+    copy_tbps = 2 * n / (ms * 1e-3) / 1e12
+    read_ms = do_bench(lambda: a.view(torch.int64).sum(), warmup=25, rep=200, return_mode="median")
+    read_tbps = n / (read_ms * 1e-3) / 1e12
+    del a, b
+    m = 8192
+    x = torch.randn(m, m, dtype=torch.bfloat16, device=DEV)
+    y = torch.randn(m, m, dtype=torch.bfloat16, device=DEV)
+    ms = do_bench(lambda: x @ y, warmup=50, rep=300, return_mode="median")
+    gemm = 2 * m ** 3 / (ms * 1e-3) / 1e12
+    del x, y
+    torch.cuda.empty_cache()
+    return dict(copy_tbps=copy_tbps, read_tbps=read_tbps, bf16_gemm_tflops=gemm,
+                method="copy: 1 GiB device copy, bytes read + written; read: int64 sum over 1 GiB; "
+                       "gemm: bf16 8192^3 torch.matmul on random data")
+
+
+# ---------------------------------------------------------------- inputs
+
+def make_case(B, q_len, kv_len, Hq=32, Hkv=8, D=128, page=64, seed=0, q_dtype=torch.bfloat16):
     g = torch.Generator(device=DEV).manual_seed(seed)
     nb_seq = (kv_len + page - 1) // page
     num_blocks = B * nb_seq + 8
@@ -55,18 +120,24 @@ def make_case(B, q_len, kv_len, Hq=32, Hkv=8, D=128, page=64, seed=0):
     vs = torch.rand((Hkv, D), device=DEV, generator=g) * 0.02 + 0.005
     perm = torch.randperm(num_blocks, device=DEV, generator=g)[: B * nb_seq].to(torch.int32)
     table = perm.view(B, nb_seq).contiguous()
-    q = torch.randn((B * q_len, Hq, D), dtype=torch.bfloat16, device=DEV, generator=g)
+    q = torch.randn((B * q_len, Hq, D), dtype=q_dtype, device=DEV, generator=g)
     cu_q = torch.arange(0, B + 1, dtype=torch.int32, device=DEV) * q_len
     kv_lens = torch.full((B,), kv_len, dtype=torch.int32, device=DEV)
     return dict(B=B, q_len=q_len, kv_len=kv_len, Hq=Hq, Hkv=Hkv, D=D, page=page, k8=k8, v8=v8, ks=ks, vs=vs,
                 table=table, q=q, cu_q=cu_q, kv_lens=kv_lens)
 
 
-def gather_bf16(c, cache, scale):
-    B, page, kv_len = c["B"], c["page"], c["kv_len"]
+def gather_dense(c, cache, scale, dtype=torch.bfloat16):
+    """[B, Hkv, kv_len, D] dense copy of the referenced tokens (what the dense peers read)."""
+    B, kv_len = c["B"], c["kv_len"]
     blocks = cache[c["table"].long()]  # [B, nb, Hkv, page, D]
     x = blocks.permute(0, 2, 1, 3, 4).reshape(B, c["Hkv"], -1, c["D"])[:, :, :kv_len]
-    return (x.to(torch.float32) * scale[None, :, None, :]).to(torch.bfloat16)
+    return (x.to(torch.float32) * scale[None, :, None, :]).to(dtype)
+
+
+def paged_16bit(c, dtype):
+    return ((c["k8"].float() * c["ks"][None, :, None, :]).to(dtype),
+            (c["v8"].float() * c["vs"][None, :, None, :]).to(dtype))
 
 
 def visible_pairs(B, q_len, kv_len, causal=True):
@@ -77,63 +148,72 @@ def visible_pairs(B, q_len, kv_len, causal=True):
 
 
 def sdpa(q4, k4, v4, q_len, kv_len):
+    if q_len == 1:
+        return F.scaled_dot_product_attention(q4, k4, v4, enable_gqa=True)
     if q_len == kv_len:
-        return F.scaled_dot_product_attention(q4, k4, v4, is_causal=True)
-    return F.scaled_dot_product_attention(q4, k4, v4, attn_mask=causal_lower_right(q_len, kv_len))
+        return F.scaled_dot_product_attention(q4, k4, v4, is_causal=True, enable_gqa=True)
+    return F.scaled_dot_product_attention(q4, k4, v4, attn_mask=causal_lower_right(q_len, kv_len), enable_gqa=True)
 
+
+def rel_err(out, ref):
+    return finite_or_none(((out.float() - ref).norm() / ref.norm()).item())
+
+
+# ---------------------------------------------------------------- prefill
 
 def run_prefill(name, c, paths):
-    B, q_len, kv_len, Hq, Hkv, D = c["B"], c["q_len"], c["kv_len"], c["Hq"], c["Hkv"], c["D"]
-    group = Hq // Hkv
+    B, q_len, kv_len, Hq, D = c["B"], c["q_len"], c["kv_len"], c["Hq"], c["D"]
     flops = 4.0 * Hq * D * visible_pairs(B, q_len, kv_len)
     rows = []
     q4 = c["q"].view(B, q_len, Hq, D).transpose(1, 2)
-    kb = gather_bf16(c, c["k8"], c["ks"]).repeat_interleave(group, dim=1)
-    vb = gather_bf16(c, c["v8"], c["vs"]).repeat_interleave(group, dim=1)
+    kb = gather_dense(c, c["k8"], c["ks"])
+    vb = gather_dense(c, c["v8"], c["vs"])
+    ref = None
 
     def add(peer, ms, extra=None):
         r = dict(shape=name, peer=peer, ms=ms, tflops=flops / (ms * 1e-3) / 1e12)
-        if extra:
-            r.update(extra)
+        r.update(extra or {})
         rows.append(r)
-        print(f"  {peer:14s} {ms:9.4f} ms {r['tflops']:8.1f} TFLOP/s", flush=True)
+        log(f"  {peer:18s} {ms:9.4f} ms {r['tflops']:8.1f} TFLOP/s")
 
-    for peer, backend in (("sdpa_flash", SDPBackend.FLASH_ATTENTION), ("sdpa_cudnn", SDPBackend.CUDNN_ATTENTION)):
+    best_backend, best_ms = None, float("inf")
+    for peer, backend in BACKENDS:
         try:
             with sdpa_kernel([backend]):
+                out = sdpa(q4, kb, vb, q_len, kv_len)
                 ms = bench_ms(lambda: sdpa(q4, kb, vb, q_len, kv_len))
+            if ref is None:
+                ref = out.transpose(1, 2).reshape_as(c["q"]).float()
             add(peer, ms)
+            if ms < best_ms:
+                best_backend, best_ms = backend, ms
         except Exception as e:
-            print(f"  {peer:14s} not run: {str(e).splitlines()[0][:100]}")
+            log(f"  {peer:18s} not run: {short(e)}")
 
-    def seed():
-        k = gather_bf16(c, c["k8"], c["ks"]).repeat_interleave(group, dim=1)
-        v = gather_bf16(c, c["v8"], c["vs"]).repeat_interleave(group, dim=1)
-        with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
-            return sdpa(q4, k, v, q_len, kv_len)
-    try:
-        add("seed_torch", bench_ms(seed))
-    except Exception as e:
-        print(f"  seed_torch     not run: {str(e).splitlines()[0][:100]}")
+    if best_backend is not None:
+        def mojo_design():
+            k = gather_dense(c, c["k8"], c["ks"])
+            v = gather_dense(c, c["v8"], c["vs"])
+            with sdpa_kernel([best_backend]):
+                return sdpa(q4, k, v, q_len, kv_len)
+        try:
+            add("mojo_design_torch", bench_ms(mojo_design), dict(sdpa_backend=str(best_backend)))
+        except Exception as e:
+            log(f"  mojo_design_torch  not run: {short(e)}")
+    del kb, vb
 
     if HAVE_KVQ:
-        ref = None
-        # kvq over a bf16 paged cache (the tensor-core kernel without int8): issue 4's bf16 target.
         try:
-            k16 = (c["k8"].float() * c["ks"][None, :, None, :]).to(torch.bfloat16)
-            v16 = (c["v8"].float() * c["vs"][None, :, None, :]).to(torch.bfloat16)
+            k16, v16 = paged_16bit(c, c["q"].dtype)
             out = torch.empty_like(c["q"])
             fn = lambda: kvq.paged_prefill(c["q"], k16, v16, c["table"], c["cu_q"], c["kv_lens"], causal=True,
                                           out=out)
             fn()
             torch.cuda.synchronize()
-            with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
-                ref = sdpa(q4, kb, vb, q_len, kv_len).transpose(1, 2).reshape_as(out).float()
-            err = ((out.float() - ref).norm() / ref.norm()).item()
-            add("kvq_bf16cache", bench_ms(fn), dict(rel_err_vs_sdpa=err))
+            add("kvq_bf16cache", bench_ms(fn), dict(rel_err_vs_sdpa=rel_err(out, ref) if ref is not None else None))
             del k16, v16
         except Exception as e:
-            print(f"  kvq_bf16cache  not run: {str(e).splitlines()[0][:160]}")
+            log(f"  kvq_bf16cache      not run: {short(e)}")
         for path in paths:
             try:
                 out = torch.empty_like(c["q"])
@@ -141,120 +221,198 @@ def run_prefill(name, c, paths):
                                               k_scale=c["ks"], v_scale=c["vs"], causal=True, path=path, out=out)
                 fn()
                 torch.cuda.synchronize()
-                if ref is None:
-                    with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
-                        ref = sdpa(q4, kb, vb, q_len, kv_len).transpose(1, 2).reshape_as(out).float()
-                err = ((out.float() - ref).norm() / ref.norm()).item()
-                add("kvq_" + path, bench_ms(fn), dict(rel_err_vs_sdpa=err))
+                add("kvq_" + path, bench_ms(fn), dict(rel_err_vs_sdpa=rel_err(out, ref) if ref is not None else None))
             except Exception as e:
-                print(f"  kvq_{path:10s} not run: {str(e).splitlines()[0][:160]}")
+                log(f"  kvq_{path:14s} not run: {short(e)}")
     return rows
 
 
-def run_decode(name, B, kv_len, page=16, Hq=32, Hkv=8, D=128):
-    c = make_case(B, 1, kv_len, Hq, Hkv, D, page)
-    group = Hq // Hkv
+# ---------------------------------------------------------------- decode
+
+def run_decode(name, B, kv_len, page=16, Hq=32, Hkv=8, D=128, q_len=1, routes=()):
+    c0 = make_case(B, q_len, kv_len, Hq, Hkv, D, page)
+    int8_bytes = (2 * B * kv_len * Hkv * D + 2 * Hkv * D * 4 + 2 * 2 * B * q_len * Hq * D)
+    bf16_bytes = 2 * 2 * B * kv_len * Hkv * D + 2 * 2 * B * q_len * Hq * D
+    nsets = max(1, min(16, -(-L2_ROTATE_BYTES // int8_bytes)))
+    cases = [c0] + [make_case(B, q_len, kv_len, Hq, Hkv, D, page, seed=s) for s in range(1, nsets)]
     rows = []
-    kv_bytes = 2 * B * kv_len * Hkv * D + 2 * Hkv * D * 4 + 2 * 2 * B * Hq * D
-    q4 = c["q"].view(B, 1, Hq, D).transpose(1, 2)
-    kb = gather_bf16(c, c["k8"], c["ks"]).repeat_interleave(group, dim=1)
-    vb = gather_bf16(c, c["v8"], c["vs"]).repeat_interleave(group, dim=1)
-    bf16_bytes = 2 * 2 * B * kv_len * Hkv * D + 2 * 2 * B * Hq * D
 
     def add(peer, ms, nbytes, extra=None):
         r = dict(shape=name, peer=peer, ms=ms, gbps=nbytes / (ms * 1e-3) / 1e9)
-        if extra:
-            r.update(extra)
+        r.update(extra or {})
         rows.append(r)
-        print(f"  {peer:14s} {ms:9.4f} ms {r['gbps']:8.1f} GB/s", flush=True)
+        log(f"  {peer:22s} {ms:9.4f} ms {r['gbps']:8.1f} GB/s")
 
-    for peer, backend in (("sdpa_flash", SDPBackend.FLASH_ATTENTION), ("sdpa_cudnn", SDPBackend.CUDNN_ATTENTION)):
+    q4s = [c["q"].view(B, q_len, Hq, D).transpose(1, 2) for c in cases]
+    dense = [(gather_dense(c, c["k8"], c["ks"]), gather_dense(c, c["v8"], c["vs"])) for c in cases]
+    ref = None
+    for peer, backend in BACKENDS:
         try:
             with sdpa_kernel([backend]):
-                ms = bench_ms(lambda: F.scaled_dot_product_attention(q4, kb, vb))
+                out = sdpa(q4s[0], dense[0][0], dense[0][1], q_len, kv_len)
+                fns = [lambda i=i: sdpa(q4s[i], dense[i][0], dense[i][1], q_len, kv_len) for i in range(nsets)]
+                ms = bench_graph_ms(fns)
+            if ref is None:
+                ref = out.transpose(1, 2).reshape(B * q_len, Hq, D).float()
             add(peer, ms, bf16_bytes)
         except Exception as e:
-            print(f"  {peer:14s} not run: {str(e).splitlines()[0][:100]}")
+            log(f"  {peer:22s} not run: {short(e)}")
+    del dense
+    torch.cuda.empty_cache()
+
     if HAVE_KVQ:
-        # kvq_decode: the planner's choice; kvq_decode_split / _tc: each decode route forced
-        # (KVQ_DECODE_PATH is read at every call).
-        for peer, route in (("kvq_decode", None), ("kvq_decode_split", "split"), ("kvq_decode_tc", "tc")):
+        def kvq_fns(k_of, v_of, scaled):
+            outs = [torch.empty_like(c["q"]) for c in cases]
+            fns = []
+            for i, c in enumerate(cases):
+                kw = dict(k_scale=c["ks"], v_scale=c["vs"]) if scaled else {}
+                if q_len == 1:
+                    qd = c["q"].view(B, Hq, D)
+                    fns.append(lambda c=c, qd=qd, o=outs[i], kw=kw, i=i: kvq.paged_decode(
+                        qd, k_of(i), v_of(i), c["table"], c["kv_lens"], out=o.view(B, Hq, D), **kw))
+                else:
+                    fns.append(lambda c=c, o=outs[i], kw=kw, i=i: kvq.paged_prefill(
+                        c["q"], k_of(i), v_of(i), c["table"], c["cu_q"], c["kv_lens"], causal=True, out=o, **kw))
+            return fns, outs
+
+        for peer, route in [("kvq_decode", None)] + [("kvq_decode_" + r, r) for r in routes]:
             try:
                 if route is None:
                     os.environ.pop("KVQ_DECODE_PATH", None)
                 else:
                     os.environ["KVQ_DECODE_PATH"] = route
-                qd = c["q"].view(B, Hq, D)
-                out = torch.empty_like(qd)
-                fn = lambda: kvq.paged_decode(qd, c["k8"], c["v8"], c["table"], c["kv_lens"], k_scale=c["ks"],
-                                              v_scale=c["vs"], out=out)
-                fn()
+                fns, outs = kvq_fns(lambda i: cases[i]["k8"], lambda i: cases[i]["v8"], True)
+                fns[0]()
                 torch.cuda.synchronize()
-                with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
-                    ref = F.scaled_dot_product_attention(q4, kb, vb).transpose(1, 2).reshape_as(out).float()
-                err = ((out.float() - ref).norm() / ref.norm()).item()
-                add(peer, bench_ms(fn), kv_bytes, dict(rel_err_vs_sdpa=err))
+                err = rel_err(outs[0], ref) if ref is not None else None
+                add(peer, bench_graph_ms(fns), int8_bytes, dict(rel_err_vs_sdpa=err, route=route or "auto"))
             except Exception as e:
-                print(f"  {peer:14s} not run: {str(e).splitlines()[0][:160]}")
+                log(f"  {peer:22s} not run: {short(e)}")
         os.environ.pop("KVQ_DECODE_PATH", None)
-        # Probe: the same decode step through the fused tensor-core prefill kernel (q_len 1 per sequence).
         try:
-            qd = c["q"].view(B, Hq, D)
-            out = torch.empty_like(qd)
-            cu = torch.arange(0, B + 1, dtype=torch.int32, device=DEV)
-            fn = lambda: kvq.paged_prefill(qd, c["k8"], c["v8"], c["table"], cu, c["kv_lens"], k_scale=c["ks"],
-                                           v_scale=c["vs"], causal=True, path="fused", out=out)
-            fn()
+            c16 = [paged_16bit(c, c["q"].dtype) for c in cases]
+            fns, outs = kvq_fns(lambda i: c16[i][0], lambda i: c16[i][1], False)
+            fns[0]()
             torch.cuda.synchronize()
-            err = ((out.float() - ref).norm() / ref.norm()).item()
-            add("kvq_fused_q1", bench_ms(fn), kv_bytes, dict(rel_err_vs_sdpa=err))
+            err = rel_err(outs[0], ref) if ref is not None else None
+            add("kvq_decode_bf16cache", bench_graph_ms(fns), bf16_bytes, dict(rel_err_vs_sdpa=err))
+            del c16
         except Exception as e:
-            print(f"  kvq_fused_q1   not run: {str(e).splitlines()[0][:160]}")
+            log(f"  kvq_decode_bf16cache   not run: {short(e)}")
+    del cases
+    torch.cuda.empty_cache()
     return rows
+
+
+# ---------------------------------------------------------------- summary
+
+def summarize(rows, ceilings):
+    """Per shape: the best non-kvq peer and each kvq row's speedup over it (best_ms / kvq_ms)."""
+    out = []
+    for shape in dict.fromkeys(r["shape"] for r in rows):
+        rs = [r for r in rows if r["shape"] == shape]
+        peers = [r for r in rs if not r["peer"].startswith("kvq")]
+        best = min(peers, key=lambda r: r["ms"]) if peers else None
+        for r in rs:
+            if not r["peer"].startswith("kvq"):
+                continue
+            s = dict(shape=shape, kvq=r["peer"], kvq_ms=r["ms"], best_peer=best["peer"] if best else None,
+                     best_peer_ms=best["ms"] if best else None,
+                     speedup_vs_best=(best["ms"] / r["ms"]) if best else None)
+            if "tflops" in r:
+                s["fraction_of_gemm_ceiling"] = r["tflops"] / ceilings["bf16_gemm_tflops"]
+            if "gbps" in r:
+                s["fraction_of_read_ceiling"] = r["gbps"] / 1e3 / ceilings["read_tbps"]
+            out.append(s)
+    return out
+
+
+def clean(x):
+    if isinstance(x, dict):
+        return {k: clean(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [clean(v) for v in x]
+    return finite_or_none(x)
+
+
+PREFILL = [
+    ("B1_q8192", dict(B=1, q_len=8192, kv_len=8192)),
+    ("B8_q2048", dict(B=8, q_len=2048, kv_len=2048)),
+    ("B4_q1024_prefix15360", dict(B=4, q_len=1024, kv_len=16384)),
+    ("B16_q512", dict(B=16, q_len=512, kv_len=512)),
+    ("B1_q8192_D64", dict(B=1, q_len=8192, kv_len=8192, Hq=32, Hkv=32, D=64)),
+    ("B1_q4096_D256", dict(B=1, q_len=4096, kv_len=4096, Hq=16, Hkv=2, D=256)),
+    # mojo_opset PR #361's test shapes (uniform lengths): M_BF16, M_BF16_PADDIM, M_BF16_ODD_KV_333.
+    ("mojo_M_BF16", dict(B=2, q_len=1024, kv_len=1024, Hq=16, Hkv=4, page=32)),
+    ("mojo_PADDIM_D96_bs128", dict(B=2, q_len=1024, kv_len=1024, Hq=16, Hkv=4, D=96, page=128)),
+    ("mojo_ODD_KV_333_bs256", dict(B=5, q_len=1025, kv_len=1025 + 333, Hq=16, Hkv=4, page=256)),
+]
+PREFILL_FULL = [
+    ("B1_q8192_D96", dict(B=1, q_len=8192, kv_len=8192, D=96)),
+] + [(f"B8_q2048_page{p}", dict(B=8, q_len=2048, kv_len=2048, page=p)) for p in (1, 16, 256, 1000)]
+DECODE = [
+    ("decode_B64_kv4096", dict(B=64, kv_len=4096)),
+    ("decode_B8_kv32768", dict(B=8, kv_len=32768)),
+    ("decode_B1_kv131072", dict(B=1, kv_len=131072)),
+    ("decode_B128_kv2048", dict(B=128, kv_len=2048)),
+    ("decode_B1_kv4096", dict(B=1, kv_len=4096)),
+    ("decode_B64_kv4096_page64", dict(B=64, kv_len=4096, page=64)),
+    ("decode_B64_kv4096_g1", dict(B=64, kv_len=4096, Hq=32, Hkv=32)),
+    ("decode_B64_kv4096_g8", dict(B=64, kv_len=4096, Hq=64, Hkv=8)),
+    ("decode_B64_kv4096_D64", dict(B=64, kv_len=4096, D=64)),
+    ("decode_B64_kv4096_D256", dict(B=64, kv_len=4096, D=256)),
+    ("decode_B64_kv4096_q4", dict(B=64, kv_len=4096, q_len=4)),
+]
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="the issue-4 shapes only")
+    ap.add_argument("--quick", action="store_true", help="the first three prefill and two decode shapes")
+    ap.add_argument("--full", action="store_true", help="also D96 and the page-size sweep")
     ap.add_argument("--only", default="", help="comma-separated shape names")
     ap.add_argument("--paths", default="fused,dequant", help="kvq prefill paths to time")
+    ap.add_argument("--routes", default="split", help="decode kernels forced by KVQ_DECODE_PATH, timed beside the default")
     ap.add_argument("--out", default="bench/results/peers.json")
     a = ap.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False
     paths = [p for p in a.paths.split(",") if p]
-    prefill = [
-        ("B1_q8192", dict(B=1, q_len=8192, kv_len=8192)),
-        ("B8_q2048", dict(B=8, q_len=2048, kv_len=2048)),
-        ("B4_q1024_prefix15360", dict(B=4, q_len=1024, kv_len=16384)),
-    ]
-    if not a.quick:
-        prefill += [("B16_q512", dict(B=16, q_len=512, kv_len=512)),
-                    ("M_BF16_like_B2_q1024_H16_4_bs32", dict(B=2, q_len=1024, kv_len=1024, Hq=16, Hkv=4, page=32))]
-        prefill += [(f"B1_q8192_D{d}", dict(B=1, q_len=8192, kv_len=8192, D=d)) for d in (64, 96, 256)]
-        prefill += [(f"B8_q2048_page{p}", dict(B=8, q_len=2048, kv_len=2048, page=p)) for p in (1, 16, 256, 1000)]
-    decode = [("decode_B64_kv4096", dict(B=64, kv_len=4096)), ("decode_B8_kv32768", dict(B=8, kv_len=32768))]
+    routes = [r for r in a.routes.split(",") if r]
+    prefill = PREFILL[:3] if a.quick else PREFILL + (PREFILL_FULL if a.full else [])
+    decode = DECODE[:2] if a.quick else DECODE
     only = set(x for x in a.only.split(",") if x)
     gpu = torch.cuda.get_device_name()
-    print(f"GPU: {gpu}; torch {torch.__version__}; kvq module: {HAVE_KVQ}", flush=True)
+    log(f"GPU: {gpu}; torch {torch.__version__}; kvq module: {HAVE_KVQ}")
+    ceilings = measure_ceilings()
+    log("ceilings: copy %.2f TB/s, read %.2f TB/s, bf16 GEMM %.0f TFLOP/s" %
+        (ceilings["copy_tbps"], ceilings["read_tbps"], ceilings["bf16_gemm_tflops"]))
     rows = []
-    for name, kw in prefill:
-        if only and name not in only:
-            continue
-        print(f"{name} {kw}", flush=True)
-        c = make_case(**kw)
-        rows += run_prefill(name, c, paths)
-        del c
+    todo = [(n, kw, "prefill") for n, kw in prefill] + [(n, kw, "decode") for n, kw in decode]
+    todo = [t for t in todo if not only or t[0] in only]
+    for i, (name, kw, kind) in enumerate(todo):
+        log(f"[{i + 1}/{len(todo)}] {name} {kw}")
+        try:
+            if kind == "prefill":
+                rows += run_prefill(name, make_case(**kw), paths)
+            else:
+                rows += run_decode(name, routes=routes, **kw)
+        except torch.OutOfMemoryError as e:
+            log(f"  shape skipped: {short(e)}")
         torch.cuda.empty_cache()
-    for name, kw in decode:
-        if only and name not in only:
-            continue
-        print(f"{name} {kw}", flush=True)
-        rows += run_decode(name, **kw)
+    summary = summarize(rows, ceilings)
     result = dict(gpu=gpu, torch=torch.__version__, date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                  note="same process, same GPU; TFLOP/s counts visible score entries", rows=rows)
+                  ceilings=ceilings,
+                  note="same process, same GPU; every peer in its best configuration (enable_gqa=True over Hkv "
+                       "heads, each SDPA backend tried); TFLOP/s counts visible score entries; decode timed as "
+                       "CUDA-graph replays over rotated input copies",
+                  rows=rows, summary=summary)
     os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
     with open(a.out, "w") as f:
-        json.dump(result, f, indent=1)
+        json.dump(clean(result), f, indent=1, allow_nan=False)
+    print(f"{'shape':28s} {'kvq':22s} {'kvq ms':>9s} {'best peer':16s} {'peer ms':>9s} {'speedup':>8s}")
+    for s in summary:
+        sp = s["speedup_vs_best"]
+        print(f"{s['shape']:28s} {s['kvq']:22s} {s['kvq_ms']:9.4f} {str(s['best_peer']):16s} "
+              f"{(s['best_peer_ms'] or 0):9.4f} {('%.2fx' % sp) if sp else '-':>8s}")
     print(f"wrote {a.out}")
 
 
