@@ -17,53 +17,6 @@
 
 namespace kvq_cli {
 
-Flags::Flags(int argc, char** argv, int first, const std::map<std::string, std::string>& defaults)
-    : values_(defaults) {
-  for (int i = first; i < argc; ++i) {
-    std::string arg = argv[i];
-    if (arg.rfind("--", 0) != 0) throw UsageError("unexpected argument '" + arg + "'");
-    std::string name = arg.substr(2), value;
-    auto eq = name.find('=');
-    if (eq != std::string::npos) {
-      value = name.substr(eq + 1);
-      name = name.substr(0, eq);
-    }
-    auto it = defaults.find(name);
-    if (it == defaults.end()) throw UsageError("unknown flag --" + name + " (see --help)");
-    if (eq == std::string::npos) {
-      if (it->second == "false" || it->second == "true") {
-        value = "true";  // boolean flag
-      } else {
-        if (i + 1 >= argc) throw UsageError("--" + name + ": expected a value");
-        value = argv[++i];
-      }
-    }
-    values_[name] = value;
-  }
-}
-
-std::string Flags::str(const std::string& name) const { return values_.at(name); }
-bool Flags::has(const std::string& name) const { return values_.at(name) == "true"; }
-
-int64_t Flags::i64(const std::string& name, int64_t min_value, int64_t max_value) const {
-  const std::string& v = values_.at(name);
-  std::string flag = name;
-  std::replace(flag.begin(), flag.end(), '-', '_');
-  size_t used = 0;
-  int64_t x = 0;
-  try {
-    x = std::stoll(v, &used);
-  } catch (...) {
-    used = 0;
-  }
-  if (used != v.size() || v.empty())
-    throw UsageError(flag + ": expected an integer, got '" + v + "'");
-  if (x < min_value || x > max_value)
-    throw UsageError(flag + ": expected a value in [" + std::to_string(min_value) + ", " +
-                     std::to_string(max_value) + "], got " + v);
-  return x;
-}
-
 uint16_t float_to_bf16(float x) {
   uint32_t u;
   std::memcpy(&u, &x, 4);

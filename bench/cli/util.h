@@ -1,4 +1,4 @@
-// bench/cli/util.h — small helpers of the `kvq` CLI: flags, bf16 conversion, buffers that live on the
+// bench/cli/util.h — small helpers of the `kvq` CLI (flags: options.h): bf16 conversion, buffers that live on the
 // CPU or the GPU, a progress bar, timing. Host-only (CUDA runtime calls only when built with CUDA).
 #pragma once
 #include <chrono>
@@ -12,25 +12,10 @@
 #include <string>
 #include <vector>
 
+#include "bench/cli/options.h"
 #include "kvq/kvq.h"
 
 namespace kvq_cli {
-
-// --name value / --flag parsing with clear errors (exit code 2 for bad flags).
-class Flags {
- public:
-  Flags(int argc, char** argv, int first, const std::map<std::string, std::string>& defaults);
-  std::string str(const std::string& name) const;
-  int64_t i64(const std::string& name, int64_t min_value, int64_t max_value) const;
-  bool has(const std::string& name) const;
-
- private:
-  std::map<std::string, std::string> values_;
-};
-
-struct UsageError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
 
 uint16_t float_to_bf16(float x);
 float bf16_to_float(uint16_t x);
