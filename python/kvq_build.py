@@ -7,6 +7,17 @@ build_wheel configures python/CMakeLists.txt with this interpreter, builds the k
 (against $KVQ_BUILD_DIR, an installed kvq found by CMake, or the kvq sources one level up) and zips
 the assembled package with its .dist-info. Environment: KVQ_BUILD_DIR, KVQ_JOBS (parallel build
 jobs, default 2), CMAKE (the cmake binary), KVQ_CMAKE_ARGS (extra configure arguments).
+
+Never a stale build:
+- KVQ_BUILD_DIR may be relative: pip runs this backend inside python/, so the path is resolved
+  against the caller's directory ($PWD), then the repository root, then python/ (the first that
+  holds a CMake build tree wins).
+- With KVQ_BUILD_DIR, `cmake --build $KVQ_BUILD_DIR --target kvq` runs first, so the wheel links a
+  libkvq.a that matches the sources (a no-op when it is up to date).
+- The wheel's own build dir is configured afresh whenever its inputs (KVQ_BUILD_DIR, KVQ_CMAKE_ARGS,
+  the interpreter) differ from the last build's: CMake's cache would otherwise keep the old ones,
+  e.g. link an earlier KVQ_BUILD_DIR. Without KVQ_BUILD_DIR, kvq's sources are built in that dir by
+  CMake, which rebuilds what changed.
 """
 from __future__ import annotations
 
@@ -76,16 +87,78 @@ def _find_cmake():
     raise RuntimeError("kvq_build: no working cmake found (tried: " + ", ".join(cands) + "); set CMAKE")
 
 
+def _log(msg):
+    print(f"kvq_build: {msg}", file=sys.stderr, flush=True)
+
+
+def _resolve_build_dir(value, pwd=None, cwd=None):
+    """The kvq build tree KVQ_BUILD_DIR names, as an absolute path. Relative paths are tried against the
+    caller's directory (pwd, default $PWD: pip changes the working directory to python/ but leaves
+    $PWD as it was), the repository root, and cwd (default: the working directory); the first that
+    holds a CMakeCache.txt wins."""
+    if os.path.isabs(value):
+        return os.path.normpath(value)
+    bases = [pwd if pwd is not None else os.environ.get("PWD", ""), os.path.dirname(HERE),
+             cwd if cwd is not None else os.getcwd()]
+    tried = []
+    for base in bases:
+        if not base:
+            continue
+        p = os.path.normpath(os.path.join(base, value))
+        if p in tried:
+            continue
+        tried.append(p)
+        if os.path.isfile(os.path.join(p, "CMakeCache.txt")):
+            return p
+    raise RuntimeError(f"kvq_build: KVQ_BUILD_DIR={value}: no kvq build tree (CMakeCache.txt) at "
+                       + ", ".join(tried) + "; build kvq first (tools/build.sh, or cmake -S . -B build && "
+                       "cmake --build build --target kvq) or give an absolute path")
+
+
+def _configure_args(cmake, build_dir, package_dir, kvq_build_dir, extra_args):
+    # KVQ_BUILD_DIR is always passed (empty: none), so a value cached by an earlier build never sticks.
+    return [cmake, "-S", HERE, "-B", build_dir, f"-DPython_EXECUTABLE={sys.executable}",
+            f"-DKVQ_PY_PACKAGE_DIR={package_dir}", "-DCMAKE_BUILD_TYPE=Release",
+            f"-DKVQ_BUILD_DIR={kvq_build_dir}"] + list(extra_args)
+
+
+def _reset_if_reconfigured(build_dir, args):
+    """Wipes build_dir when it was configured with other arguments than args (CMake's cache keeps old
+    values that the new command line does not override); records args. True when it wiped."""
+    stamp = os.path.join(build_dir, "kvq_build.args")
+    wiped = False
+    if os.path.isdir(build_dir):
+        try:
+            with open(stamp) as f:
+                same = f.read() == "\n".join(args)
+        except OSError:
+            same = False
+        if not same:
+            shutil.rmtree(build_dir)
+            wiped = True
+    os.makedirs(build_dir, exist_ok=True)
+    with open(stamp, "w") as f:
+        f.write("\n".join(args))
+    return wiped
+
+
 def _build_extension(build_dir):
     cmake = _find_cmake()
+    jobs = os.environ.get("KVQ_JOBS", "2")
     package_dir = os.path.join(build_dir, "package")
-    args = [cmake, "-S", HERE, "-B", build_dir, f"-DPython_EXECUTABLE={sys.executable}",
-            f"-DKVQ_PY_PACKAGE_DIR={package_dir}", "-DCMAKE_BUILD_TYPE=Release"]
-    if os.environ.get("KVQ_BUILD_DIR"):
-        args.append(f"-DKVQ_BUILD_DIR={os.path.abspath(os.environ['KVQ_BUILD_DIR'])}")
-    args += shlex.split(os.environ.get("KVQ_CMAKE_ARGS", ""))
+    kvq_build_dir = _resolve_build_dir(os.environ["KVQ_BUILD_DIR"]) if os.environ.get("KVQ_BUILD_DIR") else ""
+    args = _configure_args(cmake, build_dir, package_dir, kvq_build_dir,
+                           shlex.split(os.environ.get("KVQ_CMAKE_ARGS", "")))
+    if _reset_if_reconfigured(build_dir, args):
+        _log(f"new build inputs: configuring {build_dir} afresh")
+    if kvq_build_dir:
+        _log(f"linking the kvq build {kvq_build_dir}; bringing its libkvq.a up to date first")
+        subprocess.check_call([cmake, "--build", kvq_build_dir, "--target", "kvq", "-j", jobs])
+    else:
+        _log(f"no KVQ_BUILD_DIR: an installed kvq package if CMake finds one, else the sources in "
+             f"{os.path.dirname(HERE)} (CPU-only unless nvcc is found)")
     subprocess.check_call(args)
-    subprocess.check_call([cmake, "--build", build_dir, "-j", os.environ.get("KVQ_JOBS", "2")])
+    subprocess.check_call([cmake, "--build", build_dir, "-j", jobs])
     return package_dir
 
 

@@ -10,6 +10,7 @@ dpkg -s g++ >/dev/null 2>&1 || need+=(g++)
 dpkg -s python3-numpy >/dev/null 2>&1 || need+=(python3-numpy)
 dpkg -s python3-pytest >/dev/null 2>&1 || need+=(python3-pytest)
 dpkg -s python3-dev >/dev/null 2>&1 || need+=(python3-dev)
+dpkg -s python3-venv >/dev/null 2>&1 || need+=(python3-venv)  # python3 -m venv (README, Python)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   SUDO=""
