@@ -13,8 +13,11 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kvq/error.h"
@@ -23,6 +26,7 @@
 #include "src/cuda/append/append.h"
 #include "src/cuda/common/cuda_check.cuh"
 #include "src/cuda/decode/decode.h"
+#include "src/cuda/decode/mma_decode.h"
 #include "src/cuda/prefill/dequant_blocks.h"
 #include "src/cuda/prefill/generic_prefill.h"
 #include "src/cuda/prefill/tc_prefill.h"
@@ -133,6 +137,37 @@ std::vector<int32_t> copy_table_to_host(const TensorView& t, cudaStream_t stream
   KVQ_CUDA_CHECK(cudaMemcpy2DAsync(h.data(), cols * sizeof(int32_t), t.data, t.strides[0] * sizeof(int32_t),
                                    cols * sizeof(int32_t), rows, cudaMemcpyDeviceToHost, stream));
   return h;
+}
+
+// check=true for append: a per-channel scale [num_kv_heads, head_dim] (fp32/bf16/fp16, last dim
+// contiguous) must hold finite values > 0, since append divides by it. Synchronizes the stream.
+void check_channel_scale_on_host(const TensorView& s, const char* name, cudaStream_t stream) {
+  const int64_t rows = s.shape[0], cols = s.shape[1];
+  if (rows == 0 || cols == 0) return;
+  const size_t es = dtype_size(s.dtype);
+  std::vector<uint8_t> h(static_cast<size_t>(rows * cols) * es);
+  KVQ_CUDA_CHECK(cudaMemcpy2DAsync(h.data(), cols * es, s.data, s.strides[0] * es, cols * es, rows,
+                                   cudaMemcpyDeviceToHost, stream));
+  KVQ_CUDA_CHECK(cudaStreamSynchronize(stream));
+  for (int64_t i = 0; i < rows * cols; ++i) {
+    float v = 0.f;
+    if (s.dtype == DType::kFloat32) {
+      std::memcpy(&v, h.data() + i * 4, 4);
+    } else {
+      uint16_t b = 0;
+      std::memcpy(&b, h.data() + i * 2, 2);
+      if (s.dtype == DType::kBFloat16) {
+        const uint32_t u = static_cast<uint32_t>(b) << 16;
+        std::memcpy(&v, &u, 4);
+      } else {  // fp16: only its class matters here (finite, > 0)
+        const bool neg = (b & 0x8000u) != 0, special = (b & 0x7c00u) == 0x7c00u, zero = (b & 0x7fffu) == 0;
+        v = special ? ((b & 0x3ffu) ? NAN : (neg ? -INFINITY : INFINITY)) : (zero ? 0.f : (neg ? -1.f : 1.f));
+      }
+    }
+    KVQ_CHECK(std::isfinite(v) && v > 0.f, "append", name,
+              "expected per-channel scales that are finite and > 0 (append divides by them), got " << name << "["
+                  << i / cols << "][" << i % cols << "] = " << v);
+  }
 }
 
 void check_tables(const char* func, const std::vector<int32_t>& table, int64_t width, const std::vector<int32_t>& kv,
@@ -262,8 +297,52 @@ bool launch_decode_via_tc(const DecodeArgs& args, const detail::AttnProblem& p) 
 
 }  // namespace
 
+// ---- decode route ----
+// The default decode kernel is the tensor-core split-KV kernel (decode/mma_decode.cu) wherever it
+// serves the shape and views; KVQ_DECODE_PATH=split forces the CUDA-core split-KV kernel
+// (decode/decode.cu, the previous default, kept to compare against), =tc the prefill kernel.
+namespace {
+
+std::string decode_route_env() {
+  const char* env = std::getenv("KVQ_DECODE_PATH");
+  return env != nullptr ? env : "";
+}
+
+bool decode_via_mma(const detail::AttnProblem& p) {
+  const std::string force = decode_route_env();
+  if (force == "split" || force == "tc") return false;
+  const bool served = mma_decode_supports_shape(p, 1);
+  KVQ_CHECK(served || force != "mma", "paged_decode", "KVQ_DECODE_PATH",
+            "not implemented: the tensor-core decode kernel (KVQ_DECODE_PATH=mma) serves head_dim 64/128/256 with "
+            "group_size <= 16 (<= 8 at head_dim 256), bf16/fp16 q, no mask; got head_dim "
+                << p.head_dim << ", group_size " << p.group_size);
+  return served;
+}
+
+}  // namespace
+
 void paged_decode(const DecodeArgs& args, const detail::AttnProblem& p) {
   const DeviceGuard device_guard(args.q.device_index);
+  if (p.batch_size > 0 && decode_via_mma(p)) {
+    KVQ_CHECK(mma_decode_supports_views(args.kv, args.q, p) || decode_route_env() != "mma", "paged_decode", "k_cache",
+              "not implemented: the tensor-core decode kernel (KVQ_DECODE_PATH=mma) needs 16-byte aligned K/V rows "
+              "(data pointer and strides), 4-byte aligned q rows and fp32 per-token scales");
+  }
+  if (p.batch_size > 0 && decode_via_mma(p) && mma_decode_supports_views(args.kv, args.q, p)) {
+    MmaDecodeLaunch L;
+    L.q = args.q;
+    L.out = args.out;
+    if (p.has_lse && args.lse.defined()) L.lse = args.lse;
+    L.kv = &args.kv;
+    L.block_tables = args.block_tables;
+    L.kv_lens = args.kv_lens;
+    L.workspace = args.workspace;
+    L.total_rows = p.batch_size;
+    L.max_q_len = 1;
+    L.func = "paged_decode";
+    launch_mma_decode(L, p, plan_mma_decode_splits(p, 1, args.num_splits), args.stream);
+    return;
+  }
   if (p.batch_size > 0 && decode_via_tc(p, args.num_splits)) {
     KVQ_CHECK(args.workspace.bytes >= tc_decode_workspace_bytes(p) && args.workspace.data != nullptr,
               "paged_decode", "workspace",
@@ -277,6 +356,10 @@ void paged_decode(const DecodeArgs& args, const detail::AttnProblem& p) {
 
 size_t decode_workspace_size(const detail::AttnProblem& p, int num_splits) {
   const size_t split_bytes = decode_workspace_bytes(p, plan_decode_splits(p, num_splits));
+  // The views decide between the tensor-core kernel and the CUDA-core one (alignment): room for both.
+  if (p.batch_size > 0 && decode_via_mma(p))
+    return std::max(split_bytes,
+                    mma_decode_workspace_bytes(p, p.batch_size, plan_mma_decode_splits(p, 1, num_splits)));
   if (p.batch_size > 0 && decode_via_tc(p, num_splits)) return std::max(split_bytes, tc_decode_workspace_bytes(p));
   return split_bytes;
 }
@@ -299,6 +382,29 @@ void append(const AppendArgs& args, int64_t num_tokens, int64_t num_kv_heads, in
       KVQ_CHECK(slots[n] < num_blocks * page_size, "append", "slot_mapping",
                 "expected slots < num_blocks * page_size = " << num_blocks * page_size << ", got " << slots[n]
                                                              << " at token " << n);
+    // Two tokens for one slot race (in per-token mode scale and payload may come from different
+    // tokens): refused with check=true.
+    std::vector<std::pair<int64_t, int64_t>> order;
+    for (int64_t n = 0; n < num_tokens; ++n)
+      if (slots[n] >= 0) order.emplace_back(slots[n], n);
+    std::sort(order.begin(), order.end());
+    for (size_t i = 1; i < order.size(); ++i)
+      KVQ_CHECK(order[i].first != order[i - 1].first, "append", "slot_mapping",
+                "expected distinct slots (check=true; two tokens written to one slot race on the GPU), got slot "
+                    << order[i].first << " at tokens " << order[i - 1].second << " and " << order[i].second);
+    if (args.kv.k_cache.dtype == DType::kInt8) {
+      if (k_mode == ScaleMode::kPerChannel) check_channel_scale_on_host(args.kv.k_scale, "k_scale", s);
+      if (v_mode == ScaleMode::kPerChannel) check_channel_scale_on_host(args.kv.v_scale, "v_scale", s);
+      const int64_t bad = find_nonfinite_appended(args, num_tokens, num_kv_heads, head_dim, page_size, num_blocks);
+      if (bad >= 0) {
+        const int64_t n = bad / (2 * num_kv_heads), h = (bad / 2) % num_kv_heads;
+        const char* name = bad % 2 ? "v_new" : "k_new";
+        throw Error(ErrorKind::kValue, "append", name,
+                    std::string("expected finite values (an int8 cache cannot hold NaN or Inf), got a NaN or Inf in ") +
+                        name + "[" + std::to_string(n) + "][" + std::to_string(h) + "] (token " + std::to_string(n) +
+                        ", slot " + std::to_string(slots[n]) + ")");
+      }
+    }
   }
   launch_append(args, num_tokens, num_kv_heads, head_dim, page_size, num_blocks, k_mode, v_mode);
 }

@@ -1,0 +1,214 @@
+// src/cuda/decode/mma_decode.cu — host side of the tensor-core split-KV decode
+// (mma_decode_kernel.cuh): which problems it serves, the split count, the workspace and the launch.
+//
+// Served: head_dim 64, 128, 256; group_size * q_len <= 16 query rows per (sequence, kv head)
+// (<= 8 for head_dim 256); int8 (any scale modes), bf16 and fp16 caches; q bf16 or fp16; every
+// K/V row 16-byte aligned (pointer and strides). Anything else takes the CUDA-core split kernel.
+// Instantiations: cache dtype {int8, bf16, fp16} x head_dim {64, 128, 256} x n-tiles {1, 2}
+// (head_dim 256: 1) = 15 kernels.
+// Workspace (num_splits > 1): [partial_o fp32 [T, Hq, S, D]] [pad to 256 B] [partial_lse fp32 [T, Hq, S]].
+#include "src/cuda/decode/mma_decode.h"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <mutex>
+#include <vector>
+
+#include "src/cuda/common/cuda_check.cuh"
+#include "src/cuda/decode/mma_decode_kernel.cuh"
+
+namespace kvq::cuda {
+namespace {
+
+constexpr int kMaxSplits = 256;
+constexpr int64_t kMinKeysPerSplit = 256;
+
+size_t align256(size_t x) { return (x + 255) / 256 * 256; }
+
+int sm_count_of_current_device() {
+  int dev = 0;
+  KVQ_CUDA_CHECK(cudaGetDevice(&dev));
+  static std::mutex mu;
+  static std::vector<int> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  if (static_cast<int>(cache.size()) <= dev) cache.resize(dev + 1, 0);
+  if (cache[dev] == 0) KVQ_CUDA_CHECK(cudaDeviceGetAttribute(&cache[dev], cudaDevAttrMultiProcessorCount, dev));
+  return cache[dev];
+}
+
+bool rows_aligned16(const TensorView& t, int64_t elem_bytes) {
+  if (reinterpret_cast<uintptr_t>(t.data) % 16 != 0) return false;
+  for (int i = 0; i < 3; ++i)
+    if ((t.strides[i] * elem_bytes) % 16 != 0) return false;
+  return true;
+}
+
+int n_tiles_for(const detail::AttnProblem& p, int64_t max_q_len) {
+  const int64_t rows = p.group_size * max_q_len;
+  if (rows <= 8) return 1;
+  if (rows <= 16 && p.head_dim != 256) return 2;
+  return 0;
+}
+
+// The kernel of a problem, its dynamic shared memory and its resident CTAs per SM.
+struct KernelInfo {
+  void (*fn)(MmaDecodeParams) = nullptr;
+  void (*merge)(MmaDecodeParams, int32_t) = nullptr;
+  int smem = 0;
+  int ctas_per_sm = 0;
+};
+
+template <typename KV, int kD, int kNT>
+KernelInfo info_of() {
+  using Tr = MmaDecodeTraits<KV, kD, kNT>;
+  static std::once_flag once;
+  static int occupancy = 0;
+  auto* fn = &mma_decode_kernel<Tr>;
+  std::call_once(once, [&] {
+    KVQ_CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
+    KVQ_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occupancy, fn, Tr::kThreads, Tr::kSmemBytes));
+  });
+  KernelInfo k;
+  k.fn = fn;
+  k.merge = &mma_decode_merge_kernel<kD>;
+  k.smem = Tr::kSmemBytes;
+  k.ctas_per_sm = std::max(1, occupancy);
+  return k;
+}
+
+template <typename KV, int kD>
+KernelInfo info_nt(int nt) {
+  if constexpr (kD == 256) {
+    return info_of<KV, kD, 1>();
+  } else {
+    return nt == 1 ? info_of<KV, kD, 1>() : info_of<KV, kD, 2>();
+  }
+}
+
+template <typename KV>
+KernelInfo info_d(int64_t d, int nt) {
+  switch (d) {
+    case 64: return info_nt<KV, 64>(nt);
+    case 128: return info_nt<KV, 128>(nt);
+    default: return info_nt<KV, 256>(nt);
+  }
+}
+
+KernelInfo kernel_for(const detail::AttnProblem& p, int64_t max_q_len) {
+  const int nt = n_tiles_for(p, max_q_len);
+  switch (p.kv_dtype) {
+    case DType::kInt8: return info_d<int8_t>(p.head_dim, nt);
+    case DType::kBFloat16: return info_d<__nv_bfloat16>(p.head_dim, nt);
+    default: return info_d<__half>(p.head_dim, nt);
+  }
+}
+
+}  // namespace
+
+bool mma_decode_supports_shape(const detail::AttnProblem& p, int64_t max_q_len) {
+  if (p.head_dim != 64 && p.head_dim != 128 && p.head_dim != 256) return false;
+  if (p.q_dtype != DType::kBFloat16 && p.q_dtype != DType::kFloat16) return false;
+  if (p.kv_dtype != DType::kInt8 && p.kv_dtype != DType::kBFloat16 && p.kv_dtype != DType::kFloat16) return false;
+  if (p.has_mask) return false;
+  if (p.num_blocks >= (int64_t{1} << 31) || p.page_size >= (int64_t{1} << 31)) return false;
+  return n_tiles_for(p, max_q_len) > 0;
+}
+
+bool mma_decode_supports_views(const PagedKvCache& kv, const TensorView& q, const detail::AttnProblem& p) {
+  const int64_t eb = static_cast<int64_t>(dtype_size(p.kv_dtype));
+  if (!rows_aligned16(kv.k_cache, eb) || !rows_aligned16(kv.v_cache, eb)) return false;
+  // q is read two elements at a time.
+  if (reinterpret_cast<uintptr_t>(q.data) % 4 != 0 || q.strides[0] % 2 != 0 || q.strides[1] % 2 != 0) return false;
+  // Per-token scales are copied with 4-byte cp.async: fp32 only (per-channel scales: any dtype).
+  if (p.kv_dtype == DType::kInt8) {
+    if (p.k_scale_mode == ScaleMode::kPerToken && kv.k_scale.dtype != DType::kFloat32) return false;
+    if (p.v_scale_mode == ScaleMode::kPerToken && kv.v_scale.dtype != DType::kFloat32) return false;
+  }
+  return true;
+}
+
+int plan_mma_decode_splits(const detail::AttnProblem& p, int64_t max_q_len, int requested) {
+  if (requested > 0) return std::min(requested, kMaxSplits);
+  const int64_t max_kv = p.max_blocks_per_seq * p.page_size;
+  const int64_t split_cap =
+      std::clamp<int64_t>((max_kv + kMinKeysPerSplit - 1) / kMinKeysPerSplit, 1, kMaxSplits);
+  const int64_t ctas = std::max<int64_t>(1, p.batch_size * p.num_kv_heads);
+  const int64_t slots = static_cast<int64_t>(sm_count_of_current_device()) * kernel_for(p, max_q_len).ctas_per_sm;
+  // At least one full wave of resident CTAs, then the split count (up to 8 more) whose last wave
+  // is the fullest (512 CTAs on 396 slots: 1 split leaves the second wave 29% full, 3 fill 97%).
+  const int64_t s_min = std::clamp<int64_t>((slots + ctas - 1) / ctas, 1, split_cap);
+  int64_t best = s_min;
+  double best_eff = 0;
+  for (int64_t s = s_min; s <= std::min<int64_t>(split_cap, s_min + 8); ++s) {
+    const int64_t total = ctas * s;
+    const double eff = static_cast<double>(total) / (static_cast<double>((total + slots - 1) / slots) * slots);
+    if (eff > best_eff + 0.02) {
+      best_eff = eff;
+      best = s;
+    }
+  }
+  return static_cast<int>(best);
+}
+
+size_t mma_decode_workspace_bytes(const detail::AttnProblem& p, int64_t total_rows, int num_splits) {
+  if (num_splits <= 1) return 0;
+  const size_t rows = static_cast<size_t>(total_rows) * p.num_qo_heads * num_splits;
+  return align256(rows * p.head_dim * sizeof(float)) + align256(rows * sizeof(float));
+}
+
+void launch_mma_decode(const MmaDecodeLaunch& L, const detail::AttnProblem& p, int num_splits, void* stream) {
+  if (p.batch_size == 0 || p.num_qo_heads == 0) return;
+  const size_t need = mma_decode_workspace_bytes(p, L.total_rows, num_splits);
+  KVQ_CHECK(need == 0 || (L.workspace.data != nullptr && L.workspace.bytes >= need), L.func, "workspace",
+            "expected at least " << need << " bytes for " << num_splits << " splits, got " << L.workspace.bytes
+                                 << " bytes" << (L.workspace.data ? "" : " (null)"));
+  MmaDecodeParams prm;
+  prm.q = L.q.data;
+  prm.q_bf16 = p.q_dtype == DType::kBFloat16;
+  prm.cache = make_paged_params(*L.kv, p.page_size, p.num_blocks, p.k_scale_mode, p.v_scale_mode);
+  prm.block_tables = L.block_tables.ptr<int32_t>();
+  prm.bt_stride = L.block_tables.strides[0];
+  prm.max_blocks_per_seq = static_cast<int32_t>(L.block_tables.shape[1]);
+  prm.kv_lens = L.kv_lens.ptr<int32_t>();
+  prm.cu_q_lens = L.cu_q_lens.defined() ? L.cu_q_lens.ptr<int32_t>() : nullptr;
+  prm.out = L.out.data;
+  prm.lse = L.lse.defined() ? L.lse.ptr<float>() : nullptr;
+  prm.q_stride_t = L.q.strides[0];
+  prm.q_stride_h = L.q.strides[1];
+  prm.o_stride_t = L.out.strides[0];
+  prm.o_stride_h = L.out.strides[1];
+  if (prm.lse != nullptr) {
+    prm.lse_stride_t = L.lse.strides[0];
+    prm.lse_stride_h = L.lse.strides[1];
+  }
+  if (num_splits > 1) {
+    const size_t rows = static_cast<size_t>(L.total_rows) * p.num_qo_heads * num_splits;
+    prm.partial_o = static_cast<float*>(L.workspace.data);
+    prm.partial_lse =
+        reinterpret_cast<float*>(static_cast<char*>(L.workspace.data) + align256(rows * p.head_dim * sizeof(float)));
+  }
+  prm.batch_size = static_cast<int32_t>(p.batch_size);
+  prm.num_qo_heads = static_cast<int32_t>(p.num_qo_heads);
+  prm.num_kv_heads = static_cast<int32_t>(p.num_kv_heads);
+  prm.group_size = static_cast<int32_t>(p.group_size);
+  prm.max_q_len = static_cast<int32_t>(L.max_q_len);
+  prm.num_splits = num_splits;
+  prm.scale_log2 = p.softmax_scale * 1.4426950408889634f;
+  prm.local_window = p.local_window;
+  prm.global_window = p.global_window;
+  prm.gqa_interleaved = p.gqa_layout == GqaLayout::kInterleaved;
+  prm.page_aligned = p.page_size % 16 == 0;
+  const KernelInfo k = kernel_for(p, L.max_q_len);
+  auto s = static_cast<cudaStream_t>(stream);
+  dim3 grid(static_cast<unsigned>(p.batch_size) * num_splits, static_cast<unsigned>(p.num_kv_heads));
+  k.fn<<<grid, 128, k.smem, s>>>(prm);
+  KVQ_LAUNCH_CHECK(s);
+  if (num_splits > 1) {
+    const unsigned rows = static_cast<unsigned>(L.total_rows * p.num_qo_heads);
+    k.merge<<<rows, 128, 0, s>>>(prm, static_cast<int32_t>(L.total_rows));
+    KVQ_LAUNCH_CHECK(s);
+  }
+}
+
+}  // namespace kvq::cuda

@@ -1,0 +1,686 @@
+// src/cuda/decode/mma_decode_kernel.cuh — tensor-core split-KV paged decode (mma.sync m16n8k16),
+// the GQA group's query rows on the MMA's N dimension and KV tokens on M ("swap AB").
+//
+// What: for sequence b with q_len query rows (1 for decode; up to 16 / group for multi-token
+// decode) at positions kv_len - q_len + i, out = softmax over the visible keys of
+// <q, k_j> * softmax_scale, times v_j; lse optional. Causal within the chunk, windows as
+// the contract says.
+//
+// Mapping. grid.x = batch * num_splits (split fastest), grid.y = num_kv_heads; 4 warps. A CTA
+// serves every query row of one (sequence, kv head): rows r = i * group + gi (q token i, head gi of
+// the group), padded to N = 8 * kNT. Split s covers keys [s * chunk, (s + 1) * chunk), chunk a
+// multiple of 64; warp w takes the 16-key steps w, w + 4, ... of it. Each K/V byte is read from
+// memory once per CTA, i.e. once per GQA group.
+//
+// Per 16-key step a warp computes S^T[16 keys x N rows] = K[16 x D] * Q^T (A = K from shared
+// memory, B = Q held in registers for the whole loop), the online softmax over its columns, and
+// O^T[D x N] += V^T[D x 16] * P^T[16 x N] (A = V^T, B = P^T: the S^T accumulator fragment turned
+// into the B operand by one movmatrix.trans per 8 keys).
+//
+// Layout trick (no transposes, no ldmatrix, no bank conflicts): the dot product over d and the
+// sum over keys do not depend on the order of their terms, so each thread loads whole contiguous
+// 16-byte pieces of K and V rows and the fragments are defined over a permuted d:
+//   K: thread (g = lane / 4, t = lane % 4) reads rows g and g + 8 of the step, the 16-byte pieces
+//      t, t + 4, t + 8, ... of each (D/4 elements; a warp instruction covers whole 64-byte runs);
+//      k-step s takes elements 4s..4s+3 of that sequence, which play the fragment's logical
+//      columns (2t, 2t+1, 2t+8, 2t+9). Q's B fragment uses the same map (k_dim_of).
+//   V: thread (g, t) reads rows 2t, 2t+1, 2t+8, 2t+9 (its B-fragment keys), elements
+//      [g * D/8, (g + 1) * D/8); m-tile i takes elements 2i, 2i+1 as the fragment rows g, g+8.
+//      The output fragment is un-permuted when it is written.
+// Each thread copies its own pieces with cp.async into a thread-private slot of a kStages-deep
+// ring and reads back only what it copied, so the main loop has no barrier.
+//
+// Numerics. int8 K/V are converted exactly to fp16 (PRMT into 0x64xx, one HSUB2: 1024 + u - 1152);
+// the MMA runs in fp16 with fp32 accumulation for int8 and fp16 caches (bf16 for a bf16 cache).
+// Q (fp32, with the per-channel K scale folded in) is scaled per row by a power of two 2^e so its
+// largest element lies in [2^13, 2^14) and rounded to fp16: 11 significant bits, more than bf16's
+// 8; the score column is multiplied back by softmax_scale * log2(e) * 2^-e (exp2 throughout).
+// P (<= 2^8, see below) is rounded to fp16 for P·V. Per-token K scales multiply the score rows,
+// per-token V scales multiply p, factored by a running reference (the largest V scale seen, moved
+// when a step's largest scale differs by more than 16x) so p * s_v never underflows fp16;
+// per-channel V scales multiply O at the end.
+// Online softmax with lazy rescaling: a column's reference max moves only when a new score
+// exceeds it by more than 8 (log2 units), so p <= 2^8 and the O rescale runs rarely.
+// NaN/Inf in scores or values propagate to the row (contract: non-finite values).
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "src/cuda/common/convert.cuh"
+#include "src/cuda/common/cp_async.cuh"
+#include "src/cuda/common/mma_int8.cuh"
+#include "src/cuda/common/paged.cuh"
+
+namespace kvq::cuda {
+
+struct MmaDecodeParams {
+  const void* q = nullptr;               // [T, Hq, D] (decode: T = batch) bf16 or fp16
+  bool q_bf16 = true;                    // q (and out) dtype: bf16, else fp16
+  PagedCacheParams cache;
+  const int32_t* block_tables = nullptr; // [batch, max_blocks_per_seq]
+  int64_t bt_stride = 0;
+  int32_t max_blocks_per_seq = 0;
+  const int32_t* kv_lens = nullptr;      // [batch]
+  const int32_t* cu_q_lens = nullptr;    // [batch + 1], or null: one row per sequence (row b)
+  void* out = nullptr;                   // like q
+  float* lse = nullptr;                  // [T, Hq] or null
+  float* partial_o = nullptr;            // [T, Hq, num_splits, D] fp32 (num_splits > 1)
+  float* partial_lse = nullptr;          // [T, Hq, num_splits] fp32
+  int64_t q_stride_t = 0, q_stride_h = 0;
+  int64_t o_stride_t = 0, o_stride_h = 0;
+  int64_t lse_stride_t = 0, lse_stride_h = 0;
+  int32_t batch_size = 0;
+  int32_t num_qo_heads = 0;
+  int32_t num_kv_heads = 0;
+  int32_t group_size = 1;
+  int32_t max_q_len = 1;                 // rows served per sequence: max_q_len * group_size <= 8 * kNT
+  int32_t num_splits = 1;
+  float scale_log2 = 1.f;                // softmax_scale * log2(e)
+  int32_t local_window = -1;
+  int32_t global_window = 0;
+  bool gqa_interleaved = false;
+  bool page_aligned = false;             // page_size % 16 == 0: one table lookup per 16-key step
+};
+
+template <typename DTypeKV_, int kD_, int kNT_>
+struct MmaDecodeTraits {
+  using DTypeKV = DTypeKV_;
+  using T = std::conditional_t<std::is_same_v<DTypeKV_, __nv_bfloat16>, __nv_bfloat16, __half>;  // MMA dtype
+  static constexpr bool kInt8 = std::is_same_v<DTypeKV_, int8_t>;
+  static constexpr int kD = kD_;
+  static constexpr int kNT = kNT_;                 // n-tiles of 8 query rows
+  static constexpr int kRows = 8 * kNT;
+  static constexpr int kWarps = 4;
+  static constexpr int kThreads = 32 * kWarps;
+  static constexpr int kSteps = kD / 16;           // k-steps of Q·K^T = m-tiles of P·V
+  static constexpr int kEB = sizeof(DTypeKV_);
+  static constexpr int kKBytes = kD * kEB / 4;     // per thread per K row
+  static constexpr int kKVec = kKBytes / 16;
+  static constexpr int kVBytes = kD * kEB / 8;     // per thread per V row (8, 16, 32, 64)
+  static constexpr int kVUnits = kVBytes >= 16 ? 4 * (kVBytes / 16) : 2;
+  static constexpr int kUnits = 2 * kKVec + kVUnits + 1;  // 16-byte units per thread per step (+1: scales)
+  static constexpr int kStageBytes = kUnits * 16 * 32 * kWarps;
+  static constexpr int kStages = (73728 / kStageBytes) < 2 ? 2 : ((73728 / kStageBytes) > 4 ? 4 : (73728 / kStageBytes));
+  static constexpr int kMergeBytes = (2 * kWarps * kRows + kWarps * kRows * kD) * 4;
+  static constexpr int kSmemBytes = kStages * kStageBytes > kMergeBytes ? kStages * kStageBytes : kMergeBytes;
+  static_assert(kD % 64 == 0, "head dims 64, 128, 256");
+  static_assert(kKBytes % 16 == 0, "whole 16-byte K pieces");
+};
+
+namespace mma_decode_detail {
+
+__device__ __forceinline__ uint32_t movmatrix_trans(uint32_t x) {
+  uint32_t r;
+  asm volatile("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;\n" : "=r"(r) : "r"(x));
+  return r;
+}
+
+__device__ __forceinline__ void cp_async_8(void* smem, const void* gmem, int src_bytes) {
+  const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(s), "l"(gmem), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_4(void* smem, const void* gmem, int src_bytes) {
+  const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(s), "l"(gmem), "r"(src_bytes));
+}
+
+// 2^x (MUFU.EX2; results below 2^-126 flush to zero, which no softmax weight here needs).
+__device__ __forceinline__ float fast_exp2(float x) {
+  float r;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(r) : "f"(x));
+  return r;
+}
+
+}  // namespace mma_decode_detail
+
+template <typename Traits>
+__global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const __grid_constant__ MmaDecodeParams prm) {
+  using namespace mma_decode_detail;
+  using KV = typename Traits::DTypeKV;
+  using T = typename Traits::T;
+  constexpr bool kInt8 = Traits::kInt8;
+  constexpr int kD = Traits::kD;
+  constexpr int kNT = Traits::kNT;
+  constexpr int kSteps = Traits::kSteps;
+  constexpr int kKVec = Traits::kKVec;
+  constexpr int kVBytes = Traits::kVBytes;
+  constexpr int kUnits = Traits::kUnits;
+  constexpr int kS = Traits::kStages;
+  constexpr int kW = Traits::kWarps;
+  constexpr int kRows = Traits::kRows;
+  constexpr uint32_t kFull = 0xffffffffu;
+  extern __shared__ __align__(16) uint4 smem_u4[];
+
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  const int g = lane >> 2;
+  const int t = lane & 3;
+  const int split = blockIdx.x % prm.num_splits;
+  const int b = blockIdx.x / prm.num_splits;
+  const int kvh = blockIdx.y;
+  const PagedCacheParams& c = prm.cache;
+  const int group = prm.group_size;
+
+  int q_start = b, q_len = 1;
+  if (prm.cu_q_lens != nullptr) {
+    q_start = prm.cu_q_lens[b];
+    q_len = prm.cu_q_lens[b + 1] - q_start;
+    if (q_start < 0 || q_len <= 0) return;  // empty or malformed row: nothing to write
+    q_len = q_len < prm.max_q_len ? q_len : prm.max_q_len;
+  }
+  const int rows = q_len * group;  // <= kRows (planner)
+
+  const int64_t table_cap = static_cast<int64_t>(prm.max_blocks_per_seq) * c.page_size;
+  int64_t kv_len = prm.kv_lens[b];
+  kv_len = kv_len < 0 ? 0 : (kv_len < table_cap ? kv_len : table_cap);
+  int64_t chunk = (kv_len + prm.num_splits - 1) / prm.num_splits;
+  chunk = (chunk + 63) / 64 * 64;
+  const int64_t j0 = split * chunk;
+  const int64_t j1 = j0 + chunk < kv_len ? j0 + chunk : kv_len;
+  const int64_t n_steps = j1 > j0 ? (j1 - j0 + 15) / 16 : 0;
+  const int n_w = n_steps > warp ? static_cast<int>((n_steps - warp + kW - 1) / kW) : 0;
+
+  // The d of element e of thread t's K piece sequence: 16-byte pieces t, t + 4, t + 8, ... of the
+  // row, so that one cp.async instruction of the warp covers whole 64-byte runs of 8 rows.
+  auto k_dim_of = [](int tt, int e) {
+    constexpr int kPiece = 16 / Traits::kEB;  // elements per 16-byte piece
+    return kPiece * (tt + 4 * (e / kPiece)) + e % kPiece;
+  };
+  auto row_head = [&](int r) {
+    const int gi = r % group;
+    return prm.gqa_interleaved ? gi * prm.num_kv_heads + kvh : kvh * group + gi;
+  };
+
+  // ---- Q: B fragments (fp16 / bf16 pairs) of every k-step, power-of-two row scaling ----
+  uint32_t qb[kNT][kSteps][2];
+  float col_scale[kNT][2];  // score multiplier of this thread's two columns (rows nt*8 + 2t + {0,1})
+  int col_pos[kNT][2];      // absolute position of the column's query token; -1: padding row
+#pragma unroll
+  for (int nt = 0; nt < kNT; ++nt) {
+    const int r = nt * 8 + g;
+    float qf[kD / 4];
+    float amax = 0.f;
+    if (r < rows) {
+      const int64_t row_off = static_cast<int64_t>(q_start + r / group) * prm.q_stride_t + row_head(r) * prm.q_stride_h;
+      // Each thread's d's come in runs of 16 / kEB consecutive elements: load q two at a time.
+      if (prm.q_bf16) {
+        const __nv_bfloat162* q2 = reinterpret_cast<const __nv_bfloat162*>(static_cast<const __nv_bfloat16*>(prm.q) + row_off);
+#pragma unroll
+        for (int e = 0; e < kD / 4; e += 2) {
+          const float2 f = __bfloat1622float2(q2[k_dim_of(t, e) / 2]);
+          qf[e] = f.x;
+          qf[e + 1] = f.y;
+        }
+      } else {
+        const __half2* q2 = reinterpret_cast<const __half2*>(static_cast<const __half*>(prm.q) + row_off);
+#pragma unroll
+        for (int e = 0; e < kD / 4; e += 2) {
+          const float2 f = __half22float2(q2[k_dim_of(t, e) / 2]);
+          qf[e] = f.x;
+          qf[e + 1] = f.y;
+        }
+      }
+      if (kInt8 && c.k_mode == ScaleMode::kPerChannel) {
+        const int64_t base = kvh * c.k_scale_stride_a;
+        if (c.k_scale_dtype == DType::kFloat32) {
+#pragma unroll
+          for (int e = 0; e < kD / 4; ++e) qf[e] *= static_cast<const float*>(c.k_scale)[base + k_dim_of(t, e) * c.k_scale_stride_b];
+        } else {
+#pragma unroll
+          for (int e = 0; e < kD / 4; ++e) qf[e] *= load_scale(c.k_scale, base + k_dim_of(t, e) * c.k_scale_stride_b, c.k_scale_dtype);
+        }
+      }
+#pragma unroll
+      for (int e = 0; e < kD / 4; ++e) amax = fmaxf(amax, fabsf(qf[e]));
+    } else {
+#pragma unroll
+      for (int e = 0; e < kD / 4; ++e) qf[e] = 0.f;
+    }
+    amax = fmaxf(amax, __shfl_xor_sync(kFull, amax, 1));
+    amax = fmaxf(amax, __shfl_xor_sync(kFull, amax, 2));
+    float sc = 1.f;
+    if (std::is_same_v<T, __half> && amax > 0.f && amax <= 3.0e38f) {
+      int ex;
+      frexpf(amax, &ex);  // amax = m * 2^ex, m in [0.5, 1)
+      sc = ldexpf(1.f, 14 - ex);
+    }
+#pragma unroll
+    for (int s = 0; s < kSteps; ++s) {
+      qb[nt][s][0] = tc::pack2<T>(qf[4 * s] * sc, qf[4 * s + 1] * sc);
+      qb[nt][s][1] = tc::pack2<T>(qf[4 * s + 2] * sc, qf[4 * s + 3] * sc);
+    }
+#pragma unroll
+    for (int k = 0; k < 2; ++k) {
+      const float sc_col = __shfl_sync(kFull, sc, (2 * t + k) * 4);
+      const int rc = nt * 8 + 2 * t + k;
+      col_scale[nt][k] = prm.scale_log2 / sc_col;
+      col_pos[nt][k] = rc < rows ? static_cast<int>(kv_len - q_len + rc / group) : -1;
+    }
+  }
+  const bool windowed = prm.local_window >= 0;
+  const int pos_min = static_cast<int>(kv_len - q_len);  // position of the first query row
+  const bool k_tok = kInt8 && c.k_mode == ScaleMode::kPerToken;
+  const bool v_tok = kInt8 && c.v_mode == ScaleMode::kPerToken;
+
+  float oacc[kSteps][kNT][4];
+#pragma unroll
+  for (int i = 0; i < kSteps; ++i)
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+      for (int k = 0; k < 4; ++k) oacc[i][nt][k] = 0.f;
+  float m_run[kNT][2], l_run[kNT][2];
+#pragma unroll
+  for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+    for (int k = 0; k < 2; ++k) {
+      m_run[nt][k] = -INFINITY;
+      l_run[nt][k] = 0.f;
+    }
+  float v_ref = 0.f;  // per-token V: O = oacc * v_ref
+
+  const int32_t* table_row = prm.block_tables + static_cast<int64_t>(b) * prm.bt_stride;
+  uint32_t valid_bits = 0;  // 2 bits per slot: keys g, g + 8 of the step are real keys
+
+  auto slot_ptr = [&](int slot, int unit) { return smem_u4 + ((slot * kW + warp) * kUnits + unit) * 32 + lane; };
+
+  // Per-thread constant parts of the byte offsets (pages with page_size % 16 == 0: the step's 16
+  // keys sit at in-page offsets off0 .. off0 + 15 of one block).
+  const char* k_bytes = static_cast<const char*>(c.k_data);
+  const char* v_bytes = static_cast<const char*>(c.v_data);
+  constexpr int64_t kEB = Traits::kEB;
+  int64_t k_row_const[2], v_row_const[4];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) k_row_const[h] = (kvh * c.stride_head + (g + 8 * h) * c.stride_pos) * kEB + 16 * t;
+#pragma unroll
+  for (int q4 = 0; q4 < 4; ++q4)
+    v_row_const[q4] = (kvh * c.v_stride_head + (2 * t + (q4 & 1) + 8 * (q4 >> 1)) * c.v_stride_pos) * kEB + g * (kD / 8) * kEB;
+  const int64_t ks_const = kvh * c.k_scale_stride_b;
+  const int64_t vs_const = kvh * c.v_scale_stride_b;
+  const float* k_tok_scale = static_cast<const float*>(c.k_scale);  // fp32 when per-token (planner)
+  const float* v_tok_scale = static_cast<const float*>(c.v_scale);
+
+  auto issue = [&](int it, int slot) {
+    const int64_t jb = j0 + static_cast<int64_t>(warp + it * kW) * 16;
+    const int64_t left = j1 - jb;  // keys of the step that exist: >= 1
+    float* sc = reinterpret_cast<float*>(slot_ptr(slot, kUnits - 1));
+    uint32_t bits = 0;
+    if (prm.page_aligned) {
+      uint32_t page_idx, off0;
+      c.page_div.divmod(static_cast<uint32_t>(jb), page_idx, off0);
+      const int32_t blk = table_row[page_idx];
+      const bool blk_ok = blk >= 0 && blk < c.num_blocks;
+      const int64_t kb = blk_ok ? blk * c.stride_block * kEB + off0 * c.stride_pos * kEB : 0;
+      const int64_t vb = blk_ok ? blk * c.v_stride_block * kEB + off0 * c.v_stride_pos * kEB : 0;
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int rel = g + 8 * h;
+        const bool ok = blk_ok && rel < left;
+        bits |= ok ? (1u << h) : 0u;
+        const char* src = ok ? k_bytes + kb + k_row_const[h] : k_bytes;
+#pragma unroll
+        for (int u = 0; u < kKVec; ++u) cp_async_16(slot_ptr(slot, h * kKVec + u), src + (ok ? 64 * u : 0), ok ? 16 : 0);
+        if (k_tok)
+          cp_async_4(sc + h, k_tok_scale + (ok ? blk * c.k_scale_stride_a + ks_const + (off0 + rel) * c.k_scale_stride_c : 0), ok ? 4 : 0);
+        if (v_tok)
+          cp_async_4(sc + 2 + h, v_tok_scale + (ok ? blk * c.v_scale_stride_a + vs_const + (off0 + rel) * c.v_scale_stride_c : 0), ok ? 4 : 0);
+      }
+#pragma unroll
+      for (int q4 = 0; q4 < 4; ++q4) {
+        const int rel = 2 * t + (q4 & 1) + 8 * (q4 >> 1);
+        const bool ok = blk_ok && rel < left;
+        const char* src = ok ? v_bytes + vb + v_row_const[q4] : v_bytes;
+        if constexpr (kVBytes >= 16) {
+#pragma unroll
+          for (int u = 0; u < kVBytes / 16; ++u)
+            cp_async_16(slot_ptr(slot, 2 * kKVec + q4 * (kVBytes / 16) + u), src + (ok ? 16 * u : 0), ok ? 16 : 0);
+        } else {
+          cp_async_8(reinterpret_cast<char*>(slot_ptr(slot, 2 * kKVec + (q4 >> 1))) + 8 * (q4 & 1), src, ok ? 8 : 0);
+        }
+      }
+    } else {  // any page size: one table lookup per key
+      auto where = [&](int rel, int32_t& block, uint32_t& off) {
+        if (rel >= left) return false;
+        return locate_token(c, table_row, static_cast<uint32_t>(jb + rel), block, off);
+      };
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        int32_t block = 0;
+        uint32_t off = 0;
+        const bool ok = where(g + 8 * h, block, off);
+        bits |= ok ? (1u << h) : 0u;
+        const char* src = ok ? k_bytes + k_elem_offset(c, block, off, kvh) * kEB + 16 * t : k_bytes;
+#pragma unroll
+        for (int u = 0; u < kKVec; ++u) cp_async_16(slot_ptr(slot, h * kKVec + u), src + (ok ? 64 * u : 0), ok ? 16 : 0);
+        if (k_tok) cp_async_4(sc + h, k_tok_scale + (ok ? k_token_scale_offset(c, block, off, kvh) : 0), ok ? 4 : 0);
+        if (v_tok) cp_async_4(sc + 2 + h, v_tok_scale + (ok ? v_token_scale_offset(c, block, off, kvh) : 0), ok ? 4 : 0);
+      }
+#pragma unroll
+      for (int q4 = 0; q4 < 4; ++q4) {
+        int32_t block = 0;
+        uint32_t off = 0;
+        const bool ok = where(2 * t + (q4 & 1) + 8 * (q4 >> 1), block, off);
+        const char* src = ok ? v_bytes + v_elem_offset(c, block, off, kvh) * kEB + g * (kD / 8) * kEB : v_bytes;
+        if constexpr (kVBytes >= 16) {
+#pragma unroll
+          for (int u = 0; u < kVBytes / 16; ++u)
+            cp_async_16(slot_ptr(slot, 2 * kKVec + q4 * (kVBytes / 16) + u), src + (ok ? 16 * u : 0), ok ? 16 : 0);
+        } else {
+          cp_async_8(reinterpret_cast<char*>(slot_ptr(slot, 2 * kKVec + (q4 >> 1))) + 8 * (q4 & 1), src, ok ? 8 : 0);
+        }
+      }
+    }
+    valid_bits = (valid_bits & ~(3u << (2 * slot))) | (bits << (2 * slot));
+  };
+
+  auto compute = [&](int it, int slot) {
+    const int64_t jb = j0 + static_cast<int64_t>(warp + it * kW) * 16;
+    // ---- S^T = K Q^T ----
+    uint4 kr[2][kKVec];
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+#pragma unroll
+      for (int u = 0; u < kKVec; ++u) kr[h][u] = *slot_ptr(slot, h * kKVec + u);
+    float sacc[kNT][4], sacc2[kNT][4];  // even / odd k-steps: two independent MMA chains
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+      for (int k = 0; k < 4; ++k) sacc[nt][k] = sacc2[nt][k] = 0.f;
+#pragma unroll
+    for (int s = 0; s < kSteps; ++s) {
+      uint32_t a[4];
+      if constexpr (kInt8) {
+        const uint32_t* w0 = reinterpret_cast<const uint32_t*>(&kr[0][0]);
+        const uint32_t* w1 = reinterpret_cast<const uint32_t*>(&kr[1][0]);
+        tc::int8x4_to_pairs<__half>(w0[s], a[0], a[2]);
+        tc::int8x4_to_pairs<__half>(w1[s], a[1], a[3]);
+      } else {
+        const uint32_t* w0 = reinterpret_cast<const uint32_t*>(&kr[0][0]);
+        const uint32_t* w1 = reinterpret_cast<const uint32_t*>(&kr[1][0]);
+        a[0] = w0[2 * s];
+        a[2] = w0[2 * s + 1];
+        a[1] = w1[2 * s];
+        a[3] = w1[2 * s + 1];
+      }
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt) {
+        if (s & 1)
+          tc::mma_16816<T>(sacc2[nt], a, qb[nt][s][0], qb[nt][s][1]);
+        else
+          tc::mma_16816<T>(sacc[nt], a, qb[nt][s][0], qb[nt][s][1]);
+      }
+    }
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+      for (int k = 0; k < 4; ++k) sacc[nt][k] += sacc2[nt][k];
+    const float* scl = reinterpret_cast<const float*>(slot_ptr(slot, kUnits - 1));
+    const uint32_t bits = (valid_bits >> (2 * slot)) & 3u;
+    float ks_key[2] = {1.f, 1.f}, vs_key[2] = {1.f, 1.f};
+    if (k_tok) {
+      ks_key[0] = scl[0];
+      ks_key[1] = scl[1];
+    }
+    if (v_tok) {
+      vs_key[0] = scl[2];
+      vs_key[1] = scl[3];
+    }
+    // ---- scores, masks ----
+    const bool all_valid = __all_sync(kFull, bits == 3u);
+    const bool need_mask = !all_valid || jb + 15 > pos_min || windowed;
+    float x[kNT][4];
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        const int h = k >> 1, col = k & 1;
+        x[nt][k] = sacc[nt][k] * col_scale[nt][col] * ks_key[h];
+        if (need_mask) {
+          const int64_t j = jb + g + 8 * h;
+          const int pos = col_pos[nt][col];
+          bool vis = ((bits >> h) & 1u) && j <= pos;
+          if (windowed) vis = vis && (pos - j <= prm.local_window || j < prm.global_window);
+          x[nt][k] = vis ? x[nt][k] : -INFINITY;
+        }
+      }
+    // ---- online softmax (lazy rescale) ----
+    float mx[kNT][2];
+    bool need = false;
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+      for (int col = 0; col < 2; ++col) {
+        float m = fmaxf(x[nt][col], x[nt][2 + col]);
+        m = fmaxf(m, __shfl_xor_sync(kFull, m, 4));
+        m = fmaxf(m, __shfl_xor_sync(kFull, m, 8));
+        m = fmaxf(m, __shfl_xor_sync(kFull, m, 16));
+        mx[nt][col] = m;
+        need = need || (m > m_run[nt][col] + 8.f);
+      }
+    float v_fac = 1.f;
+    if (v_tok) {
+      float sv = fmaxf(vs_key[0], vs_key[1]);
+      sv = fmaxf(sv, __shfl_xor_sync(kFull, sv, 4));
+      sv = fmaxf(sv, __shfl_xor_sync(kFull, sv, 8));
+      sv = fmaxf(sv, __shfl_xor_sync(kFull, sv, 16));
+      if (sv > 16.f * v_ref || (sv > 0.f && sv * 16.f < v_ref)) {  // warp-uniform
+        v_fac = v_ref / sv;
+        v_ref = sv;
+      }
+    }
+    if (__any_sync(kFull, need) || v_fac != 1.f) {
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+        for (int col = 0; col < 2; ++col) {
+          float alpha = 1.f;
+          if (mx[nt][col] > m_run[nt][col]) {
+            alpha = m_run[nt][col] == -INFINITY ? 0.f : exp2f(m_run[nt][col] - mx[nt][col]);
+            m_run[nt][col] = mx[nt][col];
+          }
+          l_run[nt][col] *= alpha;
+          const float f = alpha * v_fac;
+#pragma unroll
+          for (int i = 0; i < kSteps; ++i) {
+            oacc[i][nt][col] *= f;
+            oacc[i][nt][2 + col] *= f;
+          }
+        }
+    }
+    uint32_t pb[kNT][2];
+    const float vr0 = v_tok ? vs_key[0] / v_ref : 1.f;
+    const float vr1 = v_tok ? vs_key[1] / v_ref : 1.f;
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt) {
+      float p[4];
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        const float m = m_run[nt][k & 1];
+        p[k] = fast_exp2(x[nt][k] - (m == -INFINITY ? 0.f : m));
+      }
+      l_run[nt][0] += p[0] + p[2];
+      l_run[nt][1] += p[1] + p[3];
+      if (v_tok) {
+        p[0] *= vr0;
+        p[1] *= vr0;
+        p[2] *= vr1;
+        p[3] *= vr1;
+      }
+      pb[nt][0] = movmatrix_trans(tc::pack2<T>(p[0], p[1]));
+      pb[nt][1] = movmatrix_trans(tc::pack2<T>(p[2], p[3]));
+    }
+    // ---- O^T += V^T P^T ----
+    constexpr int kVW = kVBytes / 4;  // 32-bit words per V row piece
+    uint32_t vw[4][kVW];
+#pragma unroll
+    for (int q4 = 0; q4 < 4; ++q4) {
+      if constexpr (kVBytes >= 16) {
+#pragma unroll
+        for (int u = 0; u < kVBytes / 16; ++u) {
+          const uint4 v = *slot_ptr(slot, 2 * kKVec + q4 * (kVBytes / 16) + u);
+          vw[q4][4 * u] = v.x;
+          vw[q4][4 * u + 1] = v.y;
+          vw[q4][4 * u + 2] = v.z;
+          vw[q4][4 * u + 3] = v.w;
+        }
+      } else {
+        const uint2 v = *reinterpret_cast<const uint2*>(reinterpret_cast<const char*>(slot_ptr(slot, 2 * kKVec + (q4 >> 1))) + 8 * (q4 & 1));
+        vw[q4][0] = v.x;
+        vw[q4][1] = v.y;
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < kSteps; ++i) {
+      uint32_t a[4];
+      if constexpr (kInt8) {
+        const uint32_t sel = (i & 1) ? 0x7362u : 0x5140u;
+        const uint32_t xab = __byte_perm(vw[0][i >> 1], vw[1][i >> 1], sel);
+        const uint32_t xcd = __byte_perm(vw[2][i >> 1], vw[3][i >> 1], sel);
+        tc::int8x4_to_pairs<__half>(xab, a[0], a[1]);
+        tc::int8x4_to_pairs<__half>(xcd, a[2], a[3]);
+      } else {
+        a[0] = __byte_perm(vw[0][i], vw[1][i], 0x5410u);
+        a[1] = __byte_perm(vw[0][i], vw[1][i], 0x7632u);
+        a[2] = __byte_perm(vw[2][i], vw[3][i], 0x5410u);
+        a[3] = __byte_perm(vw[2][i], vw[3][i], 0x7632u);
+      }
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt) tc::mma_16816<T>(oacc[i][nt], a, pb[nt][0], pb[nt][1]);
+    }
+  };
+
+  // ---- main loop: a kS-deep cp.async ring per warp, thread-private slots ----
+#pragma unroll
+  for (int st = 0; st < kS - 1; ++st) {
+    if (st < n_w) issue(st, st);
+    cp_async_commit();
+  }
+  for (int it = 0; it < n_w; ++it) {
+    const int nxt = it + kS - 1;
+    if (nxt < n_w) issue(nxt, nxt % kS);
+    cp_async_commit();
+    cp_async_wait<kS - 1>();
+    compute(it, it % kS);
+  }
+  cp_async_wait<0>();
+
+  // ---- merge the four warps (LSE rule) and write ----
+#pragma unroll
+  for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+    for (int col = 0; col < 2; ++col) {
+      float l = l_run[nt][col];
+      l += __shfl_xor_sync(kFull, l, 4);
+      l += __shfl_xor_sync(kFull, l, 8);
+      l += __shfl_xor_sync(kFull, l, 16);
+      l_run[nt][col] = l;
+    }
+  __syncthreads();  // every warp is done with its ring
+  float* sm_m = reinterpret_cast<float*>(smem_u4);
+  float* sm_l = sm_m + kW * kRows;
+  float* sm_acc = sm_l + kW * kRows;  // [kW][kRows][kD]
+  const float o_fac = v_tok ? v_ref : 1.f;
+#pragma unroll
+  for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+    for (int col = 0; col < 2; ++col) {
+      const int r = nt * 8 + 2 * t + col;
+      if (g == 0) {
+        sm_m[warp * kRows + r] = m_run[nt][col];
+        sm_l[warp * kRows + r] = l_run[nt][col];
+      }
+#pragma unroll
+      for (int i = 0; i < kSteps; ++i) {
+        const int d = g * (kD / 8) + 2 * i;
+        float* dst = sm_acc + (warp * kRows + r) * kD + d;
+        dst[0] = oacc[i][nt][col] * o_fac;
+        dst[1] = oacc[i][nt][2 + col] * o_fac;
+      }
+    }
+  __syncthreads();
+  for (int idx = threadIdx.x; idx < rows * kD; idx += Traits::kThreads) {
+    const int r = idx / kD;
+    const int d = idx % kD;
+    float m = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kW; ++w) m = fmaxf(m, sm_m[w * kRows + r]);
+    const float m_use = m == -INFINITY ? 0.f : m;
+    float l = 0.f, o = 0.f;
+#pragma unroll
+    for (int w = 0; w < kW; ++w) {
+      const float mw = sm_m[w * kRows + r];
+      const float a = mw == -INFINITY ? 0.f : exp2f(mw - m_use);
+      l += sm_l[w * kRows + r] * a;
+      o += sm_acc[(w * kRows + r) * kD + d] * a;
+    }
+    const bool empty = !(l > 0.f) && !(l != l);  // zero (no visible key); NaN propagates
+    o = empty ? 0.f : o / l;
+    if (kInt8 && c.v_mode == ScaleMode::kPerChannel)
+      o *= load_scale(c.v_scale, kvh * c.v_scale_stride_a + d * c.v_scale_stride_b, c.v_scale_dtype);
+    const float lse = empty ? -INFINITY : (m + log2f(l)) * 0.69314718055994531f;
+    const int64_t tok = q_start + r / group;
+    const int hq = row_head(r);
+    if (prm.num_splits == 1) {
+      const int64_t oi = tok * prm.o_stride_t + hq * prm.o_stride_h + d;
+      if (prm.q_bf16)
+        static_cast<__nv_bfloat16*>(prm.out)[oi] = __float2bfloat16_rn(o);
+      else
+        static_cast<__half*>(prm.out)[oi] = __float2half_rn(o);
+      if (prm.lse != nullptr && d == 0) prm.lse[tok * prm.lse_stride_t + hq * prm.lse_stride_h] = lse;
+    } else {
+      const int64_t row = (tok * prm.num_qo_heads + hq) * prm.num_splits + split;
+      prm.partial_o[row * kD + d] = o;
+      if (d == 0) prm.partial_lse[row] = lse;
+    }
+  }
+}
+
+// Merge of the splits: one CTA per (query row, q head): O = sum_s w_s O_s / sum_s w_s with
+// w_s = exp(lse_s - max lse). Rows past cu_q_lens[batch] (bucket padding) are not written.
+template <int kD>
+__global__ void __launch_bounds__(128) mma_decode_merge_kernel(const __grid_constant__ MmaDecodeParams prm, int32_t rows_total) {
+  __shared__ float w_s[256];
+  __shared__ float red[2];
+  const int64_t th = blockIdx.x;
+  const int64_t tok = th / prm.num_qo_heads;
+  const int h = static_cast<int>(th % prm.num_qo_heads);
+  if (prm.cu_q_lens != nullptr && tok >= prm.cu_q_lens[prm.batch_size]) return;
+  if (tok >= rows_total) return;
+  const int S = prm.num_splits;
+  const float* lse_s = prm.partial_lse + th * S;
+  const float* o_s = prm.partial_o + th * S * kD;
+  if (threadIdx.x == 0) {
+    float m = -INFINITY;
+    bool nan = false;
+    for (int s = 0; s < S; ++s) {
+      m = fmaxf(m, lse_s[s]);
+      nan = nan || lse_s[s] != lse_s[s];
+    }
+    float denom = 0.f;
+    if (m != -INFINITY)
+      for (int s = 0; s < S; ++s) denom += expf(lse_s[s] - m);
+    red[0] = nan ? NAN : m;  // a NaN split makes the row NaN (contract: non-finite values propagate)
+    red[1] = denom;
+  }
+  __syncthreads();
+  const float m = red[0], denom = red[1];
+  for (int s = threadIdx.x; s < S; s += blockDim.x) w_s[s] = m == -INFINITY ? 0.f : expf(lse_s[s] - m) / denom;
+  __syncthreads();
+  for (int d = threadIdx.x; d < kD; d += blockDim.x) {
+    float o = 0.f;
+    if (m != -INFINITY)
+      for (int s = 0; s < S; ++s) o += w_s[s] * o_s[s * kD + d];
+    const int64_t oi = tok * prm.o_stride_t + h * prm.o_stride_h + d;
+    if (prm.q_bf16)
+      static_cast<__nv_bfloat16*>(prm.out)[oi] = __float2bfloat16_rn(o);
+    else
+      static_cast<__half*>(prm.out)[oi] = __float2half_rn(o);
+  }
+  if (prm.lse != nullptr && threadIdx.x == 0)
+    prm.lse[tok * prm.lse_stride_t + h * prm.lse_stride_h] = m == -INFINITY ? -INFINITY : m + logf(denom);
+}
+
+}  // namespace kvq::cuda
