@@ -7,8 +7,10 @@
 // names the dtypes and the symbolic shape and Y is TensorView::describe().
 #include "src/core/validate.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <initializer_list>
 #include <sstream>
 #include <string>
@@ -51,6 +53,42 @@ std::string strides_str(const TensorView& t) {
   throw Error(kind, func, arg, msg);
 }
 
+// No view may address more than 2^62 bytes: far above any real allocation, and low enough that
+// every byte offset and pointer sum below stays exact. Larger ("absurd") extents are rejected.
+constexpr int64_t kMaxViewBytes = int64_t{1} << 62;
+
+// Bytes of t's elements (numel * element size), overflow-checked; false when it exceeds
+// kMaxViewBytes. Needs sizes >= 0.
+bool element_bytes(const TensorView& t, int64_t& bytes) {
+  int64_t n = 1;
+  for (int d = 0; d < t.ndim; ++d)
+    if (t.shape[d] == 0) {
+      bytes = 0;
+      return true;
+    }
+  for (int d = 0; d < t.ndim; ++d)
+    if (__builtin_mul_overflow(n, t.shape[d], &n)) return false;
+  if (__builtin_mul_overflow(n, static_cast<int64_t>(dtype_size(t.dtype)), &bytes)) return false;
+  return bytes <= kMaxViewBytes;
+}
+
+// Bytes from the first to one past the last element t addresses, overflow-checked; false when it
+// exceeds kMaxViewBytes. Needs sizes >= 0 and strides >= 0.
+bool span_bytes(const TensorView& t, int64_t& bytes) {
+  int64_t last = 0;
+  for (int d = 0; d < t.ndim; ++d) {
+    if (t.shape[d] == 0) {
+      bytes = 0;
+      return true;
+    }
+    int64_t term = 0;
+    if (__builtin_mul_overflow(t.shape[d] - 1, t.strides[d], &term)) return false;
+    if (__builtin_add_overflow(last, term, &last)) return false;
+  }
+  if (__builtin_mul_overflow(last + 1, static_cast<int64_t>(dtype_size(t.dtype)), &bytes)) return false;
+  return bytes <= kMaxViewBytes;
+}
+
 // The device every tensor of a call must share (that of its first tensor).
 struct DeviceRef {
   Device device = Device::kCPU;
@@ -83,7 +121,12 @@ void check_tensor(const char* func, const std::string& name, const TensorView& t
     if (t.shape[d] < 0)
       fail(ErrorKind::kValue, func, name,
            "expected sizes >= 0 (" + spec + "), got " + t.describe());
-  if (t.numel() > 0 && t.data == nullptr)
+  int64_t bytes = 0;
+  if (!element_bytes(t, bytes))
+    fail(ErrorKind::kValue, func, name,
+         "expected at most 2^62 bytes of elements (" + spec + "), got " + t.describe() +
+             " (absurd extents: the element count overflows)");
+  if (bytes > 0 && t.data == nullptr)
     fail(ErrorKind::kValue, func, name,
          "expected a non-null data pointer for " + std::to_string(t.numel()) +
              " elements, got null (" + t.describe() + ")");
@@ -91,6 +134,10 @@ void check_tensor(const char* func, const std::string& name, const TensorView& t
     if (t.strides[d] < 0)
       fail(ErrorKind::kValue, func, name,
            "expected strides >= 0, got strides " + strides_str(t) + " for " + t.describe());
+  if (!span_bytes(t, bytes))
+    fail(ErrorKind::kValue, func, name,
+         "expected a view addressing at most 2^62 bytes, got strides " + strides_str(t) + " for " +
+             t.describe() + " (absurd extents or strides)");
   if (t.ndim > 0 && t.size(-1) > 1 && t.stride(-1) != 1)
     fail(ErrorKind::kValue, func, name,
          "expected a contiguous last dimension (stride 1), got strides " + strides_str(t) +
@@ -140,18 +187,80 @@ struct ByteRange {
   bool empty() const { return hi <= lo; }
 };
 
+// Only for views check_tensor accepted (their span is below 2^62 bytes).
 ByteRange byte_range(const TensorView& t) {
   ByteRange r;
-  if (!t.defined() || t.data == nullptr || t.numel() == 0) return r;
-  int64_t last = 0;
-  for (int d = 0; d < t.ndim; ++d) last += (t.shape[d] - 1) * t.strides[d];
+  int64_t bytes = 0;
+  if (!t.defined() || t.data == nullptr || !span_bytes(t, bytes) || bytes == 0) return r;
   r.lo = reinterpret_cast<uintptr_t>(t.data);
-  r.hi = r.lo + static_cast<uintptr_t>((last + 1) * static_cast<int64_t>(dtype_size(t.dtype)));
+  r.hi = r.lo + static_cast<uintptr_t>(bytes);
+  if (r.hi < r.lo) r.hi = UINTPTR_MAX;  // a pointer near the top of the address space
   return r;
 }
 
 bool overlaps(ByteRange a, ByteRange b) {
   return !a.empty() && !b.empty() && a.lo < b.hi && b.lo < a.hi;
+}
+
+// The dims of size > 1 of t as (stride, size), by increasing stride.
+std::vector<std::pair<int64_t, int64_t>> dims_by_stride(const TensorView& t) {
+  std::vector<std::pair<int64_t, int64_t>> dims;
+  for (int d = 0; d < t.ndim; ++d)
+    if (t.shape[d] > 1) dims.emplace_back(t.strides[d], t.shape[d]);
+  std::sort(dims.begin(), dims.end());
+  return dims;
+}
+
+// Whether distinct indices of t address distinct elements: with the dims of size > 1 sorted by
+// stride, each stride must step past everything the smaller ones span. A stride of 0 (or strides
+// that interleave) fails it. Exact for every layout whose sorted strides nest; others are
+// refused, which is conservative for outputs.
+bool elements_disjoint(const TensorView& t) {
+  int64_t span = 1;  // elements spanned by the dims seen so far
+  for (const auto& [stride, size] : dims_by_stride(t)) {
+    if (stride < span) return false;
+    span += stride * (size - 1);  // below 2^62 (check_tensor)
+  }
+  return true;
+}
+
+// An output may not overlap itself (DESIGN.md §3): two of its elements at one address would be
+// written by different threads (a race) and at least one result lost.
+void check_output_layout(const char* func, const std::string& name, const TensorView& t) {
+  if (!t.defined() || elements_disjoint(t)) return;
+  fail(ErrorKind::kValue, func, name,
+       "expected an output whose elements do not overlap each other (no stride 0 or interleaved "
+       "strides on a dimension of size > 1), got strides " +
+           strides_str(t) + " for " + t.describe());
+}
+
+// Whether views a and b may share a byte. Disjoint byte ranges never do. Two views of one dtype,
+// shape and strides whose outermost (largest-stride) dim steps over whole rows — e.g. K and V
+// interleaved block by block in one [num_blocks, 2, ...] buffer — share a byte only when their
+// offset, modulo that stride, falls within one row. Anything else with overlapping ranges counts
+// as overlapping (conservative).
+bool may_overlap(const TensorView& a, const TensorView& b) {
+  const ByteRange ra = byte_range(a), rb = byte_range(b);
+  if (!overlaps(ra, rb)) return false;
+  if (a.dtype != b.dtype || !same_shape(a, b) || !elements_disjoint(a)) return true;
+  for (int d = 0; d < a.ndim; ++d)
+    if (a.shape[d] > 1 && a.strides[d] != b.strides[d]) return true;
+  std::vector<std::pair<int64_t, int64_t>> dims = dims_by_stride(a);
+  if (dims.empty()) return true;
+  const int64_t es = static_cast<int64_t>(dtype_size(a.dtype));
+  const auto [outer_stride, outer_size] = dims.back();
+  int64_t inner_last = 0;  // last element offset within one outer row
+  for (size_t i = 0; i + 1 < dims.size(); ++i) inner_last += dims[i].first * (dims[i].second - 1);
+  const uint64_t row_bytes = static_cast<uint64_t>(inner_last + 1) * es;  // bytes one row spans
+  const uint64_t step = static_cast<uint64_t>(outer_stride) * es;
+  if (row_bytes > step) return true;
+  const uint64_t delta = ra.lo > rb.lo ? ra.lo - rb.lo : rb.lo - ra.lo;
+  const uint64_t q = delta / step, r = delta % step;
+  // Row k of the later view starts at delta + k * step: it meets row k + q of the other when
+  // r < row_bytes, row k + q + 1 when step - r < row_bytes.
+  if (r < row_bytes && q < static_cast<uint64_t>(outer_size)) return true;
+  if (step - r < row_bytes && q + 1 < static_cast<uint64_t>(outer_size)) return true;
+  return false;
 }
 
 using Named = std::pair<const char*, const TensorView*>;
@@ -275,11 +384,14 @@ void check_window(const char* func, int local_window, int global_window, bool ca
          "expected global_window >= 0, got " + std::to_string(global_window));
 }
 
+// 0 (the default) selects 1/sqrt(head_dim). A negative scale is refused rather than replaced:
+// the kernels' online softmax assumes scores keep their order under the scale.
 float resolve_softmax_scale(const char* func, float softmax_scale, int64_t head_dim) {
-  if (!std::isfinite(softmax_scale))
+  if (!std::isfinite(softmax_scale) || softmax_scale < 0.f)
     fail(ErrorKind::kValue, func, "softmax_scale",
-         "expected a finite value (<= 0 selects 1/sqrt(head_dim)), got " + fmt_float(softmax_scale));
-  if (softmax_scale <= 0.f) return 1.0f / std::sqrt(static_cast<float>(head_dim));
+         "expected a finite value > 0 (or 0, which selects 1/sqrt(head_dim)), got " +
+             fmt_float(softmax_scale));
+  if (softmax_scale == 0.f) return 1.0f / std::sqrt(static_cast<float>(head_dim));
   return softmax_scale;
 }
 
@@ -477,6 +589,8 @@ AttnProblem validate_prefill(const PrefillArgs& a, const char* func) {
          std::string("expected auto, fused or generic for a ") + to_string(c.dtype) +
              " cache (dequant needs an int8 cache), got dequant");
 
+  check_output_layout(func, "out", a.out);
+  check_output_layout(func, "lse", a.lse);
   check_no_alias(func, "out", a.out,
                  {{"q", &a.q}, {"q_scale", &a.q_scale}, {"k_cache", &a.kv.k_cache},
                   {"v_cache", &a.kv.v_cache}, {"k_scale", &a.kv.k_scale},
@@ -544,6 +658,8 @@ AttnProblem validate_decode(const DecodeArgs& a, const char* func) {
     fail(ErrorKind::kValue, func, "num_splits",
          "expected num_splits >= 0 (0: chosen by the backend), got " + std::to_string(a.num_splits));
 
+  check_output_layout(func, "out", a.out);
+  check_output_layout(func, "lse", a.lse);
   check_no_alias(func, "out", a.out,
                  {{"q", &a.q}, {"k_cache", &a.kv.k_cache}, {"v_cache", &a.kv.v_cache},
                   {"k_scale", &a.kv.k_scale}, {"v_scale", &a.kv.v_scale},
@@ -598,7 +714,16 @@ AppendProblem validate_append(const AppendArgs& a, const char* func) {
              ", " + std::to_string(c.head_dim) +
              "] ([num_tokens, num_kv_heads, head_dim] of k_cache), got " + a.k_new.describe());
 
-  // The caches are written, and so are per-token scales.
+  // The caches are written, and so are per-token scales: none may overlap itself, and V may not
+  // overlap K (two disjoint views of one combined K/V buffer are fine, interleaved ones included).
+  check_output_layout(func, "k_cache", a.kv.k_cache);
+  check_output_layout(func, "v_cache", a.kv.v_cache);
+  if (c.k_mode == ScaleMode::kPerToken) check_output_layout(func, "k_scale", a.kv.k_scale);
+  if (c.v_mode == ScaleMode::kPerToken) check_output_layout(func, "v_scale", a.kv.v_scale);
+  if (may_overlap(a.kv.k_cache, a.kv.v_cache))
+    fail(ErrorKind::kValue, func, "v_cache",
+         "expected a buffer that does not overlap k_cache (append writes both; V would overwrite K), "
+         "got " + a.kv.v_cache.describe() + " sharing bytes with k_cache " + a.kv.k_cache.describe());
   check_no_alias(func, "k_cache", a.kv.k_cache,
                  {{"k_new", &a.k_new}, {"v_new", &a.v_new}, {"slot_mapping", &a.slot_mapping},
                   {"k_scale", &a.kv.k_scale}, {"v_scale", &a.kv.v_scale}});
@@ -670,6 +795,8 @@ DequantProblem validate_dequant(const DequantArgs& a, const char* func) {
          "expected " + shape_of(a.cache) + " (full mode: the shape of cache), got " +
              a.out.describe());
   }
+  check_output_layout(func, "out", a.out);
+  check_output_layout(func, "out_block_tables", a.out_block_tables);
   check_no_alias(func, "out", a.out,
                  {{"cache", &a.cache}, {"scale", &a.scale}, {"block_tables", &a.block_tables},
                   {"kv_lens", &a.kv_lens}, {"out_block_tables", &a.out_block_tables}});
@@ -687,6 +814,7 @@ void validate_calibrate(const TensorView& x, const TensorView& scale_out, const 
                "fp32 [num_kv_heads, head_dim]", &dev);
   check_shape(func, "scale_out", scale_out, {x.size(1), x.size(2)},
               "[num_kv_heads, head_dim] of x");
+  check_output_layout(func, "scale_out", scale_out);
   check_no_alias(func, "scale_out", scale_out, {{"x", &x}});
 }
 
@@ -739,9 +867,57 @@ void check_decode_data_host(const DecodeArgs& a, const AttnProblem& p, [[maybe_u
   check_lens_and_table_data(func, a.kv_lens, a.block_tables, p.page_size, p.num_blocks);
 }
 
+namespace {
+
+// Bits of element `offset` of a float CPU view, and what they say (no conversion needed).
+uint32_t float_bits(const TensorView& t, int64_t offset) {
+  if (t.dtype == DType::kFloat32) return t.ptr<const uint32_t>()[offset];
+  return t.ptr<const uint16_t>()[offset];
+}
+bool bits_finite(DType dt, uint32_t u) {
+  if (dt == DType::kFloat32) return (u & 0x7f800000u) != 0x7f800000u;
+  if (dt == DType::kBFloat16) return (u & 0x7f80u) != 0x7f80u;
+  return (u & 0x7c00u) != 0x7c00u;  // fp16
+}
+bool bits_positive(DType dt, uint32_t u) {  // > 0 (and not NaN)
+  const uint32_t sign = dt == DType::kFloat32 ? 0x80000000u : 0x8000u;
+  return (u & sign) == 0 && (u & ~sign) != 0 && bits_finite(dt, u);
+}
+std::string bits_str(DType dt, uint32_t u) {
+  float f = 0.f;
+  if (dt == DType::kFloat32) {
+    std::memcpy(&f, &u, sizeof(f));
+  } else if (dt == DType::kBFloat16) {
+    const uint32_t w = u << 16;
+    std::memcpy(&f, &w, sizeof(f));
+  } else {  // fp16: sign, then the magnitude's class is all a message needs beyond "finite"
+    const bool neg = (u & 0x8000u) != 0;
+    if ((u & 0x7c00u) == 0x7c00u) return (u & 0x3ffu) ? "nan" : (neg ? "-inf" : "inf");
+    if ((u & 0x7fffu) == 0) return neg ? "-0" : "0";
+    return neg ? "a negative value" : "a positive value";
+  }
+  return fmt_float(f);
+}
+
+// Per-channel scales that append divides by: finite and > 0.
+void check_channel_scale_values(const char* func, const char* name, const TensorView& s) {
+  for (int64_t h = 0; h < s.shape[0]; ++h)
+    for (int64_t d = 0; d < s.shape[1]; ++d) {
+      const uint32_t u = float_bits(s, h * s.strides[0] + d * s.strides[1]);
+      if (!bits_positive(s.dtype, u))
+        fail(ErrorKind::kValue, func, name,
+             "expected per-channel scales that are finite and > 0 (append divides by them), got " +
+                 std::string(name) + "[" + std::to_string(h) + "][" + std::to_string(d) + "] = " +
+                 bits_str(s.dtype, u));
+    }
+}
+
+}  // namespace
+
 void check_append_data_host(const AppendArgs& a, const AppendProblem& ap, const char* func) {
   const int64_t num_slots = ap.cache.num_blocks * ap.cache.page_size;
   const TensorView& s = a.slot_mapping;
+  std::vector<int64_t> slots(static_cast<size_t>(ap.num_tokens));
   for (int64_t n = 0; n < ap.num_tokens; ++n) {
     const int64_t slot = s.dtype == DType::kInt64 ? s.ptr<const int64_t>()[n * s.stride(0)]
                                                   : s.ptr<const int32_t>()[n * s.stride(0)];
@@ -750,6 +926,43 @@ void check_append_data_host(const AppendArgs& a, const AppendProblem& ap, const 
            "expected slots < num_blocks * page_size = " + std::to_string(num_slots) +
                " (or < 0 to skip a token), got slot_mapping[" + std::to_string(n) + "] = " +
                std::to_string(slot));
+    slots[static_cast<size_t>(n)] = slot;
+  }
+  // Two tokens for one slot: the CPU keeps the last, the GPU is racy; check=true refuses it.
+  if (a.check) {
+    std::vector<std::pair<int64_t, int64_t>> order;  // (slot, token) of written tokens
+    for (int64_t n = 0; n < ap.num_tokens; ++n)
+      if (slots[static_cast<size_t>(n)] >= 0) order.emplace_back(slots[static_cast<size_t>(n)], n);
+    std::sort(order.begin(), order.end());
+    for (size_t i = 1; i < order.size(); ++i)
+      if (order[i].first == order[i - 1].first)
+        fail(ErrorKind::kValue, func, "slot_mapping",
+             "expected distinct slots (check=true; two tokens written to one slot race on the GPU), "
+             "got slot " + std::to_string(order[i].first) + " at tokens " +
+                 std::to_string(order[i - 1].second) + " and " + std::to_string(order[i].second));
+  }
+  // Host data is read anyway: the values an int8 cache cannot hold (NaN, Inf), and the per-channel
+  // scales append divides by, are checked on every CPU call (on CUDA with check=true).
+  const CacheInfo& c = ap.cache;
+  if (c.dtype == DType::kInt8 && c.k_mode == ScaleMode::kPerChannel)
+    check_channel_scale_values(func, "k_scale", a.kv.k_scale);
+  if (c.dtype == DType::kInt8 && c.v_mode == ScaleMode::kPerChannel)
+    check_channel_scale_values(func, "v_scale", a.kv.v_scale);
+  if (c.dtype != DType::kInt8) return;  // a bf16/fp16 cache holds NaN and Inf as they are
+  for (const auto& [name, t] : {std::pair{"k_new", &a.k_new}, std::pair{"v_new", &a.v_new}}) {
+    for (int64_t n = 0; n < ap.num_tokens; ++n) {
+      if (slots[static_cast<size_t>(n)] < 0) continue;  // padding: never read
+      for (int64_t h = 0; h < t->shape[1]; ++h)
+        for (int64_t d = 0; d < t->shape[2]; ++d) {
+          const uint32_t u = float_bits(*t, n * t->strides[0] + h * t->strides[1] + d * t->strides[2]);
+          if (!bits_finite(t->dtype, u))
+            fail(ErrorKind::kValue, func, name,
+                 std::string("expected finite values (an int8 cache cannot hold NaN or Inf), got ") + name +
+                     "[" + std::to_string(n) + "][" + std::to_string(h) + "][" + std::to_string(d) +
+                     "] = " + bits_str(t->dtype, u) + " (token " + std::to_string(n) + ", slot " +
+                     std::to_string(slots[static_cast<size_t>(n)]) + ")");
+        }
+    }
   }
 }
 

@@ -7,10 +7,22 @@
 
 namespace kvq {
 
+// Overflow-checked: a product of extents that does not fit in int64 throws kvq::Error instead of
+// wrapping (a wrapped count of 0 would skip the null-data and aliasing checks). Any extent of 0
+// makes the count 0, however large the others are. Validation (src/core/validate.cpp) rejects
+// such views earlier, naming the argument; this is the backstop for every other caller.
 int64_t TensorView::numel() const {
   if (ndim < 0) return 0;
+  const int dims = ndim < kMaxDims ? ndim : kMaxDims;
+  for (int d = 0; d < dims; ++d)
+    if (shape[d] == 0) return 0;
   int64_t n = 1;
-  for (int d = 0; d < ndim && d < kMaxDims; ++d) n *= shape[d];
+  for (int d = 0; d < dims; ++d) {
+    if (__builtin_mul_overflow(n, shape[d], &n))
+      throw Error(ErrorKind::kValue, "TensorView::numel", "shape",
+                  "expected a number of elements below 2^63, got " + describe() +
+                      " (the product of the extents overflows int64)");
+  }
   return n;
 }
 
@@ -20,7 +32,7 @@ bool TensorView::is_contiguous() const {
   for (int d = ndim - 1; d >= 0; --d) {
     // The stride of a dimension of size 1 never addresses memory, so it may hold anything.
     if (shape[d] != 1 && strides[d] != expected) return false;
-    expected *= shape[d];
+    if (__builtin_mul_overflow(expected, shape[d], &expected)) return false;
   }
   return true;
 }
@@ -64,7 +76,9 @@ TensorView TensorView::make(void* data, DType dtype, std::initializer_list<int64
   int64_t stride = 1;
   for (int d = t.ndim - 1; d >= 0; --d) {
     t.strides[d] = stride;
-    stride *= t.shape[d];
+    if (d > 0 && __builtin_mul_overflow(stride, t.shape[d], &stride))
+      throw Error(ErrorKind::kValue, "TensorView::make", "shape",
+                  "expected extents whose contiguous strides fit in int64, got " + t.describe());
   }
   return t;
 }
