@@ -48,6 +48,8 @@
 //                    its real value (q8 * q_scale for int8 q): exact attention over the
 //                    dequantized cache, the oracle of every GPU path. Compute mode is ignored.
 // A row with no visible key gets zeros and lse = -inf. lse = m + log(l) (natural log).
+// Non-finite values: a visible NaN or +inf score, or visible scores that are all -inf, make the row
+// NaN (out and lse); a NaN or Inf in a value reaches the output through P·V (DESIGN.md §1).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -73,6 +75,8 @@ constexpr int64_t kColBlock = 8;          // keys (Q·Kᵀ) or head-dim channels
 constexpr int64_t kMaxChunkPositions = 64;
 constexpr int64_t kMaxScoreElements = int64_t{1} << 21;  // per-job score buffer bound
 constexpr int64_t kPvTileKeys = 256;     // keys per P·V tile
+// What a row's softmax found: keys to weigh, none visible, or a non-finite score.
+constexpr uint8_t kRowNormal = 0, kRowEmpty = 1, kRowNaN = 2;
 // fp32 sums of p8*v8 (|.| <= 255 * 128 = 32640) stay exact integers for up to 2^24 / 32640 keys.
 static_assert(kPvTileKeys * 255 * 128 <= (int64_t{1} << 24), "int8 P·V tiles must sum exactly in fp32");
 
@@ -297,6 +301,7 @@ struct Scratch {
   std::vector<T> o_rows;      // [rows_pad][d_pad]
   std::vector<double> o_exact;  // [rows_pad][d_pad], int8 mode with per-channel V
   std::vector<T> row_max, row_sum;
+  std::vector<uint8_t> row_state;    // kRowNormal / kRowEmpty / kRowNaN
   std::vector<float> row_factor;     // int8 mode: s_q * softmax_scale
   std::vector<float> k_token_scale;  // int8 mode with per-token K: [n]
   std::vector<int64_t> span_begin, span_end;  // per 4-row block: key panels computed
@@ -423,15 +428,19 @@ void run_job(const AttnCall& call, const Job& job, Scratch<T>& w) {
       continue;
     }
     float amax = 0.f;
+    bool has_nan = false;
     for (int64_t d = 0; d < head_dim; ++d) {
       float v = q_is_int8 ? x[d] * qs : x[d];
       if (k_mode == ScaleMode::kPerChannel) v *= w.k_channel_scale[d];
       x[d] = v;
       amax = amax_update(amax, v);
+      has_nan |= v != v;
     }
     const float s_q = query_scale_of(amax);
     for (int64_t d = 0; d < head_dim; ++d) qdst[d] = T(static_cast<float>(quantize_int8(x[d], s_q)));
-    w.row_factor[r] = s_q * p.softmax_scale;
+    // fmax-amax skips a NaN and quantize() maps it to 0: carry it in the row's factor instead, so
+    // that it reaches the scores (DESIGN.md §1 "Non-finite values").
+    w.row_factor[r] = has_nan ? std::numeric_limits<float>::quiet_NaN() : s_q * p.softmax_scale;
   }
 
   // ---- 2. S = Q·Kᵀ over the key panels each 4-row block may see ----
@@ -467,6 +476,7 @@ void run_job(const AttnCall& call, const Job& job, Scratch<T>& w) {
   // ---- 3. softmax per row: exact max, p = exp(S - m), l = sum p ----
   grow(w.row_max, rows_pad);
   grow(w.row_sum, rows_pad);
+  grow(w.row_state, rows_pad);
   const T neg_inf = -std::numeric_limits<T>::infinity();
   const bool has_mask = p.has_mask && call.mask.defined();
   const int64_t mask_stride = call.mask.ndim == 1 ? call.mask.strides[0] : 1;
@@ -481,6 +491,7 @@ void run_job(const AttnCall& call, const Job& job, Scratch<T>& w) {
       for (int64_t j = jb; j < je; ++j) srow[j] = T(0);
       w.row_max[r] = neg_inf;
       w.row_sum[r] = T(0);
+      w.row_state[r] = kRowEmpty;
       continue;
     }
     const int64_t i = row_pos_idx(r);
@@ -500,16 +511,24 @@ void run_job(const AttnCall& call, const Job& job, Scratch<T>& w) {
       if (k_mode == ScaleMode::kPerToken) sf *= w.k_token_scale[j];
       return T(sf);
     };
-    for (int64_t j = jb; j < global_end; ++j) srow[j] = score(j);
+    const int64_t mask_row = has_mask ? seq.mask_offset + i * seq.kv_len : 0;
+    // Visible scores, counted and screened for non-finite values; invisible ones become -inf.
+    int64_t num_visible = 0;
+    bool poisoned = false;  // a visible score is NaN or +inf
+    auto visit = [&](int64_t j) {
+      if (has_mask && mask_data[(mask_row + key_lo + j) * mask_stride] == 0) {
+        srow[j] = neg_inf;
+        return;
+      }
+      const T sj = score(j);
+      srow[j] = sj;
+      ++num_visible;
+      if (sj != sj || sj == -neg_inf) poisoned = true;
+    };
+    for (int64_t j = jb; j < global_end; ++j) visit(j);
     for (int64_t j = global_end; j < vis_begin; ++j) srow[j] = neg_inf;
-    for (int64_t j = vis_begin; j < vis_end; ++j) srow[j] = score(j);
+    for (int64_t j = vis_begin; j < vis_end; ++j) visit(j);
     for (int64_t j = vis_end; j < je; ++j) srow[j] = neg_inf;
-    if (has_mask) {
-      const int64_t mask_row = seq.mask_offset + i * seq.kv_len;
-      const int64_t end = std::min(je, vis_hi - key_lo);
-      for (int64_t j = jb; j < end; ++j)
-        if (mask_data[(mask_row + key_lo + j) * mask_stride] == 0) srow[j] = neg_inf;
-    }
     // Exact max: any association order gives the same value, so it is taken over 8 lanes.
     T lane_max[kColBlock];
     std::fill(lane_max, lane_max + kColBlock, neg_inf);
@@ -518,8 +537,12 @@ void run_job(const AttnCall& call, const Job& job, Scratch<T>& w) {
     T m = neg_inf;
     for (int64_t x = 0; x < kColBlock; ++x) m = std::max(m, lane_max[x]);
     w.row_max[r] = m;
+    // Non-finite values (DESIGN.md §1): no visible key -> an empty row (zeros, lse -inf); a visible
+    // NaN or +inf score, or visible scores that are all -inf (0/0) -> a NaN row (out and lse NaN).
+    // A -inf score among finite ones has weight exp(-inf) = 0.
+    w.row_state[r] = num_visible == 0 ? kRowEmpty : (poisoned || m == neg_inf ? kRowNaN : kRowNormal);
     T l = T(0);
-    if (m == neg_inf) {
+    if (w.row_state[r] != kRowNormal) {
       for (int64_t j = jb; j < je; ++j) srow[j] = T(0);
     } else {
       for (int64_t j = jb; j < je; ++j) {
@@ -556,10 +579,14 @@ void run_job(const AttnCall& call, const Job& job, Scratch<T>& w) {
     const T l = w.row_sum[r];
     const T* o = w.o_rows.data() + r * d_pad;
     float* y = w.tmp.data();
-    const bool empty = !(l > T(0));
+    const bool empty = w.row_state[r] == kRowEmpty;
+    const bool nan_row = w.row_state[r] == kRowNaN;
+    constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
     for (int64_t d = 0; d < head_dim; ++d) {
       if (empty) {
         y[d] = 0.f;
+      } else if (nan_row) {
+        y[d] = kNaN;
       } else if (int8_mode) {
         float v = static_cast<float>(o[d]) * (1.f / kPScale);
         if (v_mode == ScaleMode::kPerChannel) v *= w.v_channel_scale[d];
@@ -570,8 +597,9 @@ void run_job(const AttnCall& call, const Job& job, Scratch<T>& w) {
     }
     store_row_f32(out.data, out.dtype, t * out.strides[0] + h * out.strides[1], head_dim, y);
     if (p.has_lse && call.lse.defined()) {
-      const float lse = empty ? -std::numeric_limits<float>::infinity()
-                              : static_cast<float>(w.row_max[r] + std::log(l));
+      const float lse = empty     ? -std::numeric_limits<float>::infinity()
+                        : nan_row ? kNaN
+                                  : static_cast<float>(w.row_max[r] + std::log(l));
       store_f32(call.lse.data, call.lse.dtype, t * call.lse.strides[0] + h * call.lse.strides[1], lse);
     }
   }
