@@ -263,6 +263,29 @@ def demo_output_never_says_seed_library(kvq):
         check("seed" not in text.lower(), f"kvq {' '.join(args)} says 'seed'", r)
 
 
+@case
+def readme_lists_every_flag_with_its_default(kvq):
+    # README's flag tables match `kvq <command> --help`: every flag, its values and its default.
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    for cmd in ("demo", "bench"):
+        m = re.search(rf"<!-- cli:{cmd}:begin -->(.*?)<!-- cli:{cmd}:end -->", readme, re.S)
+        check(m, f"README.md has no <!-- cli:{cmd}:begin/end --> table")
+        rows = {}
+        for line in m.group(1).splitlines():
+            # Cells are split on "|"; values such as prefill\|decode escape theirs.
+            cells = [c.strip().replace("\0", "|") for c in line.replace("\\|", "\0").strip().strip("|").split("|")]
+            if len(cells) >= 2 and cells[0].startswith("`--"):
+                rows[cells[0].strip("`")] = cells[1].strip("`")
+        r = run(kvq, cmd, "--help")
+        flags = re.findall(r"^  (--\S+(?: \S+)?) +default: (\S+)$", r.stdout, re.M)
+        check(flags, f"kvq {cmd} --help lists no flags", r)
+        for flag, default in flags:
+            flag = flag.replace(" [true|false]", "")
+            check(rows.get(flag) == default, f"README's kvq {cmd} table: '{flag}' should have default '{default}', "
+                  f"has {rows.get(flag)!r}")
+        check(len(rows) == len(flags), f"README's kvq {cmd} table has {len(rows)} flags, --help {len(flags)}")
+
+
 # --- tools/demo.sh ----------------------------------------------------------------------------------
 
 def demo_sh_plan(nvidia_smi_script):
