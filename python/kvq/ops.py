@@ -80,14 +80,14 @@ def _torch_empty(shape, dtype, like):
     return _torch.empty(shape, dtype=dtype, device=like.device)
 
 
-def _torch_lengths(kv_lens, cu_kv_lens, func):
+def _torch_lengths(kv_lens, cu_kv_lens, func, check=False):
     if kv_lens is not None and cu_kv_lens is not None:
         raise ValueError(f"{func}: cu_kv_lens: expected kv_lens [B] or cu_kv_lens [B+1], got both")
     if cu_kv_lens is not None:
         if cu_kv_lens.dim() != 1 or cu_kv_lens.shape[0] < 1:
             raise ValueError(f"{func}: cu_kv_lens: expected a 1-D cumulative [batch_size + 1] tensor, got shape "
                              f"{list(cu_kv_lens.shape)}")
-        return (cu_kv_lens[1:] - cu_kv_lens[:-1]).to(_torch.int32)
+        return _fit_int32(cu_kv_lens[1:] - cu_kv_lens[:-1], func, "cu_kv_lens", _check(check))
     if kv_lens is None:
         raise ValueError(f"{func}: kv_lens: expected kv_lens [B] int32 (or cu_kv_lens= [B+1]), got None")
     return kv_lens
@@ -153,11 +153,59 @@ def _calibrate_impl(x, out, func="calibrate"):
 # Public API
 # --------------------------------------------------------------------------------------------------
 
-def _resolve_kv_lens(kv_lens, cu_kv_lens, func):
+_INT32_MIN, _INT32_MAX = -(2 ** 31), 2 ** 31 - 1
+
+
+def _fit_int32(x, func, arg, check):
+    """Integer lengths x as int32 without wrapping (2^32 + 7 must not become 7). Values outside int32
+    raise ValueError wherever that needs no device sync (CPU arrays), and with check=True (or
+    KVQ_DEBUG=1) on CUDA too; otherwise (CUDA, check=False: graph-capturable) they saturate to the
+    int32 range, which the kernels then clamp to the block table (docs/api.md "Hostile metadata")."""
+    if _arrays.dtype_name(x) == "int32":
+        return x
+    lib = _arrays.library_of(x)
+    if lib == "torch":
+        torch = _arrays.torch_module()
+        if x.is_floating_point():
+            return x.to(torch.int32)
+        if not x.is_cuda or check:
+            bad = (x < _INT32_MIN) | (x > _INT32_MAX)
+            if bool(bad.any()):
+                i = int(torch.nonzero(bad.reshape(-1))[0][0])
+                raise ValueError(f"{func}: {arg}: expected lengths that fit in int32, got {int(x.reshape(-1)[i])} "
+                                 f"at index {i}")
+        return x.clamp(_INT32_MIN, _INT32_MAX).to(torch.int32)
+    if hasattr(x, "astype") and hasattr(x, "dtype") and getattr(x.dtype, "kind", "i") in "iu":
+        on_device = _arrays.on_cuda(x)
+        if not on_device or check:
+            bad = (x < _INT32_MIN) | (x > _INT32_MAX)
+            if bool(bad.any()):
+                i = int(bad.reshape(-1).nonzero()[0][0])
+                raise ValueError(f"{func}: {arg}: expected lengths that fit in int32, got {int(x.reshape(-1)[i])} "
+                                 f"at index {i}")
+        if lib == "cupy":
+            import cupy as xp
+        else:
+            import numpy as xp
+        return xp.clip(x, _INT32_MIN, _INT32_MAX).astype("int32")
+    return _arrays.to_int32(x, func, arg)
+
+
+def _diff_int32(cu, func, arg, check):
+    """cu [B+1] cumulative (any integer dtype) -> lengths [B] int32, differenced in cu's dtype first and
+    checked / saturated by _fit_int32 (no wrap)."""
+    require_array(cu, func, arg)
+    if len(cu.shape) != 1 or cu.shape[0] < 1:
+        raise ValueError(f"{func}: {arg}: expected a 1-D cumulative [batch_size + 1] tensor, got shape "
+                         f"{list(cu.shape)}")
+    return _fit_int32(cu[1:] - cu[:-1], func, arg, check)
+
+
+def _resolve_kv_lens(kv_lens, cu_kv_lens, func, check=False):
     if kv_lens is not None and cu_kv_lens is not None:
         raise ValueError(f"{func}: cu_kv_lens: expected kv_lens [B] or cu_kv_lens [B+1], got both")
     if cu_kv_lens is not None:
-        return _arrays.diff_lengths(cu_kv_lens, func, "cu_kv_lens")
+        return _diff_int32(cu_kv_lens, func, "cu_kv_lens", _check(check))
     if kv_lens is None:
         raise ValueError(f"{func}: kv_lens: expected kv_lens [B] int32 (or cu_kv_lens= [B+1]), got None")
     return kv_lens
@@ -197,14 +245,14 @@ def paged_prefill(q, k_cache, v_cache, block_tables, cu_q_lens, kv_lens=None, *,
     opts = (bool(causal), float(softmax_scale or 0.0), str(layout), str(gqa_layout), _window(local_window, -1),
             _window(global_window, 0), str(compute), str(path), _check(check))
     if _is_torch(q):
-        kv_lens = _torch_lengths(kv_lens, cu_kv_lens, func)
+        kv_lens = _torch_lengths(kv_lens, cu_kv_lens, func, check)
         if out is None:
             out = _torch_empty(q.shape, _torch.bfloat16 if q.dtype == _torch.int8 else q.dtype, q)
         lse = _torch_empty(q.shape[:2], _torch.float32, q) if return_lse else None
         _tops.paged_prefill(q, k_cache, v_cache, block_tables, cu_q_lens, kv_lens, k_scale, v_scale, q_scale, mask,
                             out, lse, *opts)
         return (out, lse) if return_lse else out
-    kv_lens = _resolve_kv_lens(kv_lens, cu_kv_lens, func)
+    kv_lens = _resolve_kv_lens(kv_lens, cu_kv_lens, func, check)
     require_array(q, func, "q")
     mask = _arrays.bool_as_uint8(mask)
     ctx = Context(q)
@@ -235,13 +283,13 @@ def paged_decode(q, k_cache, v_cache, block_tables, kv_lens=None, *, k_scale=Non
     opts = (float(softmax_scale or 0.0), str(layout), str(gqa_layout), _window(local_window, -1),
             _window(global_window, 0), _check(check), int(num_splits))
     if _is_torch(q):
-        kv_lens = _torch_lengths(kv_lens, cu_kv_lens, func)
+        kv_lens = _torch_lengths(kv_lens, cu_kv_lens, func, check)
         if out is None:
             out = _torch_empty(q.shape, q.dtype, q)
         lse = _torch_empty(q.shape[:2], _torch.float32, q) if return_lse else None
         _tops.paged_decode(q, k_cache, v_cache, block_tables, kv_lens, k_scale, v_scale, out, lse, *opts)
         return (out, lse) if return_lse else out
-    kv_lens = _resolve_kv_lens(kv_lens, cu_kv_lens, func)
+    kv_lens = _resolve_kv_lens(kv_lens, cu_kv_lens, func, check)
     require_array(q, func, "q")
     ctx = Context(q)
     if out is None:

@@ -51,9 +51,11 @@ def prefill(q, k_cache, v_cache, k_scale, v_scale, block_tables, cu_seqlens_q, c
       cu_kv_lens=cu_total_seq_lens, k_scale=k_scale, v_scale=v_scale, q_scale=query_scale, compute=...).
     """
     func = "mojo.prefill"
-    kv_lens = _arrays.diff_lengths(cu_total_seq_lens, func, "cu_total_seq_lens")
+    check = _ops._check(False)
+    kv_lens = _ops._diff_int32(cu_total_seq_lens, func, "cu_total_seq_lens", check)
+    _arrays.require_array(cu_seqlens_q, func, "cu_seqlens_q")
     return _ops.paged_prefill(q, k_cache, v_cache, _int32(block_tables, func, "block_tables"),
-                              _int32(cu_seqlens_q, func, "cu_seqlens_q"), kv_lens, k_scale=k_scale,
+                              _ops._fit_int32(cu_seqlens_q, func, "cu_seqlens_q", check), kv_lens, k_scale=k_scale,
                               v_scale=v_scale, causal=causal, softmax_scale=softmax_scale, layout=layout,
                               gqa_layout=gqa_layout, local_window=local_window, global_window=global_window,
                               out=out, q_scale=query_scale, compute=_compute_of(compute_dtype, func))
@@ -74,17 +76,28 @@ def decode(q, k_cache, v_cache, k_scale, v_scale, block_tables, cu_total_seq_len
     """
     func = "mojo.decode"
     _compute_of(compute_dtype, func)
-    kv_lens = _arrays.diff_lengths(cu_total_seq_lens, func, "cu_total_seq_lens")
+    kv_lens = _ops._diff_int32(cu_total_seq_lens, func, "cu_total_seq_lens", _ops._check(False))
     return _ops.paged_decode(q, k_cache, v_cache, _int32(block_tables, func, "block_tables"), kv_lens,
                              k_scale=k_scale, v_scale=v_scale, softmax_scale=softmax_scale, layout=layout,
                              gqa_layout=gqa_layout, local_window=local_window, global_window=global_window,
                              out=out)
 
 
+def _raise_past_table(t, seq, pos, block_tables, page_size):
+    b, p = int(seq[t]), int(pos[t])
+    width = int(block_tables.shape[1])
+    raise ValueError(f"mojo.slot_mapping: prefix_lens: expected prefix_lens[b] + new tokens of sequence b <= "
+                     f"block_tables.shape[1] * page_size = {width} * {page_size} = {width * page_size}, got position "
+                     f"{p} for token {t} of sequence {b} (past its block table: it would overwrite a cached token)")
+
+
 def slot_mapping(block_tables, cu_seqlens, prefix_lens, num_tokens, page_size):
     """Slots [num_tokens] int64 of new tokens: token t of sequence b (cu_seqlens[b] <= t < cu_seqlens[b+1])
     lands at position prefix_lens[b] + (t - cu_seqlens[b]); -1 (skip) for padded sequences
-    (prefix_lens[b] < 0) and for tokens past cu_seqlens[-1]. Computed in the arrays' library, on their device."""
+    (prefix_lens[b] < 0), for tokens past cu_seqlens[-1] and where the block table holds -1. Computed in
+    the arrays' library, on their device. A position at or past block_tables.shape[1] * page_size raises
+    ValueError (it has no block: writing it anywhere would overwrite a cached token); for device arrays
+    that check reads one flag back (a sync)."""
     lib = _arrays.library_of(block_tables)
     if lib == "torch":
         torch = _arrays.torch_module()
@@ -97,7 +110,11 @@ def slot_mapping(block_tables, cu_seqlens, prefix_lens, num_tokens, page_size):
         valid = (seq >= 0) & (seq < batch)
         seq_c = seq.clamp(0, max(batch - 1, 0))
         pos = prefix[seq_c] + t - cu[seq_c]
-        blk_idx = (pos.clamp(min=0) // page_size).clamp(max=block_tables.shape[1] - 1)
+        live = valid & (prefix[seq_c] >= 0)
+        past = live & (pos >= int(block_tables.shape[1]) * page_size)
+        if bool(past.any()):
+            _raise_past_table(int(torch.nonzero(past)[0][0]), seq_c, pos, block_tables, page_size)
+        blk_idx = (pos.clamp(min=0) // page_size).clamp(min=0, max=max(block_tables.shape[1] - 1, 0))
         blk = block_tables.to(torch.int64)[seq_c, blk_idx]
         slot = blk * page_size + pos.clamp(min=0) % page_size
         ok = valid & (prefix[seq_c] >= 0) & (blk >= 0)
@@ -116,7 +133,11 @@ def slot_mapping(block_tables, cu_seqlens, prefix_lens, num_tokens, page_size):
     valid = (seq >= 0) & (seq < batch)
     seq_c = xp.clip(seq, 0, max(batch - 1, 0))
     pos = prefix[seq_c] + t - cu[seq_c]
-    blk_idx = xp.minimum(xp.maximum(pos, 0) // page_size, bt.shape[1] - 1)
+    live = valid & (prefix[seq_c] >= 0)
+    past = live & (pos >= int(bt.shape[1]) * page_size)
+    if bool(past.any()):
+        _raise_past_table(int(past.nonzero()[0][0]), seq_c, pos, bt, page_size)
+    blk_idx = xp.clip(xp.maximum(pos, 0) // page_size, 0, max(bt.shape[1] - 1, 0))
     blk = bt[seq_c, blk_idx]
     slot = blk * page_size + xp.maximum(pos, 0) % page_size
     ok = valid & (prefix[seq_c] >= 0) & (blk >= 0)
