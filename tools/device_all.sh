@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tools/device_all.sh — the one-call build-check-time run on the device machine (H100/H200).
+# tools/device_all.sh — the one-call build-check-time run on a GPU host (H100/H200).
 #
 # Build here first (no GPU needed), into the git-ignored folder .devbin that the call carries:
 #   tools/device_prep.sh            (CUDA 90a build: kvq_gpu_tests, the kvq CLI, the Python module for 3.12)
@@ -7,7 +7,7 @@
 # Steps, each logged under $OUT/logs (returned as one archive, logs.tgz, plus summary.txt):
 #   1. nvidia-smi; 2. the GPU suite + compute-sanitizer memcheck/racecheck (tools/gpu_check.sh);
 #   3. the Python suite on CUDA tensors (torch 2.11 there); 4. `kvq demo --json` on the GPU;
-#   5. bench/peers.py: kvq vs torch SDPA flash/cuDNN and the seed's design, same process, same GPU.
+#   5. bench/peers.py: kvq vs torch SDPA flash/cuDNN and the mojo_opset PR #361 design, same process, same GPU.
 # STEPS (env) picks a subset, e.g. STEPS="suite peers".
 set -u
 OUT=${OUT:-./device_out}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tools/device_prep.sh — builds, here, what tools/device_all.sh runs on the device machine, into
+# tools/device_prep.sh — builds, here, what tools/device_all.sh runs on the GPU host, into
 # .devbin/ (git-ignored, carried by the device call): kvq_gpu_tests and the kvq CLI (CUDA, sm_90a,
 # static cudart and gtest) and the Python package built for the device's Python 3.12.
 set -euo pipefail

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tools/gpu_check.sh — the one-call GPU check, run on the device machine.
+# tools/gpu_check.sh — the one-call GPU check, run on a GPU host.
 #
 # Usage (from the repository root):
 #   tools/gpu_check.sh [path/to/kvq_gpu_tests]          (default: .devbin-gpu/kvq_gpu_tests)

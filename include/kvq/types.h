@@ -11,10 +11,10 @@ enum class Device : int8_t { kCPU, kCUDA };
 enum class KvLayout : int8_t { kHND, kNHD };
 // kGrouped ("AABB"): kv head of q head h is h / group_size. kInterleaved ("ABAB"): h % num_kv_heads.
 enum class GqaLayout : int8_t { kGrouped, kInterleaved };
-// Scale granularity of an int8 cache (DESIGN.md §1). kNone: bf16/fp16 cache, no scales.
+// Scale granularity of an int8 cache (docs/design.md §1). kNone: bf16/fp16 cache, no scales.
 enum class ScaleMode : int8_t { kNone, kPerChannel, kPerToken };
 // kNative: Q·Kᵀ and P·V in the query's float dtype (bf16/fp16) with fp32 accumulation.
-// kInt8: SageAttention-style int8 products (DESIGN.md §1 "Compute modes").
+// kInt8: SageAttention-style int8 products (docs/design.md §1 "Compute modes").
 enum class ComputeMode : int8_t { kNative, kInt8 };
 enum class PrefillPath : int8_t { kAuto, kFused, kDequant, kGeneric };
 

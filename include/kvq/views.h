@@ -55,7 +55,7 @@ struct PagedKvCache {
   KvLayout layout = KvLayout::kHND;
 };
 
-// Visibility of key j to the query at absolute position p (DESIGN.md §1):
+// Visibility of key j to the query at absolute position p (docs/design.md §1):
 //   (!causal || j <= p) && (local_window < 0 || p - j <= local_window || j < global_window)
 struct MaskOptions {
   bool causal = true;
@@ -113,7 +113,7 @@ struct DecodeArgs {
   void* stream = nullptr;
 };
 
-// Quantize-and-write new tokens into the pages (DESIGN.md §1 "Writing the cache").
+// Quantize-and-write new tokens into the pages (docs/design.md §1 "Writing the cache").
 struct AppendArgs {
   TensorView k_new;         // [num_tokens, num_kv_heads, head_dim] bf16/fp16/fp32
   TensorView v_new;         // [num_tokens, num_kv_heads, head_dim]

@@ -3,7 +3,7 @@
 Native API (python/README.md has the full reference):
   paged_prefill, paged_decode, append, dequantize_blocks, calibrate, PagedPrefill (= Plan),
   cuda_built, cuda_available, fast_head_dims.
-Drop-in functions with the seed operator library's signatures: kvq.compat.mojo.
+Drop-in functions with mojo_opset's signatures (mojo_opset PR #361): kvq.compat.mojo.
 
 Tensors are any DLPack producers (torch, numpy, cupy), viewed without copies. With torch installed,
 the ops are also registered as torch.ops.kvq.* (torch.compile, CUDA graphs); set KVQ_NO_TORCH=1 to

@@ -22,7 +22,7 @@
 //   workspace_bytes = sum of the three rounded parts.
 // num_referenced_blocks comes from the plan's host lengths. A run whose device lengths reference
 // more blocks than the plan counted must still not write past parts 0/1: the CUDA kernel must
-// skip (or fail on) references whose compact id reaches plan.num_referenced_blocks (DESIGN.md §3:
+// skip (or fail on) references whose compact id reaches plan.num_referenced_blocks (docs/design.md §3:
 // never out of bounds, whatever the metadata holds).
 #include "src/core/plan.h"
 

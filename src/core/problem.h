@@ -39,7 +39,7 @@ inline int64_t kv_head_of(const AttnProblem& p, int64_t h) {
   return p.gqa_layout == GqaLayout::kGrouped ? h / p.group_size : h % p.num_kv_heads;
 }
 
-// Visibility of key j for the query at absolute position pos (DESIGN.md §1), mask aside.
+// Visibility of key j for the query at absolute position pos (docs/design.md §1), mask aside.
 inline bool is_visible(const AttnProblem& p, int64_t pos, int64_t j) {
   if (p.causal && j > pos) return false;
   if (p.local_window >= 0 && !(pos - j <= p.local_window || j < p.global_window)) return false;

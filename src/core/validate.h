@@ -1,4 +1,4 @@
-// src/core/validate.h — the host-side checks of every entry point (DESIGN.md §3).
+// src/core/validate.h — the host-side checks of every entry point (docs/design.md §3).
 //
 // validate_* read only shapes, dtypes, strides, devices and options: they never touch tensor
 // data, so they serve CPU and CUDA tensors alike, and they run before anything is launched or

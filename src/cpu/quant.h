@@ -1,7 +1,7 @@
 // src/cpu/quant.h — the int8 KV-cache format, as inline functions.
 //
 // This header *defines* the quantization that every kvq kernel reproduces bit-exactly
-// (DESIGN.md §1). All arithmetic is fp32, IEEE, no fused multiply-add and no fast-math:
+// (docs/design.md §1). All arithmetic is fp32, IEEE, no fused multiply-add and no fast-math:
 //
 //   quantize(x, scale)  = clamp(round_half_even(x / scale), -128, 127)
 //                         x / scale is an IEEE fp32 division (CUDA: '/' with the default
@@ -11,7 +11,7 @@
 //   per_token_scale(a)  = fmaxf(a / 127, 1e-8)     a = fmaxf-reduction of |x| over head_dim
 //   calibrate_scale(a)  = fmaxf(a / 127, 1e-5)     a = fmaxf-reduction of |x| over tokens
 //   quantize_p(p)       = round_half_even(p * 255)  p in [0, 1]: int8-compute probabilities, as
-//                         uint8 with scale 1/255 (DESIGN.md §1 allows 1/127 or 1/255; 1/127 misses
+//                         uint8 with scale 1/255 (docs/design.md §1 allows 1/127 or 1/255; 1/127 misses
 //                         the 3e-2 bound on long flat rows, see docs/perf-notes.md)
 //   quantize_q(x, s)    = quantize(x, s) with s = query_scale(max|x|): the int8-compute query
 //   query_scale(a)      = a / 127, or 1 when that is below 1e-6

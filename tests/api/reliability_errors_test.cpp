@@ -306,7 +306,7 @@ TEST_F(Reliability, AppendNaNInPaddingTokenAccepted) {
 }
 
 TEST_F(Reliability, AppendInfIntoBf16CacheAccepted) {
-  // A bf16 cache holds Inf as it is; attention then propagates it (DESIGN.md §1).
+  // A bf16 cache holds Inf as it is; attention then propagates it (docs/design.md §1).
   std::vector<uint16_t> kc(kCacheElems, 0), vc(kCacheElems, 0);
   kvq::AppendArgs a = append;
   a.kv.k_cache = TensorView::make(kc.data(), DType::kBFloat16, {kBlocks, kHkv, kPage, kD});

@@ -1,4 +1,4 @@
-// tests/common/compare.h — comparing a kernel's output with the reference (DESIGN.md §5).
+// tests/common/compare.h — comparing a kernel's output with the reference (docs/design.md §5).
 //
 // Our criterion: rel_err = ||out - ref||_2 / ||ref||_2 per (sequence, head), over that sequence's
 // rows and all dims; NaN/Inf in out never passes (rel_err = inf); rows whose reference has no

@@ -97,7 +97,7 @@ int64_t token_scale_offset(const TensorView& scale, KvLayout layout, int64_t blo
 // Whether a scale tensor is per-token (3-D) or per-channel (2-D).
 ScaleMode scale_mode_of(const TensorView& scale);
 
-// The quantization definitions of DESIGN.md §1, written independently of src/cpu:
+// The quantization definitions of docs/design.md §1, written independently of src/cpu:
 // round-half-even of x / scale (fp32 division), clamped to [-128, 127].
 int8_t ref_quantize(float x, float scale);
 // max(amax / 127, 1e-8) in fp32.

@@ -42,7 +42,7 @@ int64_t kv_head(const Problem& p, int64_t h) {
   return p.gqa == GqaLayout::kGrouped ? h / group : h % p.num_kv_heads;
 }
 
-// DESIGN.md §1: visible(i,j) = (!causal || j <= pos) && (local < 0 || pos - j <= local || j < global).
+// docs/design.md §1: visible(i,j) = (!causal || j <= pos) && (local < 0 || pos - j <= local || j < global).
 bool visible(const Problem& p, int64_t pos, int64_t j) {
   if (p.causal && j > pos) return false;
   if (p.local_window >= 0 && !(pos - j <= p.local_window || j < p.global_window)) return false;

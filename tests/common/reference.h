@@ -1,4 +1,4 @@
-// tests/common/reference.h — the naive reference of DESIGN.md §1, written from the spec and
+// tests/common/reference.h — the naive reference of docs/design.md §1, written from the spec and
 // independently of src/ (nothing here includes or copies src/cpu).
 //
 // Everything reads plain CPU kvq::TensorViews element by element (any dtype, any strides), so
@@ -15,7 +15,7 @@
 
 namespace kvq::test {
 
-// Which numerics the reference models (DESIGN.md §1 "Compute modes").
+// Which numerics the reference models (docs/design.md §1 "Compute modes").
 enum class RefCompute {
   kExact,   // fp64 everywhere: the oracle
   kRoundP,  // as kExact, but P = exp(S - max) rounded to the query dtype (bf16/fp16) before P·V,
@@ -50,7 +50,7 @@ std::vector<RefOutput> reference_prefill(const PrefillArgs& args, const std::vec
 RefOutput reference_decode(const DecodeArgs& args, RefCompute compute = RefCompute::kExact);
 std::vector<RefOutput> reference_decode(const DecodeArgs& args, const std::vector<RefCompute>& computes);
 
-// Naive append (DESIGN.md §1 "Writing the cache") into CPU views: token n goes to block
+// Naive append (docs/design.md §1 "Writing the cache") into CPU views: token n goes to block
 // slot/page_size, position slot%page_size; slot < 0 is skipped. int8 caches: per-channel
 // scales are read; per-token scales are computed as max(amax/127, 1e-8), stored (in the scale
 // tensor's dtype) and the stored value is used to quantize. bf16/fp16 caches: values rounded.

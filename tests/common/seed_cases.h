@@ -1,4 +1,4 @@
-// tests/common/seed_cases.h — the seed's accuracy matrix (/work/shared/seed-cases.md) as data,
+// tests/common/seed_cases.h — mojo_opset's accuracy matrix (the tests of mojo_opset PR #361) as data,
 // shared by the CPU suite, the GPU suite and the benchmarks.
 #pragma once
 #include <cstdint>
@@ -31,7 +31,7 @@ constexpr double kSeedPrefillTol = 5e-2;
 constexpr double kSeedPrefillFrac = 0.90;
 constexpr double kSeedDecodeTol = 2e-2;
 
-// Lengths of one seed case, drawn the way the seed draws them (seed-cases.md):
+// Lengths of one seed case, drawn the way the tests of mojo_opset PR #361 draw them:
 //   q_len_b  = ((randint(Q/2, Q) + b) % (Q-1)) + 1
 //   prefix_b = KC == 0 ? 0 : ((randint(KC/2, KC) + b) % (KC-1)) + 1;  kv_len_b = q_len_b + prefix_b
 // Decode: q_len_b = 1, kv_len_b = ((randint(S/2, S) + b) % (S-1)) + 1.

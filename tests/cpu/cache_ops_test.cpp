@@ -255,7 +255,7 @@ TEST(Append, SkippedSlotsLeaveCacheUntouched) {
 }
 
 TEST(Append, OutOfRangeSlots) {
-  // DESIGN.md §3: kernels never write out of bounds whatever the metadata holds; with check=true
+  // docs/design.md §3: kernels never write out of bounds whatever the metadata holds; with check=true
   // the bad slot is reported as a kvq::Error naming slot_mapping and nothing is written.
   PagedCaseSpec s = cache_spec(365, 64, 16);
   const int64_t capacity = slot_capacity(s);

@@ -1,7 +1,7 @@
 // tests/cpu/cpu_backend_selftest.cpp — properties of the CPU backend's own implementation
 // (src/cpu), beside the accuracy tests against the naive fp64 reference (prefill_*_test.cpp):
 //
-//   - Fp32Twin: the backend's fp32 numerics are exactly the recipe of DESIGN.md §1, written
+//   - Fp32Twin: the backend's fp32 numerics are exactly the recipe of docs/design.md §1, written
 //     here as the most naive loops (per row: dot products summed over head_dim in order, exact
 //     row max, p = expf(s - m), l summed in key order, P rounded to the query dtype or to
 //     round(p*255), O summed in key order). The backend's tiled, threaded, vectorized code must
@@ -439,7 +439,7 @@ TEST(CpuBackendFp64, AgreesWithTheFp64ReferenceToOutputRounding) {
     const LseStats l = compare_lse(a.lse, ref, c.total_q);
     EXPECT_LE(l.max_abs, 1e-5) << l.describe();
     EXPECT_EQ(l.num_mismatch, 0) << l.describe();
-    // And the fp32 native mode is within DESIGN.md's bf16 tolerance of it.
+    // And the fp32 native mode is within docs/design.md's bf16 tolerance of it.
     c.poison_outputs();
     paged_prefill(a);
     const ErrorStats en = compare_output(a.out, ref, c.cu_q_lens_host);

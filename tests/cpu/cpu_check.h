@@ -17,7 +17,7 @@
 
 namespace kvq::test {
 
-// Our criterion for bf16 compute against the fp64 reference (DESIGN.md §5).
+// Our criterion for bf16 compute against the fp64 reference (docs/design.md §5).
 constexpr double kTolNative = 1e-2;
 // int8 compute against the fp64 reference.
 constexpr double kTolInt8 = 3e-2;

@@ -62,7 +62,7 @@ TEST(PrefillFeatures, NonCausalEmptyKvGivesZeros) {
 }
 
 TEST(PrefillFeatures, SeedBucketPadding) {
-  // seed-cases.md: T = 8 slots, cu_q_lens = [0,1,2,3,4,4,4], kv_lens = [1,1,1,1,0,0], Hq 4, Hkv 2,
+  // mojo_opset PR #361's tests: T = 8 slots, cu_q_lens = [0,1,2,3,4,4,4], kv_lens = [1,1,1,1,0,0], Hq 4, Hkv 2,
   // D 128, bs 16, table rows 4-5 all -1: only out[:4] is defined, rows 4..7 must stay untouched.
   PagedCaseSpec s = base_spec(14, {1, 1, 1, 1, 0, 0}, {1, 1, 1, 1, 0, 0});
   s.num_qo_heads = 4;

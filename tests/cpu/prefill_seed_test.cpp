@@ -1,4 +1,4 @@
-// The seed's 16 prefill configurations (seed-cases.md) on the CPU backend, against the naive
+// mojo_opset's 16 prefill configurations (the tests of its PR #361) on the CPU backend, against the naive
 // fp64 reference: both GQA layouts in bf16 compute, and int8 compute; our criterion (<= 1e-2
 // per sequence and head; 3e-2 for int8), the seed's (atol = rtol = 5e-2, >= 90% within), a tight
 // check against the reference that models bf16 compute (P rounded to bf16), and lse.
@@ -103,8 +103,8 @@ TEST_P(SeedPrefill, MatchesReference) {
   }
 }
 
-// int8 compute (grouped layout): against the fp64 reference (DESIGN.md §5: <= 3e-2) and against
-// the int8-compute model of DESIGN.md §1 (the CPU backend implements that model: <= 1e-2).
+// int8 compute (grouped layout): against the fp64 reference (docs/design.md §5: <= 3e-2) and against
+// the int8-compute model of docs/design.md §1 (the CPU backend implements that model: <= 1e-2).
 TEST_P(SeedPrefill, Int8ComputeMatchesReference) {
   BuiltCase b = build(GetParam());
   PagedCase& c = b.c;

@@ -143,7 +143,7 @@ TEST_P(TcScales, MatchesReference) {
   s.v_scale_mode = v_mode;
   s.scale_dtype = scale_dtype;
   s.num_outlier_channels = 3;
-  // A per-channel K scale is folded into Q and q*k_scale rounded to the q dtype (DESIGN.md §1
+  // A per-channel K scale is folded into Q and q*k_scale rounded to the q dtype (docs/design.md §1
   // identity; the dequant path rounds k*k_scale the same way): with 10x outlier channels the
   // logits are large and bf16 rounding (2^-9 relative) moves lse by up to ~3e-2 absolute (measured
   // on H100: 2.1e-2..2.9e-2 for bf16 q, < 1e-2 for fp16 q) while out stays ~3e-3 relative.

@@ -1,6 +1,6 @@
 """Test helpers: paged int8 caches built in numpy and the fp64 references of every kvq op.
 
-Written from DESIGN.md §1 alone (not from src/): the references dequantize the same int8 bytes
+Written from docs/design.md §1 alone (not from src/): the references dequantize the same int8 bytes
 and scales the library reads, so a comparison measures the kernel's error, not quantization's.
 """
 import math
@@ -9,7 +9,7 @@ import numpy as np
 
 
 # ---------------------------------------------------------------------------------------------
-# Quantization (DESIGN.md §1, src/cpu/quant.h's definition): fp32 IEEE division, round half even.
+# Quantization (docs/design.md §1, src/cpu/quant.h's definition): fp32 IEEE division, round half even.
 # ---------------------------------------------------------------------------------------------
 
 def quantize(x, scale):

@@ -1,4 +1,4 @@
-"""The seed's accuracy matrix (shared/seed-cases.md) and its data-generation rules, library-neutral
+"""mojo_opset's accuracy matrix (the tests of mojo_opset PR #361) and its data-generation rules, library-neutral
 (lengths and tables as numpy arrays; the tests build tensors from them)."""
 import math
 

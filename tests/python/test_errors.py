@@ -230,7 +230,7 @@ def test_error_kinds_map_to_python_exceptions(kind, exc):
 
 def test_debug_mode_turns_data_checks_on(monkeypatch):
     # kv_len < q_len under causal is a device-data check: off by default, on with check=True or in
-    # debug mode (KVQ_DEBUG=1, DESIGN.md §3).
+    # debug mode (KVQ_DEBUG=1, docs/design.md §3).
     c, kw = base_prefill()
     kw["kv_lens"] = np.array([1, 3], np.int32)  # sequence 0: q_len 2 > kv_len 1
     call_prefill(kw)  # check off: runs (rows of sequence 0 see what is visible)

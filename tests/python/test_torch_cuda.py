@@ -10,7 +10,7 @@ import zlib
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch", reason="torch is not installed (the torch/CUDA tests run on the GPU machine)")
+torch = pytest.importorskip("torch", reason="torch is not installed (the torch/CUDA tests need torch; run them where it is installed)")
 
 import kvq  # noqa: E402
 from kvq.compat import mojo  # noqa: E402

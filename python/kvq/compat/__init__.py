@@ -1,2 +1,2 @@
-"""Drop-in replacements for other libraries' operators (kvq.compat.mojo: the seed's)."""
+"""Drop-in replacements for other libraries' operators (kvq.compat.mojo: mojo_opset's)."""
 from . import mojo  # noqa: F401
