@@ -10,7 +10,7 @@
 // fp64 from the same stored q / cache / scale values (so only kernel error is measured); relative
 // L2 error per (sequence, q head) must be <= 1e-2, no NaN, lse within 1e-2 (abs).
 // Timing: CUDA events, warm-up, median of N; TFLOP/s = 4 * Hq * D * visible_pairs / t. The dequant
-// path (the seed's design) is emulated by a compact int8 -> bf16 dequant kernel over the referenced
+// path (the design of mojo_opset PR #361) is emulated by a compact int8 -> bf16 dequant kernel over the referenced
 // blocks followed by the bf16 tensor-core kernel; both are timed together.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -402,7 +402,7 @@ CheckResult check(const Data& d, const std::vector<uint16_t>& out, const std::ve
   return r;
 }
 
-// The seed's design for comparison: dequantize the referenced blocks into a compact bf16 cache
+// The mojo_opset PR #361 design for comparison: dequantize the referenced blocks into a compact bf16 cache
 // (HND) with a remapped table, then run the bf16 kernel on it.
 __global__ void dequant_compact_kernel(const int8_t* __restrict__ cache, const float* __restrict__ scale,
                                        const int32_t* __restrict__ src_blocks, __nv_bfloat16* __restrict__ out,
@@ -538,13 +538,13 @@ int main(int argc, char** argv) {
     c.lse = false; c.name = "hd128_bf16_nolse"; add(c);
   }
   {
-    Cfg c;  // seed-like larger: M_BF16_H24_VARLEN analogue
-    c.name = "seed_h24_varlen_i8"; c.B = 2; c.Hq = 24; c.Hkv = 6; c.D = 128; c.page = 32;
+    Cfg c;  // mojo_opset-like larger: M_BF16_H24_VARLEN analogue
+    c.name = "mojo_h24_varlen_i8"; c.B = 2; c.Hq = 24; c.Hkv = 6; c.D = 128; c.page = 32;
     c.q_lens = {255, 17}; c.kv_lens = {255 + 129, 17 + 100}; c.kv_int8 = true; c.scale_dtype = DType::kBFloat16;
     add(c);
-    c.name = "seed_d192_blk256_i8"; c.B = 2; c.Hq = 20; c.Hkv = 5; c.D = 192; c.page = 256;
+    c.name = "mojo_d192_blk256_i8"; c.B = 2; c.Hq = 20; c.Hkv = 5; c.D = 192; c.page = 256;
     c.q_lens = {193, 77}; c.kv_lens = {193 + 769, 77 + 400}; add(c);
-    c.name = "seed_d80_blk64_bf16"; c.Hq = 24; c.Hkv = 6; c.D = 80; c.page = 64; c.kv_int8 = false; add(c);
+    c.name = "mojo_d80_blk64_bf16"; c.Hq = 24; c.Hkv = 6; c.D = 80; c.page = 64; c.kv_int8 = false; add(c);
   }
 
   if (only > 0 && only < cases.size()) cases.resize(only);
