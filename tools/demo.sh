@@ -6,10 +6,11 @@
 # compiled, even where nvcc is installed) into ${KVQ_BUILD_DIR:-build-cpu}, so it never flips a CUDA
 # build dir to CPU-only. Only the `kvq` binary is built. tools/test.sh (and CI) still build every
 # CUDA source when nvcc exists. Arguments go to `kvq demo` (e.g. --random-queries, --json).
-# KVQ_DEMO_DRY_RUN=1 prints the choice and exits (the tests use it).
+# KVQ_DEMO_DRY_RUN=1 prints the choice and exits; KVQ_NVIDIA_SMI names the nvidia-smi to ask (the
+# tests use both).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if gpus=$(nvidia-smi -L 2>/dev/null) && grep -q '^GPU ' <<<"$gpus"; then
+if gpus=$("${KVQ_NVIDIA_SMI:-nvidia-smi}" -L 2>/dev/null) && grep -q '^GPU ' <<<"$gpus"; then
   build=${KVQ_BUILD_DIR:-build}
   cuda=${KVQ_CUDA:-AUTO}
   echo "demo.sh: GPU found ($(grep -m1 '^GPU ' <<<"$gpus")): CUDA build (KVQ_CUDA=$cuda), build dir $build"

@@ -289,14 +289,14 @@ def readme_lists_every_flag_with_its_default(kvq):
 # --- tools/demo.sh ----------------------------------------------------------------------------------
 
 def demo_sh_plan(nvidia_smi_script):
-    """tools/demo.sh's dry run with a fake nvidia-smi (None: none on PATH at all)."""
+    """tools/demo.sh's dry run asking a fake nvidia-smi (None: a path where there is none)."""
     with tempfile.TemporaryDirectory() as d:
+        p = os.path.join(d, "nvidia-smi")
         if nvidia_smi_script is not None:
-            p = os.path.join(d, "nvidia-smi")
             with open(p, "w") as f:
                 f.write("#!/bin/sh\n" + nvidia_smi_script + "\n")
             os.chmod(p, os.stat(p).st_mode | stat.S_IEXEC)
-        env = dict(os.environ, KVQ_DEMO_DRY_RUN="1", PATH=d + os.pathsep + "/usr/bin:/bin")
+        env = dict(os.environ, KVQ_DEMO_DRY_RUN="1", KVQ_NVIDIA_SMI=p)
         env.pop("KVQ_BUILD_DIR", None)
         env.pop("KVQ_CUDA", None)
         return run("bash", os.path.join(ROOT, "tools", "demo.sh"), env=env, timeout=60)
