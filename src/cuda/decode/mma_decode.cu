@@ -118,6 +118,21 @@ bool mma_decode_supports_shape(const detail::AttnProblem& p, int64_t max_q_len) 
 bool mma_decode_supports_views(const PagedKvCache& kv, const TensorView& q, const detail::AttnProblem& p) {
   const int64_t eb = static_cast<int64_t>(dtype_size(p.kv_dtype));
   if (!rows_aligned16(kv.k_cache, eb) || !rows_aligned16(kv.v_cache, eb)) return false;
+  // 32-bit in-block addressing: every byte stride and in-block offset < 2^31.
+  const bool hnd = kv.layout == KvLayout::kHND;
+  for (const TensorView* t : {&kv.k_cache, &kv.v_cache}) {
+    const int64_t sh = hnd ? t->strides[1] : t->strides[2], sp = hnd ? t->strides[2] : t->strides[1];
+    if (t->strides[0] * eb >= (int64_t{1} << 31) || t->strides[0] < 0 || sh < 0 || sp < 0) return false;
+    if ((sh * (p.num_kv_heads - 1) + sp * (p.page_size - 1) + p.head_dim) * eb >= (int64_t{1} << 31)) return false;
+  }
+  for (int i = 0; i < 2 && p.kv_dtype == DType::kInt8; ++i) {
+    const TensorView& sc = i == 0 ? kv.k_scale : kv.v_scale;
+    const ScaleMode mode = i == 0 ? p.k_scale_mode : p.v_scale_mode;
+    if (mode != ScaleMode::kPerToken) continue;
+    int64_t far = 0;
+    for (int d = 0; d < sc.ndim; ++d) far += (sc.shape[d] - 1) * sc.strides[d];
+    if (far >= (int64_t{1} << 31)) return false;
+  }
   // q is read two elements at a time.
   if (reinterpret_cast<uintptr_t>(q.data) % 4 != 0 || q.strides[0] % 2 != 0 || q.strides[1] % 2 != 0) return false;
   // Per-token scales are copied with 4-byte cp.async: fp32 only (per-channel scales: any dtype).
@@ -199,6 +214,13 @@ void launch_mma_decode(const MmaDecodeLaunch& L, const detail::AttnProblem& p, i
   prm.global_window = p.global_window;
   prm.gqa_interleaved = p.gqa_layout == GqaLayout::kInterleaved;
   prm.page_aligned = p.page_size % 16 == 0;
+  const int64_t eb = static_cast<int64_t>(dtype_size(p.kv_dtype));
+  prm.k_blk_bytes = static_cast<uint32_t>(prm.cache.stride_block * eb);
+  prm.k_head_bytes = static_cast<uint32_t>(prm.cache.stride_head * eb);
+  prm.k_pos_bytes = static_cast<uint32_t>(prm.cache.stride_pos * eb);
+  prm.v_blk_bytes = static_cast<uint32_t>(prm.cache.v_stride_block * eb);
+  prm.v_head_bytes = static_cast<uint32_t>(prm.cache.v_stride_head * eb);
+  prm.v_pos_bytes = static_cast<uint32_t>(prm.cache.v_stride_pos * eb);
   const KernelInfo k = kernel_for(p, L.max_q_len);
   auto s = static_cast<cudaStream_t>(stream);
   dim3 grid(static_cast<unsigned>(p.batch_size) * num_splits, static_cast<unsigned>(p.num_kv_heads));

@@ -83,6 +83,10 @@ struct MmaDecodeParams {
   int32_t global_window = 0;
   bool gqa_interleaved = false;
   bool page_aligned = false;             // page_size % 16 == 0: one table lookup per 16-key step
+  // Byte strides of K/V (block, kv head, in-page position) and the per-token scales' element
+  // strides, all < 2^31 (the planner checks), so per-key addressing is 32-bit but for the block.
+  uint32_t k_blk_bytes = 0, k_head_bytes = 0, k_pos_bytes = 0;
+  uint32_t v_blk_bytes = 0, v_head_bytes = 0, v_pos_bytes = 0;
 };
 
 template <typename DTypeKV_, int kD_, int kNT_>
@@ -103,7 +107,7 @@ struct MmaDecodeTraits {
   static constexpr int kVUnits = kVBytes >= 16 ? 4 * (kVBytes / 16) : 2;
   static constexpr int kUnits = 2 * kKVec + kVUnits + 1;  // 16-byte units per thread per step (+1: scales)
   static constexpr int kStageBytes = kUnits * 16 * 32 * kWarps;
-  static constexpr int kStages = (73728 / kStageBytes) < 2 ? 2 : ((73728 / kStageBytes) > 4 ? 4 : (73728 / kStageBytes));
+  static constexpr int kStages = (57344 / kStageBytes) < 2 ? 2 : ((57344 / kStageBytes) > 4 ? 4 : (57344 / kStageBytes));
   static constexpr int kMergeBytes = (2 * kWarps * kRows + kWarps * kRows * kD) * 4;
   static constexpr int kSmemBytes = kStages * kStageBytes > kMergeBytes ? kStages * kStageBytes : kMergeBytes;
   static_assert(kD % 64 == 0, "head dims 64, 128, 256");
@@ -125,6 +129,14 @@ __device__ __forceinline__ void cp_async_8(void* smem, const void* gmem, int src
 __device__ __forceinline__ void cp_async_4(void* smem, const void* gmem, int src_bytes) {
   const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(s), "l"(gmem), "r"(src_bytes));
+}
+
+// 4 int8 (bytes of w) -> fp16 pairs (b0, b1), (b2, b3) of the values b + 1152, exact: 0x64uu is
+// 1024 + u with u = b + 128. The caller removes the constant 1152 (K: per score column).
+__device__ __forceinline__ void int8x4_to_biased_f16(uint32_t w, uint32_t& lo, uint32_t& hi) {
+  const uint32_t u = w ^ 0x80808080u;
+  lo = __byte_perm(u, 0x64646464u, 0x5140);
+  hi = __byte_perm(u, 0x64646464u, 0x5342);
 }
 
 // 2^x (MUFU.EX2; results below 2^-126 flush to zero, which no softmax weight here needs).
@@ -178,9 +190,9 @@ __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const _
   kv_len = kv_len < 0 ? 0 : (kv_len < table_cap ? kv_len : table_cap);
   int64_t chunk = (kv_len + prm.num_splits - 1) / prm.num_splits;
   chunk = (chunk + 63) / 64 * 64;
-  const int64_t j0 = split * chunk;
-  const int64_t j1 = j0 + chunk < kv_len ? j0 + chunk : kv_len;
-  const int64_t n_steps = j1 > j0 ? (j1 - j0 + 15) / 16 : 0;
+  const int j0 = static_cast<int>(split * chunk);  // key indices fit int32 (kv_lens is int32)
+  const int j1 = static_cast<int>(j0 + chunk < kv_len ? j0 + chunk : kv_len);
+  const int n_steps = j1 > j0 ? (j1 - j0 + 15) / 16 : 0;
   const int n_w = n_steps > warp ? static_cast<int>((n_steps - warp + kW - 1) / kW) : 0;
 
   // The d of element e of thread t's K piece sequence: 16-byte pieces t, t + 4, t + 8, ... of the
@@ -196,6 +208,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const _
 
   // ---- Q: B fragments (fp16 / bf16 pairs) of every k-step, power-of-two row scaling ----
   uint32_t qb[kNT][kSteps][2];
+  float col_shift[kNT][2];  // score offset of the column (int8: -1152 * sum(q) * col_scale)
   float col_scale[kNT][2];  // score multiplier of this thread's two columns (rows nt*8 + 2t + {0,1})
   int col_pos[kNT][2];      // absolute position of the column's query token; -1: padding row
 #pragma unroll
@@ -247,16 +260,23 @@ __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const _
       frexpf(amax, &ex);  // amax = m * 2^ex, m in [0.5, 1)
       sc = ldexpf(1.f, 14 - ex);
     }
+    float qsum = 0.f;  // sum of the rounded, scaled q of the row (the biased-K correction)
 #pragma unroll
     for (int s = 0; s < kSteps; ++s) {
       qb[nt][s][0] = tc::pack2<T>(qf[4 * s] * sc, qf[4 * s + 1] * sc);
       qb[nt][s][1] = tc::pack2<T>(qf[4 * s + 2] * sc, qf[4 * s + 3] * sc);
+      const float2 f0 = tc::unpack2<T>(qb[nt][s][0]), f1 = tc::unpack2<T>(qb[nt][s][1]);
+      qsum += (f0.x + f0.y) + (f1.x + f1.y);
     }
+    qsum += __shfl_xor_sync(kFull, qsum, 1);
+    qsum += __shfl_xor_sync(kFull, qsum, 2);
 #pragma unroll
     for (int k = 0; k < 2; ++k) {
       const float sc_col = __shfl_sync(kFull, sc, (2 * t + k) * 4);
+      const float qsum_col = __shfl_sync(kFull, qsum, (2 * t + k) * 4);
       const int rc = nt * 8 + 2 * t + k;
       col_scale[nt][k] = prm.scale_log2 / sc_col;
+      col_shift[nt][k] = kInt8 ? -1152.f * qsum_col * col_scale[nt][k] : 0.f;
       col_pos[nt][k] = rc < rows ? static_cast<int>(kv_len - q_len + rc / group) : -1;
     }
   }
@@ -281,6 +301,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const _
       l_run[nt][k] = 0.f;
     }
   float v_ref = 0.f;  // per-token V: O = oacc * v_ref
+  float v_ref_inv = 0.f;
 
   const int32_t* table_row = prm.block_tables + static_cast<int64_t>(b) * prm.bt_stride;
   uint32_t valid_bits = 0;  // 2 bits per slot: keys g, g + 8 of the step are real keys
@@ -291,21 +312,23 @@ __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const _
   // keys sit at in-page offsets off0 .. off0 + 15 of one block).
   const char* k_bytes = static_cast<const char*>(c.k_data);
   const char* v_bytes = static_cast<const char*>(c.v_data);
-  constexpr int64_t kEB = Traits::kEB;
-  int64_t k_row_const[2], v_row_const[4];
+  const uint32_t k_hd = kvh * prm.k_head_bytes + 16 * t;
+  const uint32_t v_hd = kvh * prm.v_head_bytes + g * (kD / 8) * Traits::kEB;
+  uint32_t k_thr[2], v_thr[4];
 #pragma unroll
-  for (int h = 0; h < 2; ++h) k_row_const[h] = (kvh * c.stride_head + (g + 8 * h) * c.stride_pos) * kEB + 16 * t;
+  for (int h = 0; h < 2; ++h) k_thr[h] = k_hd + (g + 8 * h) * prm.k_pos_bytes;
 #pragma unroll
-  for (int q4 = 0; q4 < 4; ++q4)
-    v_row_const[q4] = (kvh * c.v_stride_head + (2 * t + (q4 & 1) + 8 * (q4 >> 1)) * c.v_stride_pos) * kEB + g * (kD / 8) * kEB;
-  const int64_t ks_const = kvh * c.k_scale_stride_b;
-  const int64_t vs_const = kvh * c.v_scale_stride_b;
+  for (int q4 = 0; q4 < 4; ++q4) v_thr[q4] = v_hd + (2 * t + (q4 & 1) + 8 * (q4 >> 1)) * prm.v_pos_bytes;
+  const uint32_t ks_hd = static_cast<uint32_t>(kvh * c.k_scale_stride_b);
+  const uint32_t vs_hd = static_cast<uint32_t>(kvh * c.v_scale_stride_b);
+  const uint32_t ks_blk = static_cast<uint32_t>(c.k_scale_stride_a), ks_pos = static_cast<uint32_t>(c.k_scale_stride_c);
+  const uint32_t vs_blk = static_cast<uint32_t>(c.v_scale_stride_a), vs_pos = static_cast<uint32_t>(c.v_scale_stride_c);
   const float* k_tok_scale = static_cast<const float*>(c.k_scale);  // fp32 when per-token (planner)
   const float* v_tok_scale = static_cast<const float*>(c.v_scale);
 
   auto issue = [&](int it, int slot) {
-    const int64_t jb = j0 + static_cast<int64_t>(warp + it * kW) * 16;
-    const int64_t left = j1 - jb;  // keys of the step that exist: >= 1
+    const int jb = j0 + (warp + it * kW) * 16;
+    const int left = j1 - jb;  // keys of the step that exist: >= 1
     float* sc = reinterpret_cast<float*>(slot_ptr(slot, kUnits - 1));
     uint32_t bits = 0;
     if (prm.page_aligned) {
@@ -313,30 +336,31 @@ __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const _
       c.page_div.divmod(static_cast<uint32_t>(jb), page_idx, off0);
       const int32_t blk = table_row[page_idx];
       const bool blk_ok = blk >= 0 && blk < c.num_blocks;
-      const int64_t kb = blk_ok ? blk * c.stride_block * kEB + off0 * c.stride_pos * kEB : 0;
-      const int64_t vb = blk_ok ? blk * c.v_stride_block * kEB + off0 * c.v_stride_pos * kEB : 0;
+      const uint32_t ublk = blk_ok ? static_cast<uint32_t>(blk) : 0u;
+      const char* kblk = k_bytes + static_cast<uint64_t>(ublk) * prm.k_blk_bytes + off0 * prm.k_pos_bytes;
+      const char* vblk = v_bytes + static_cast<uint64_t>(ublk) * prm.v_blk_bytes + off0 * prm.v_pos_bytes;
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         const int rel = g + 8 * h;
         const bool ok = blk_ok && rel < left;
         bits |= ok ? (1u << h) : 0u;
-        const char* src = ok ? k_bytes + kb + k_row_const[h] : k_bytes;
+        const char* src = kblk + k_thr[h];
 #pragma unroll
-        for (int u = 0; u < kKVec; ++u) cp_async_16(slot_ptr(slot, h * kKVec + u), src + (ok ? 64 * u : 0), ok ? 16 : 0);
-        if (k_tok)
-          cp_async_4(sc + h, k_tok_scale + (ok ? blk * c.k_scale_stride_a + ks_const + (off0 + rel) * c.k_scale_stride_c : 0), ok ? 4 : 0);
-        if (v_tok)
-          cp_async_4(sc + 2 + h, v_tok_scale + (ok ? blk * c.v_scale_stride_a + vs_const + (off0 + rel) * c.v_scale_stride_c : 0), ok ? 4 : 0);
+        for (int u = 0; u < kKVec; ++u) cp_async_16(slot_ptr(slot, h * kKVec + u), src + 64 * u, ok ? 16 : 0);
+        const uint32_t so = ublk * ks_blk + ks_hd + (off0 + rel) * ks_pos;
+        if (k_tok) cp_async_4(sc + h, k_tok_scale + (ok ? so : 0u), ok ? 4 : 0);
+        const uint32_t sv = ublk * vs_blk + vs_hd + (off0 + rel) * vs_pos;
+        if (v_tok) cp_async_4(sc + 2 + h, v_tok_scale + (ok ? sv : 0u), ok ? 4 : 0);
       }
 #pragma unroll
       for (int q4 = 0; q4 < 4; ++q4) {
         const int rel = 2 * t + (q4 & 1) + 8 * (q4 >> 1);
         const bool ok = blk_ok && rel < left;
-        const char* src = ok ? v_bytes + vb + v_row_const[q4] : v_bytes;
+        const char* src = vblk + v_thr[q4];
         if constexpr (kVBytes >= 16) {
 #pragma unroll
           for (int u = 0; u < kVBytes / 16; ++u)
-            cp_async_16(slot_ptr(slot, 2 * kKVec + q4 * (kVBytes / 16) + u), src + (ok ? 16 * u : 0), ok ? 16 : 0);
+            cp_async_16(slot_ptr(slot, 2 * kKVec + q4 * (kVBytes / 16) + u), src + 16 * u, ok ? 16 : 0);
         } else {
           cp_async_8(reinterpret_cast<char*>(slot_ptr(slot, 2 * kKVec + (q4 >> 1))) + 8 * (q4 & 1), src, ok ? 8 : 0);
         }
@@ -352,18 +376,18 @@ __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const _
         uint32_t off = 0;
         const bool ok = where(g + 8 * h, block, off);
         bits |= ok ? (1u << h) : 0u;
-        const char* src = ok ? k_bytes + k_elem_offset(c, block, off, kvh) * kEB + 16 * t : k_bytes;
+        const char* src = ok ? k_bytes + static_cast<uint64_t>(block) * prm.k_blk_bytes + off * prm.k_pos_bytes + k_hd : k_bytes;
 #pragma unroll
         for (int u = 0; u < kKVec; ++u) cp_async_16(slot_ptr(slot, h * kKVec + u), src + (ok ? 64 * u : 0), ok ? 16 : 0);
-        if (k_tok) cp_async_4(sc + h, k_tok_scale + (ok ? k_token_scale_offset(c, block, off, kvh) : 0), ok ? 4 : 0);
-        if (v_tok) cp_async_4(sc + 2 + h, v_tok_scale + (ok ? v_token_scale_offset(c, block, off, kvh) : 0), ok ? 4 : 0);
+        if (k_tok) cp_async_4(sc + h, k_tok_scale + (ok ? block * ks_blk + ks_hd + off * ks_pos : 0u), ok ? 4 : 0);
+        if (v_tok) cp_async_4(sc + 2 + h, v_tok_scale + (ok ? block * vs_blk + vs_hd + off * vs_pos : 0u), ok ? 4 : 0);
       }
 #pragma unroll
       for (int q4 = 0; q4 < 4; ++q4) {
         int32_t block = 0;
         uint32_t off = 0;
         const bool ok = where(2 * t + (q4 & 1) + 8 * (q4 >> 1), block, off);
-        const char* src = ok ? v_bytes + v_elem_offset(c, block, off, kvh) * kEB + g * (kD / 8) * kEB : v_bytes;
+        const char* src = ok ? v_bytes + static_cast<uint64_t>(block) * prm.v_blk_bytes + off * prm.v_pos_bytes + v_hd : v_bytes;
         if constexpr (kVBytes >= 16) {
 #pragma unroll
           for (int u = 0; u < kVBytes / 16; ++u)
@@ -377,7 +401,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const _
   };
 
   auto compute = [&](int it, int slot) {
-    const int64_t jb = j0 + static_cast<int64_t>(warp + it * kW) * 16;
+    const int jb = j0 + (warp + it * kW) * 16;
     // ---- S^T = K Q^T ----
     uint4 kr[2][kKVec];
 #pragma unroll
@@ -392,11 +416,11 @@ __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const _
 #pragma unroll
     for (int s = 0; s < kSteps; ++s) {
       uint32_t a[4];
-      if constexpr (kInt8) {
+      if constexpr (kInt8) {  // fp16 k + 1152 (exact); the 1152 * sum(q) term is removed per column
         const uint32_t* w0 = reinterpret_cast<const uint32_t*>(&kr[0][0]);
         const uint32_t* w1 = reinterpret_cast<const uint32_t*>(&kr[1][0]);
-        tc::int8x4_to_pairs<__half>(w0[s], a[0], a[2]);
-        tc::int8x4_to_pairs<__half>(w1[s], a[1], a[3]);
+        int8x4_to_biased_f16(w0[s], a[0], a[2]);
+        int8x4_to_biased_f16(w1[s], a[1], a[3]);
       } else {
         const uint32_t* w0 = reinterpret_cast<const uint32_t*>(&kr[0][0]);
         const uint32_t* w1 = reinterpret_cast<const uint32_t*>(&kr[1][0]);
@@ -437,9 +461,9 @@ __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const _
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
         const int h = k >> 1, col = k & 1;
-        x[nt][k] = sacc[nt][k] * col_scale[nt][col] * ks_key[h];
+        x[nt][k] = fmaf(sacc[nt][k], col_scale[nt][col], col_shift[nt][col]) * ks_key[h];
         if (need_mask) {
-          const int64_t j = jb + g + 8 * h;
+          const int j = jb + g + 8 * h;
           const int pos = col_pos[nt][col];
           bool vis = ((bits >> h) & 1u) && j <= pos;
           if (windowed) vis = vis && (pos - j <= prm.local_window || j < prm.global_window);
@@ -467,8 +491,10 @@ __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const _
       sv = fmaxf(sv, __shfl_xor_sync(kFull, sv, 8));
       sv = fmaxf(sv, __shfl_xor_sync(kFull, sv, 16));
       if (sv > 16.f * v_ref || (sv > 0.f && sv * 16.f < v_ref)) {  // warp-uniform
-        v_fac = v_ref / sv;
+        const float r = __frcp_rn(sv);
+        v_fac = v_ref * r;
         v_ref = sv;
+        v_ref_inv = r;
       }
     }
     if (__any_sync(kFull, need) || v_fac != 1.f) {
@@ -491,8 +517,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const _
         }
     }
     uint32_t pb[kNT][2];
-    const float vr0 = v_tok ? vs_key[0] / v_ref : 1.f;
-    const float vr1 = v_tok ? vs_key[1] / v_ref : 1.f;
+    const float vr0 = v_tok ? vs_key[0] * v_ref_inv : 1.f;
+    const float vr1 = v_tok ? vs_key[1] * v_ref_inv : 1.f;
 #pragma unroll
     for (int nt = 0; nt < kNT; ++nt) {
       float p[4];
