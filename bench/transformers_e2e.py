@@ -7,7 +7,7 @@ same process, same GPU.
     python3 bench/transformers_e2e.py --quick --out /tmp/transformers_e2e_quick.json
     python3 bench/transformers_e2e.py --profile ...      # adds where a decode step's time goes, by op
 
-Default workload (issue 15): a Llama-3-8B-shaped model (32 layers, hidden 4096, Hq 32 / Hkv 8, head_dim 128,
+Default workload: a Llama-3-8B-shaped model (32 layers, hidden 4096, Hq 32 / Hkv 8, head_dim 128,
 intermediate 14336, vocab 128256) with random bf16 weights, batch 32 x 2048-token prompts + 256 new tokens,
 greedy, every row generating all 256 tokens. --quick: 4 layers, batch 4 x 256 + 32.
 

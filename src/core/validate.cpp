@@ -1,4 +1,4 @@
-// src/core/validate.cpp — host-side validation of every entry point (DESIGN.md §3).
+// src/core/validate.cpp — host-side validation of every entry point (docs/design.md §3).
 //
 // Order of checks for a tensor argument: present, rank, dtype (kType), device (kType, against
 // the first tensor of the call), sizes >= 0, non-null data when it has elements, strides >= 0
@@ -224,7 +224,7 @@ bool elements_disjoint(const TensorView& t) {
   return true;
 }
 
-// An output may not overlap itself (DESIGN.md §3): two of its elements at one address would be
+// An output may not overlap itself (docs/design.md §3): two of its elements at one address would be
 // written by different threads (a race) and at least one result lost.
 void check_output_layout(const char* func, const std::string& name, const TensorView& t) {
   if (!t.defined() || elements_disjoint(t)) return;

@@ -1,6 +1,6 @@
 // src/cpu/attention.cpp — paged prefill and decode on the CPU: the reference backend.
 //
-// What it computes (DESIGN.md §1): for every sequence b, q head h and query i of b,
+// What it computes (docs/design.md §1): for every sequence b, q head h and query i of b,
 //     O_i = sum_j softmax_j(S_ij) v_j over the visible keys j of the query's position
 //           p = kv_len - q_len + i, with S_ij = softmax_scale * <q_i, k_j>,
 // reading K and V through the block table from an int8 cache (per-channel or per-token
@@ -35,7 +35,7 @@
 //                    accumulated in fp32, softmax in fp32, p rounded to the query dtype (bf16 /
 //                    fp16) before P·V as FlashAttention does, l = sum of the *unrounded* p in
 //                    fp32, O accumulated in fp32, output rounded to nearest-even.
-//   kInt8 (fp32):    SageAttention-style (DESIGN.md §1). q' = q * k_scale (per-channel K),
+//   kInt8 (fp32):    SageAttention-style (docs/design.md §1). q' = q * k_scale (per-channel K),
 //                    s_q = max|q'| / 127 (1 below 1e-6), q8 = clamp(round(q' / s_q)), S =
 //                    (q8·k8) * (s_q * softmax_scale) [* k_scale_j for per-token K]; p8 =
 //                    round(p * 255) (uint8); O = (p8·v8) * (1/255) * v_scale[d] / l for per-channel V,
@@ -49,7 +49,7 @@
 //                    dequantized cache, the oracle of every GPU path. Compute mode is ignored.
 // A row with no visible key gets zeros and lse = -inf. lse = m + log(l) (natural log).
 // Non-finite values: a visible NaN or +inf score, or visible scores that are all -inf, make the row
-// NaN (out and lse); a NaN or Inf in a value reaches the output through P·V (DESIGN.md §1).
+// NaN (out and lse); a NaN or Inf in a value reaches the output through P·V (docs/design.md §1).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -439,7 +439,7 @@ void run_job(const AttnCall& call, const Job& job, Scratch<T>& w) {
     const float s_q = query_scale_of(amax);
     for (int64_t d = 0; d < head_dim; ++d) qdst[d] = T(static_cast<float>(quantize_int8(x[d], s_q)));
     // fmax-amax skips a NaN and quantize() maps it to 0: carry it in the row's factor instead, so
-    // that it reaches the scores (DESIGN.md §1 "Non-finite values").
+    // that it reaches the scores (docs/design.md §1 "Non-finite values").
     w.row_factor[r] = has_nan ? std::numeric_limits<float>::quiet_NaN() : s_q * p.softmax_scale;
   }
 
@@ -537,7 +537,7 @@ void run_job(const AttnCall& call, const Job& job, Scratch<T>& w) {
     T m = neg_inf;
     for (int64_t x = 0; x < kColBlock; ++x) m = std::max(m, lane_max[x]);
     w.row_max[r] = m;
-    // Non-finite values (DESIGN.md §1): no visible key -> an empty row (zeros, lse -inf); a visible
+    // Non-finite values (docs/design.md §1): no visible key -> an empty row (zeros, lse -inf); a visible
     // NaN or +inf score, or visible scores that are all -inf (0/0) -> a NaN row (out and lse NaN).
     // A -inf score among finite ones has weight exp(-inf) = 0.
     w.row_state[r] = num_visible == 0 ? kRowEmpty : (poisoned || m == neg_inf ? kRowNaN : kRowNormal);

@@ -1,4 +1,4 @@
-// tests/api/hostile_metadata_test.cpp — hostile metadata on the CPU backend (issue 14), one test
+// tests/api/hostile_metadata_test.cpp — hostile metadata on the CPU backend, one test
 // per case, each with check=true and check=false. docs/api.md "Hostile metadata" is the contract:
 // on CPU tensors the metadata is host memory, so every check that guards memory (block ids, kv_len
 // against the table, cu_q_lens, slots) runs whatever `check` says: the call is refused with a

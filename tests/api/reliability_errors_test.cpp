@@ -1,5 +1,5 @@
 // tests/api/reliability_errors_test.cpp — validation that guards against views and values a
-// hostile or buggy caller can produce (issue 14, items 3, 4 and 8): absurd extents that wrap
+// hostile or buggy caller can produce: absurd extents that wrap
 // int64, outputs that overlap themselves, K and V caches that overlap each other, a negative
 // softmax_scale, duplicate slots, and values an int8 cache cannot hold. Every rejected call must
 // name the argument and write nothing (ApiFixture::expect_rejected).

@@ -1,5 +1,5 @@
-// tests/cpu/nonfinite_test.cpp — docs/design.md §1 "Non-finite values" on the CPU backend (issue 14,
-// item 6): a NaN or Inf that reaches a score makes the affected rows NaN (out and lse); one that
+// tests/cpu/nonfinite_test.cpp — docs/design.md §1 "Non-finite values" on the CPU backend:
+// a NaN or Inf that reaches a score makes the affected rows NaN (out and lse); one that
 // reaches a value makes the affected outputs non-finite; only masking makes an empty row (zeros,
 // lse -inf); no NaN turns into zeros. Every test compares against the same case without the
 // non-finite value: rows it cannot reach must be bit-identical.

@@ -1,4 +1,4 @@
-"""Hostile metadata in the Python layer (issue 14, items 7 and 8): mojo.slot_mapping refuses positions
+"""Hostile metadata in the Python layer: mojo.slot_mapping refuses positions
 past the block table instead of clamping them onto the last block, and int64 lengths that do not fit
 in int32 raise instead of wrapping (2^32 + 7 must not become 7). numpy inputs: the CPU backend."""
 import numpy as np

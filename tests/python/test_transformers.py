@@ -8,7 +8,7 @@ Models (random weights, bf16, on the GPU; built from configs, nothing downloaded
   qwen2          4 layers shaped like Qwen2-0.5B: hidden 896, Hq 14 / Hkv 2, head_dim 64, q/k/v biases
   qwen2_sliding  the same with a 32-token sliding window on layers 2 and 3 (kvq's local_window)
 
-Targets (issue 15), asserted:
+Targets, asserted:
   - per step, relative error of the logits <= 2e-2 against sdpa: ||logits_kvq - logits_sdpa|| / ||logits_sdpa||
     over the batch's last-position logits of that step, teacher-forced on the sdpa tokens (prefill + 31
     decode steps; batches of 16 left-padded prompts of different lengths); the worst single row is printed;
@@ -43,9 +43,9 @@ import types
 
 import pytest
 
-torch = pytest.importorskip("torch", reason="torch is not installed (the transformers tests run on the GPU machine)")
+torch = pytest.importorskip("torch", reason="torch is not installed (the transformers tests need torch, transformers and a GPU)")
 transformers = pytest.importorskip(
-    "transformers", reason="transformers is not installed (the transformers tests run on the GPU machine)")
+    "transformers", reason="transformers is not installed (the transformers tests need torch, transformers and a GPU)")
 
 import kvq  # noqa: E402
 
