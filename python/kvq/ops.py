@@ -1,6 +1,6 @@
 """The native kvq API over any DLPack tensors (torch, numpy, cupy).
 
-Shapes and dtypes (DESIGN.md §2):
+Shapes and dtypes (docs/design.md §2):
   q             [T, Hq, D] bf16/fp16 (prefill; T = total tokens, rows past cu_q_lens[-1] are padding)
                 [B, Hq, D] bf16/fp16 (decode); int8 with q_scale [T, Hq] fp32 (prefill, int8 compute)
   k_cache/v_cache  int8 (or bf16/fp16 without scales)
@@ -8,7 +8,7 @@ Shapes and dtypes (DESIGN.md §2):
   k_scale/v_scale  fp32/bf16/fp16, per-channel [Hkv, D] or per-token HND [num_blocks, Hkv, page_size]
                 / NHD [num_blocks, page_size, Hkv]
   block_tables  [B, max_blocks_per_seq] int32 (entries past ceil(kv_len/page_size) are never read)
-  cu_q_lens     [B+1] int32;  kv_lens [B] int32 (or cu_kv_lens [B+1], the seed's cumulative form)
+  cu_q_lens     [B+1] int32;  kv_lens [B] int32 (or cu_kv_lens [B+1], mojo_opset's cumulative form)
   out           like q, q's float dtype (bf16 for int8 q); allocated with q's library when absent
   lse           [T, Hq] fp32, natural log, -inf for rows that see no key (return_lse=True)
 
@@ -32,7 +32,7 @@ else:
     _C_IMPORT_ERROR = None
 
 
-# DESIGN.md §3: the device-data checks are on by default in debug mode (environment KVQ_DEBUG=1);
+# docs/design.md §3: the device-data checks are on by default in debug mode (environment KVQ_DEBUG=1);
 # never in PagedPrefill.run, which must stay capturable in CUDA graphs.
 _DEBUG = os.environ.get("KVQ_DEBUG", "") not in ("", "0")
 
@@ -223,7 +223,7 @@ def paged_prefill(q, k_cache, v_cache, block_tables, cu_q_lens, kv_lens=None, *,
         or "NHD" [num_blocks, page_size, Hkv, D].
       block_tables: [B, max_blocks_per_seq] int32.
       cu_q_lens: [B+1] int32 cumulative query lengths.
-      kv_lens: [B] int32 total keys per sequence (cached prefix + this chunk). Or pass the seed's
+      kv_lens: [B] int32 total keys per sequence (cached prefix + this chunk). Or pass mojo_opset's
         cumulative ``cu_kv_lens=`` [B+1] instead.
       k_scale, v_scale: per-channel [Hkv, D] or per-token scales (fp32/bf16/fp16); None for bf16/fp16 caches.
       causal: bottom-right aligned causal mask (query i of a chunk sits at kv_len - q_len + i).

@@ -1,6 +1,7 @@
-"""Drop-in functions with the seed operator library's signatures and semantics.
+"""Drop-in functions with mojo_opset's signatures and semantics.
 
-The seed (the Triton operator library kvq started from) took cumulative lengths everywhere
+mojo_opset (the Triton operator library kvq started from; its int8-KV paged attention is
+mojo_opset PR #361) takes cumulative lengths everywhere
 (``cu_seqlens_q``, ``cu_total_seq_lens`` [B+1], a repeated tail for padded batch slots), the scales
 right after the caches, an optional pre-quantized query (``query_scale``), ``compute_dtype``
 ("bf16" or "int8") and ``gqa_layout`` ("AABB": kv head = h // group, "ABAB": kv head = h % Hkv).
@@ -8,7 +9,7 @@ Each function below converts to the native API (kvq.paged_prefill etc.) without 
 tensors: only the [B+1] cumulative arrays are differenced (on their device, no host sync) and
 integer metadata is cast to int32 when it is not already.
 
-The signatures are defined from the seed's test matrix (shared/seed-cases.md); python/README.md
+The signatures follow mojo_opset's operators and the tests of its PR #361; python/README.md
 lists them side by side with the native API.
 """
 from __future__ import annotations
@@ -34,12 +35,12 @@ def _int32(x, func, arg):
 def prefill(q, k_cache, v_cache, k_scale, v_scale, block_tables, cu_seqlens_q, cu_total_seq_lens, *,
             softmax_scale=None, causal=True, local_window=None, global_window=None, query_scale=None,
             compute_dtype="bf16", gqa_layout="AABB", layout="HND", out=None):
-    """Seed-style paged (chunked) prefill. Returns out [T, Hq, D].
+    """mojo_opset-style paged (chunked) prefill. Returns out [T, Hq, D].
 
     Args:
       q: [T, Hq, D] bf16/fp16, or int8 with query_scale [T, Hq] fp32.
       k_cache, v_cache: int8 [num_blocks, Hkv, block_size, D] (layout "HND"; "NHD" also accepted).
-      k_scale, v_scale: per-(kv head, channel) [Hkv, D] scales, bf16/fp16/fp32 (the seed stores bf16).
+      k_scale, v_scale: per-(kv head, channel) [Hkv, D] scales, bf16/fp16/fp32 (mojo_opset stores bf16).
       block_tables: [B, max_blocks] int32/int64, unused entries -1.
       cu_seqlens_q: [B+1] cumulative query lengths of this chunk.
       cu_total_seq_lens: [B+1] cumulative total lengths (cached prefix + this chunk).
@@ -64,7 +65,7 @@ def prefill(q, k_cache, v_cache, k_scale, v_scale, block_tables, cu_seqlens_q, c
 def decode(q, k_cache, v_cache, k_scale, v_scale, block_tables, cu_total_seq_lens, *, softmax_scale=None,
            local_window=None, global_window=None, compute_dtype="bf16", gqa_layout="AABB", layout="HND",
            out=None):
-    """Seed-style paged decode (one query token per sequence). Returns out [B, Hq, D].
+    """mojo_opset-style paged decode (one query token per sequence). Returns out [B, Hq, D].
 
     Args:
       q: [B, Hq, D] bf16/fp16; the token of sequence b is its last one (position seq_len_b - 1).
@@ -146,7 +147,7 @@ def slot_mapping(block_tables, cu_seqlens, prefix_lens, num_tokens, page_size):
 
 def store_kv_cache(k, v, k_cache, v_cache, k_scale, v_scale, block_tables, cu_seqlens, prefix_lens, *,
                    layout="HND"):
-    """Seed-style cache write: quantize the new tokens of each sequence with the static per-channel
+    """mojo_opset-style cache write: quantize the new tokens of each sequence with the static per-channel
     scales and write them after its cached prefix, in place.
 
     Args:
