@@ -48,7 +48,8 @@ void launch_append(const AppendArgs& args, int64_t num_tokens, int64_t num_kv_he
   prm.k_stride_h = args.k_new.strides[1];
   prm.v_stride_n = args.v_new.strides[0];
   prm.v_stride_h = args.v_new.strides[1];
-  prm.cache = make_paged_params(args.kv, page_size, num_blocks, k_mode, v_mode);
+  // make_paged_params narrows num_blocks to int32 (unused here: slots are bounded by num_slots).
+  prm.cache = make_paged_params(args.kv, page_size, std::min<int64_t>(num_blocks, INT32_MAX), k_mode, v_mode);
   prm.num_tokens = num_tokens;
   prm.num_kv_heads = static_cast<int32_t>(num_kv_heads);
   prm.head_dim = static_cast<int32_t>(head_dim);
@@ -65,6 +66,46 @@ void launch_append(const AppendArgs& args, int64_t num_tokens, int64_t num_kv_he
       throw Error(ErrorKind::kType, "append", "k_new",
                   std::string("expected fp32, bf16 or fp16, got ") + to_string(args.k_new.dtype));
   }
+}
+
+int64_t find_nonfinite_appended(const AppendArgs& args, int64_t num_tokens, int64_t num_kv_heads,
+                                int64_t head_dim, int64_t page_size, int64_t num_blocks) {
+  const int64_t warps = num_tokens * num_kv_heads * 2;
+  if (warps == 0) return -1;
+  AppendParams prm;
+  prm.k_new = args.k_new.data;
+  prm.v_new = args.v_new.data;
+  prm.slot_mapping = args.slot_mapping.data;
+  prm.slot_int64 = args.slot_mapping.dtype == DType::kInt64;
+  prm.k_stride_n = args.k_new.strides[0];
+  prm.k_stride_h = args.k_new.strides[1];
+  prm.v_stride_n = args.v_new.strides[0];
+  prm.v_stride_h = args.v_new.strides[1];
+  prm.num_tokens = num_tokens;
+  prm.num_kv_heads = static_cast<int32_t>(num_kv_heads);
+  prm.head_dim = static_cast<int32_t>(head_dim);
+  prm.num_slots = num_blocks * page_size;
+  auto s = static_cast<cudaStream_t>(args.stream);
+  unsigned long long* flag = nullptr;
+  KVQ_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&flag), sizeof(*flag), s));
+  const unsigned long long init = ~0ull;
+  unsigned long long found = init;
+  cudaError_t err = cudaMemcpyAsync(flag, &init, sizeof(init), cudaMemcpyHostToDevice, s);
+  if (err == cudaSuccess) {
+    const int64_t grid = (warps + AppendTraits::kWarps - 1) / AppendTraits::kWarps;
+    const dim3 g(static_cast<unsigned>(grid));
+    switch (args.k_new.dtype) {
+      case DType::kFloat32: append_find_nonfinite_kernel<float><<<g, AppendTraits::kThreads, 0, s>>>(prm, flag); break;
+      case DType::kBFloat16: append_find_nonfinite_kernel<__nv_bfloat16><<<g, AppendTraits::kThreads, 0, s>>>(prm, flag); break;
+      default: append_find_nonfinite_kernel<__half><<<g, AppendTraits::kThreads, 0, s>>>(prm, flag); break;
+    }
+    err = cudaGetLastError();
+  }
+  if (err == cudaSuccess) err = cudaMemcpyAsync(&found, flag, sizeof(found), cudaMemcpyDeviceToHost, s);
+  if (err == cudaSuccess) err = cudaStreamSynchronize(s);
+  cudaFreeAsync(flag, s);
+  KVQ_CUDA_CHECK(err);
+  return found == init ? -1 : static_cast<int64_t>(found);
 }
 
 void launch_calibrate(const TensorView& x, const TensorView& scale_out, void* stream) {

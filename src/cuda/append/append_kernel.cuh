@@ -72,12 +72,15 @@ __device__ void append_device(const AppendParams& prm) {
                                       : static_cast<const int32_t*>(prm.slot_mapping)[n];
   if (slot < 0 || slot >= prm.num_slots) return;
   const PagedCacheParams& c = prm.cache;
-  const int32_t block = static_cast<int32_t>(slot / c.page_size);
-  const uint32_t offset = static_cast<uint32_t>(slot % c.page_size);
+  // 64-bit block index: a cache may hold 2^31 blocks or more (small pages), so slot / page_size
+  // must not be narrowed to int32 (paged.cuh's helpers take int32 ids from block tables).
+  const int64_t block = slot / c.page_size;
+  const int64_t offset = slot % c.page_size;
   const DTypeIn* src = static_cast<const DTypeIn*>(is_v ? prm.v_new : prm.k_new) +
                        n * (is_v ? prm.v_stride_n : prm.k_stride_n) + h * (is_v ? prm.v_stride_h : prm.k_stride_h);
   DTypeCache* dst = static_cast<DTypeCache*>(const_cast<void*>(is_v ? c.v_data : c.k_data)) +
-                    (is_v ? v_elem_offset(c, block, offset, h) : k_elem_offset(c, block, offset, h));
+                    (is_v ? block * c.v_stride_block + h * c.v_stride_head + offset * c.v_stride_pos
+                          : block * c.stride_block + h * c.stride_head + offset * c.stride_pos);
   const int D = prm.head_dim;
   float x[kDpl];
 #pragma unroll
@@ -96,7 +99,8 @@ __device__ void append_device(const AppendParams& prm) {
       for (int k = 0; k < kDpl; ++k) amax = fmaxf(amax, fabsf(x[k]));
       amax = warp_max(amax);
       const float s = fmaxf(amax / 127.f, 1e-8f);
-      const int64_t idx = is_v ? v_token_scale_offset(c, block, offset, h) : k_token_scale_offset(c, block, offset, h);
+      const int64_t idx = is_v ? block * c.v_scale_stride_a + h * c.v_scale_stride_b + offset * c.v_scale_stride_c
+                               : block * c.k_scale_stride_a + h * c.k_scale_stride_b + offset * c.k_scale_stride_c;
       if (lane_idx == 0) store_scale(const_cast<void*>(scale_ptr), idx, scale_dtype, s);
       token_scale = round_scale(s, scale_dtype);
     }
@@ -122,6 +126,31 @@ __device__ void append_device(const AppendParams& prm) {
 template <typename DTypeIn, typename DTypeCache>
 __global__ void __launch_bounds__(AppendTraits::kThreads) append_kernel(const __grid_constant__ AppendParams params) {
   append_device<DTypeIn, DTypeCache>(params);
+}
+
+// check=true: the first (token, kv head) row of k_new / v_new written by append (slot in
+// [0, num_slots)) that holds a NaN or Inf; *first_bad (init INT64_MAX) gets
+// (token * num_kv_heads + head) * 2 + (0 for k_new, 1 for v_new) by atomicMin.
+template <typename DTypeIn>
+__global__ void append_find_nonfinite_kernel(const __grid_constant__ AppendParams prm,
+                                             unsigned long long* first_bad) {
+  const int64_t w = static_cast<int64_t>(blockIdx.x) * AppendTraits::kWarps + (threadIdx.x >> 5);
+  const int lane_idx = threadIdx.x & 31;
+  const int64_t per_token = static_cast<int64_t>(prm.num_kv_heads) * 2;
+  const int64_t n = w / per_token;
+  if (n >= prm.num_tokens) return;
+  const int rem = static_cast<int>(w % per_token);
+  const int h = rem >> 1;
+  const bool is_v = rem & 1;
+  const int64_t slot = prm.slot_int64 ? static_cast<const int64_t*>(prm.slot_mapping)[n]
+                                      : static_cast<const int32_t*>(prm.slot_mapping)[n];
+  if (slot < 0 || slot >= prm.num_slots) return;
+  const DTypeIn* src = static_cast<const DTypeIn*>(is_v ? prm.v_new : prm.k_new) +
+                       n * (is_v ? prm.v_stride_n : prm.k_stride_n) + h * (is_v ? prm.v_stride_h : prm.k_stride_h);
+  bool bad = false;
+  for (int d = lane_idx; d < prm.head_dim; d += 32) bad = bad || !isfinite(to_float(src[d]));
+  if (__any_sync(0xffffffffu, bad) && lane_idx == 0)
+    atomicMin(first_bad, static_cast<unsigned long long>(w));
 }
 
 struct CalibrateParams {

@@ -4,6 +4,8 @@
 
 #include <cuda_runtime.h>
 
+#include <cstdint>
+
 #include "src/cuda/common/cuda_check.cuh"
 #include "src/cuda/prefill/dequant_kernel.cuh"
 
@@ -61,7 +63,7 @@ void launch_dequant_blocks(const DequantLaunch& d, void* stream) {
   prm.o_stride_head = hnd ? d.out.strides[1] : d.out.strides[2];
   prm.o_stride_pos = hnd ? d.out.strides[2] : d.out.strides[1];
   prm.num_out_blocks = d.out.shape[0];
-  prm.num_blocks = static_cast<int32_t>(d.cache.shape[0]);
+  prm.num_blocks = d.cache.shape[0];  // int64: never narrowed (a wrapped count refused every block)
   prm.batch_size = static_cast<int32_t>(d.block_tables.shape[0]);
   prm.num_kv_heads = static_cast<int32_t>(d.num_kv_heads);
   prm.page_size = static_cast<int32_t>(d.page_size);

@@ -5,7 +5,9 @@
 // dequant_table_kernel (compact mode, one CTA of 1024 threads): an exclusive scan of
 // num_pages_b = ceil(kv_len_b / page_size) over the batch in chunks of 1024, writing
 // out_block_tables[b, i] = prefix_b + i for i < num_pages_b, -1 after (and -1 for ids that would
-// reach num_out_blocks, so a later reader never leaves the buffer).
+// reach num_out_blocks, so a later reader never leaves the buffer, and -1 where the source id is
+// not a block in [0, num_blocks): that out block is never written, so a reader must not take it
+// for data — the dequant prefill path then masks the keys, as the fused path does).
 // dequant_copy_kernel: grid (table width, batch_size, row chunks); CTA (i, b, z) copies rows
 // [z * kRowsPerCta, ...) of the block referenced at (b, i) — a row is one (kv head, in-page
 // position), head_dim elements — one warp per row, lane l on dims l + 32k. Source ids outside
@@ -39,7 +41,7 @@ struct DequantParams {
   int64_t ot_stride_b = 0, ot_stride_i = 0;
   int32_t out_width = 0;
   int64_t num_out_blocks = 0;
-  int32_t num_blocks = 0;
+  int64_t num_blocks = 0;           // 64-bit: a cache of 2^31 blocks holds every int32 id
   int32_t batch_size = 0;
   int32_t num_kv_heads = 0;
   int32_t page_size = 1;
@@ -81,9 +83,11 @@ __global__ void __launch_bounds__(DequantTraits::kScanThreads) dequant_table_ker
     for (int w = 0; w < warp_idx; ++w) warp_prefix += warp_sums[w];
     const int64_t prefix = carry + warp_prefix + x - n;
     if (b < prm.batch_size) {
+      const int32_t* src_row = prm.block_tables + b * prm.bt_stride;
       for (int i = 0; i < prm.out_width; ++i) {
         int64_t id = i < n ? prefix + i : -1;
         if (id >= prm.num_out_blocks) id = -1;
+        if (id >= 0 && (i >= prm.width || src_row[i] < 0 || src_row[i] >= prm.num_blocks)) id = -1;
         const int64_t off = b * prm.ot_stride_b + i * prm.ot_stride_i;
         if (prm.out_table_int64) static_cast<int64_t*>(prm.out_table)[off] = id;
         else static_cast<int32_t*>(prm.out_table)[off] = static_cast<int32_t>(id);
@@ -99,7 +103,7 @@ template <typename DTypeIn, typename DTypeOut>
 __global__ void __launch_bounds__(DequantTraits::kThreads) dequant_copy_kernel(const __grid_constant__ DequantParams prm) {
   const int i = blockIdx.x, b = blockIdx.y;
   if (i >= dequant_num_pages(prm, b)) return;
-  const int32_t src = prm.block_tables[b * prm.bt_stride + i];
+  const int32_t src = prm.block_tables[static_cast<int64_t>(b) * prm.bt_stride + i];
   if (src < 0 || src >= prm.num_blocks) return;
   int64_t dst = src;
   if (prm.out_table != nullptr) {

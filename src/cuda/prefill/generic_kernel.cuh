@@ -9,7 +9,13 @@
 // butterfly reduction, then updates an online softmax (running max m, sum l) and acc += p * v_j.
 // The sequence of row t is found by binary search in cu_q_lens; the mask offset of sequence b is
 // sum_{b'<b} q_len_b' * kv_len_b', summed on the device. Keys whose table entry is not a valid
-// block id are skipped, so garbage metadata never causes an out-of-bounds access.
+// block id are skipped (masked), so garbage metadata never causes an out-of-bounds access.
+// Hostile metadata (check=false; docs/api.md "Hostile metadata"): only the well-formed prefix of
+// cu_q_lens (0 <= cu[0] <= ... <= cu[n] <= total_q) is served — a row no sequence of that prefix
+// covers is not written — and kv_len is clamped to the table (max_blocks_per_seq * page_size),
+// positions following the clamped length. Mask indices are never negative and never reach
+// mask_numel. Non-finite values (DESIGN.md §1): no visible key -> zeros, lse -inf; visible scores
+// with a NaN or +inf, or all -inf -> a NaN row (out and lse); a -inf score has weight 0.
 // Numerics (match src/cpu): scores in fp32 (per-channel K scale folded into q, per-token K scale
 // times the score, times softmax_scale), exp in fp32. kNative rounds p to the output (query)
 // dtype before P·V, like FlashAttention; per-token V scale multiplies p after that rounding,
@@ -50,6 +56,7 @@ struct GenericPrefillParams {
   int64_t total_q = 0;
   int32_t batch_size = 0;
   int32_t max_blocks_per_seq = 0;
+  int64_t num_blocks = 0;            // 64-bit (cache.num_blocks is int32): ids are valid in [0, num_blocks)
   int32_t num_qo_heads = 0;
   int32_t num_kv_heads = 0;
   int32_t group_size = 1;
@@ -79,10 +86,24 @@ __device__ void generic_prefill_device(const GenericPrefillParams& prm) {
   const int64_t t = warp_global / prm.num_qo_heads;
   const int h = static_cast<int>(warp_global % prm.num_qo_heads);
   if (t >= prm.total_q) return;
-  const int64_t num_rows = prm.cu_q_lens[prm.batch_size];
-  if (t >= num_rows) return;  // bucket padding: never touched
+  // The well-formed prefix of cu_q_lens: sequences [0, num_ok). The warp's lanes test the pairs in
+  // parallel and agree on the first malformed one (warp-uniform).
+  int first_bad = prm.batch_size;
+  for (int i = lane_idx; i < prm.batch_size; i += 32) {
+    const int32_t lo_i = prm.cu_q_lens[i], hi_i = prm.cu_q_lens[i + 1];
+    if (hi_i < lo_i || lo_i < 0 || hi_i > prm.total_q) {
+      first_bad = i;
+      break;
+    }
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) first_bad = min(first_bad, __shfl_xor_sync(0xffffffffu, first_bad, o));
+  const int num_ok = first_bad;
+  if (num_ok == 0) return;
+  const int64_t num_rows = prm.cu_q_lens[num_ok];
+  if (t >= num_rows || t < prm.cu_q_lens[0]) return;  // bucket padding / rows before cu_q_lens[0]: never touched
   // b = the last sequence with cu_q_lens[b] <= t (skips empty sequences).
-  int lo = 0, hi = prm.batch_size - 1;
+  int lo = 0, hi = num_ok - 1;
   while (lo < hi) {
     const int mid = (lo + hi + 1) >> 1;
     if (prm.cu_q_lens[mid] <= t) lo = mid; else hi = mid - 1;
@@ -93,9 +114,9 @@ __device__ void generic_prefill_device(const GenericPrefillParams& prm) {
   const int64_t i = t - q_start;
   const int64_t table_cap = static_cast<int64_t>(prm.max_blocks_per_seq) * prm.cache.page_size;
   int64_t kv_len = prm.kv_lens[b];
-  const int64_t kv_len_raw = kv_len < 0 ? 0 : kv_len;
+  const int64_t kv_len_raw = kv_len < 0 ? 0 : kv_len;  // the mask's row length
   kv_len = kv_len_raw < table_cap ? kv_len_raw : table_cap;
-  const int64_t pos = kv_len_raw - q_len + i;
+  const int64_t pos = kv_len - q_len + i;
   const int kv_head = prm.gqa_interleaved ? h % prm.num_kv_heads : h / prm.group_size;
   const int D = prm.head_dim;
   const PagedCacheParams& c = prm.cache;
@@ -129,27 +150,34 @@ __device__ void generic_prefill_device(const GenericPrefillParams& prm) {
     score_scale *= q_in_scale;
   } else if (int8_math) {
     float amax = 0.f;
+    bool has_nan = false;
 #pragma unroll
-    for (int k = 0; k < kDpl; ++k) amax = fmaxf(amax, fabsf(qf[k]));
+    for (int k = 0; k < kDpl; ++k) {
+      amax = fmaxf(amax, fabsf(qf[k]));
+      has_nan = has_nan || qf[k] != qf[k];
+    }
     amax = warp_max(amax);
     float s_q = amax / 127.f;
     if (s_q < 1e-6f) s_q = 1.f;
 #pragma unroll
     for (int k = 0; k < kDpl; ++k) qf[k] = static_cast<float>(quantize_int8(qf[k], s_q));
-    score_scale *= s_q;
+    // fmaxf skips a NaN and quantize maps it to 0: carry it in the score scale (src/cpu does too).
+    score_scale *= __any_sync(0xffffffffu, has_nan) ? __int_as_float(0x7fc00000) : s_q;
   }
 
   // Mask row of (b, i): offset sum_{b'<b} q_len_b' * kv_len_b' + i * kv_len.
   const uint8_t* mask_row = nullptr;
   int64_t mask_row_idx = 0;
   if (prm.mask != nullptr) {
+    // Every term is >= 0 (sequences of the well-formed prefix) and below 2^62; the sum stops at
+    // mask_numel (< 2^62), past which every read is refused anyway: no overflow, no negative index.
     int64_t off = 0;
-    for (int bb = 0; bb < b; ++bb) {
-      const int64_t ql = prm.cu_q_lens[bb + 1] - prm.cu_q_lens[bb];
+    for (int bb = 0; bb < b && off < prm.mask_numel; ++bb) {
+      const int64_t ql = static_cast<int64_t>(prm.cu_q_lens[bb + 1]) - prm.cu_q_lens[bb];
       const int64_t kl = prm.kv_lens[bb] < 0 ? 0 : prm.kv_lens[bb];
       off += ql * kl;
     }
-    mask_row_idx = off + i * kv_len_raw;
+    mask_row_idx = off < prm.mask_numel ? off + i * kv_len_raw : prm.mask_numel;
     mask_row = prm.mask;
   }
 
@@ -158,6 +186,7 @@ __device__ void generic_prefill_device(const GenericPrefillParams& prm) {
   const DTypeKV* v_base = static_cast<const DTypeKV*>(c.v_data);
 
   float m = -INFINITY, l = 0.f;
+  bool seen = false;  // a visible key was scored
   float acc[kDpl];
 #pragma unroll
   for (int k = 0; k < kDpl; ++k) acc[k] = 0.f;
@@ -178,9 +207,10 @@ __device__ void generic_prefill_device(const GenericPrefillParams& prm) {
       // The mask length is checked on the host only with check=true: guard the read here too.
       if (mask_row != nullptr && (mask_row_idx + j >= prm.mask_numel || !mask_row[(mask_row_idx + j) * prm.mask_stride]))
         continue;
-      int32_t block;
-      uint32_t offset;
-      if (!locate_token(c, table_row, static_cast<uint32_t>(j), block, offset)) continue;
+      uint32_t page, offset;
+      c.page_div.divmod(static_cast<uint32_t>(j), page, offset);
+      const int32_t block = table_row[page];
+      if (block < 0 || block >= prm.num_blocks) continue;  // not a block: the key is masked
       const DTypeKV* k_row = k_base + k_elem_offset(c, block, offset, kv_head);
       float part = 0.f;
 #pragma unroll
@@ -190,9 +220,13 @@ __device__ void generic_prefill_device(const GenericPrefillParams& prm) {
       }
       float s = warp_sum(part) * score_scale;
       if (k_per_token) s *= load_scale(c.k_scale, k_token_scale_offset(c, block, offset, kv_head), c.k_scale_dtype);
+      seen = true;
       const float m_new = fmaxf(m, s);
-      const float alpha = expf(m - m_new);  // m = -inf first: alpha = 0, acc is 0 anyway
-      const float p = expf(s - m_new);
+      // While every score so far is -inf the reference point is 0, so a -inf score gets weight
+      // exp(-inf) = 0 instead of exp(-inf - -inf) = NaN (order independent, like src/cpu).
+      const float m_use = m_new == -INFINITY ? 0.f : m_new;
+      const float alpha = expf(m - m_use);  // m = -inf first: alpha = 0, acc is 0 anyway
+      const float p = expf(s - m_use);
       l = l * alpha + p;
       m = m_new;
       float pv = int8_math ? rintf(p * 255.f) : round_to<DTypeO>(p);
@@ -206,19 +240,27 @@ __device__ void generic_prefill_device(const GenericPrefillParams& prm) {
     }
   }
 
-  const float inv_l = l > 0.f ? (int8_math ? 1.f / 255.f : 1.f) / l : 0.f;
+  // No visible key: an empty row (zeros, lse -inf). Visible keys without a positive sum (all -inf:
+  // 0/0) or with a NaN one (a NaN or +inf score): a NaN row.
+  const bool empty = !seen;
+  const bool nan_row = seen && !(l > 0.f);
+  const float kNaN = __int_as_float(0x7fc00000);
+  const float inv_l = (empty || nan_row) ? 0.f : (int8_math ? 1.f / 255.f : 1.f) / l;
   DTypeO* o_row = static_cast<DTypeO*>(prm.out) + t * prm.o_stride_t + h * prm.o_stride_h;
 #pragma unroll
   for (int k = 0; k < kDpl; ++k) {
     const int d = lane_idx + 32 * k;
     if (d < D) {
       float o = acc[k] * inv_l;
-      if (v_per_channel) o *= load_scale(c.v_scale, kv_head * c.v_scale_stride_a + d * c.v_scale_stride_b, c.v_scale_dtype);
+      if (v_per_channel && !empty && !nan_row)
+        o *= load_scale(c.v_scale, kv_head * c.v_scale_stride_a + d * c.v_scale_stride_b, c.v_scale_dtype);
+      if (empty) o = 0.f;
+      if (nan_row) o = kNaN;
       o_row[d] = from_float<DTypeO>(o);
     }
   }
   if (prm.lse != nullptr && lane_idx == 0) {
-    prm.lse[t * prm.lse_stride_t + h * prm.lse_stride_h] = l > 0.f ? m + logf(l) : -INFINITY;
+    prm.lse[t * prm.lse_stride_t + h * prm.lse_stride_h] = empty ? -INFINITY : (nan_row ? kNaN : m + logf(l));
   }
 }
 

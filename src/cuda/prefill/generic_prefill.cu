@@ -5,6 +5,9 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <cstdint>
+
 #include "src/cuda/common/cuda_check.cuh"
 #include "src/cuda/prefill/generic_kernel.cuh"
 
@@ -50,7 +53,11 @@ void launch_generic_prefill(const PrefillArgs& args, const detail::AttnProblem& 
     prm.qs_stride_t = args.q_scale.strides[0];
     prm.qs_stride_h = args.q_scale.strides[1];
   }
-  prm.cache = make_paged_params(kv, p.page_size, p.num_blocks, p.k_scale_mode, p.v_scale_mode);
+  // make_paged_params narrows num_blocks to int32 (saturated here, never wrapped); the kernel tests
+  // block ids against the 64-bit prm.num_blocks, so a cache of 2^31 blocks serves every int32 id.
+  prm.cache = make_paged_params(kv, p.page_size, std::min<int64_t>(p.num_blocks, INT32_MAX), p.k_scale_mode,
+                                p.v_scale_mode);
+  prm.num_blocks = p.num_blocks;
   prm.block_tables = block_tables.ptr<int32_t>();
   prm.bt_stride = block_tables.strides[0];
   prm.max_blocks_per_seq = static_cast<int32_t>(block_tables.shape[1]);

@@ -15,6 +15,22 @@
 // the block table with a fast divisor, so any page size works; tokens past kv_len, invalid block
 // ids and head-dim padding are zero-filled (src-size 0) and masked. kStages-deep cp.async ring.
 //
+// Hostile metadata (check=false; docs/api.md "Hostile metadata"): kv_len is clamped to the table
+// (max_blocks_per_seq * page_size) and positions follow the clamped length; a token whose table
+// entry is not a block id in [0, num_blocks) is masked (per-stage validity bytes in shared memory,
+// and a CTA-wide "tile has one" flag from the iteration's barrier, so full tiles pay nothing); a
+// sequence at or after the first malformed cu_q_lens entry (decreasing, negative, past total_q) is
+// skipped; window bounds never overflow (global_window is capped at the key count, pos - window
+// is only taken for pos >= 0). Non-finite values: an empty row (no visible
+// key) is written as zeros / lse -inf whatever the data; a row whose visible scores hold a NaN or
+// +inf, or are all -inf, is NaN (out and lse) — DESIGN.md §1.
+//
+// Per-token V scales: p * s_v would be rounded to the q dtype for P·V, which in fp16 loses most of
+// its bits for small scales (s_v = amax/127 ~ 2e-6 is subnormal in fp16). O is kept in units of a
+// running scale sigma (the largest |s_v| seen so far, per CTA): P·V takes p * s_v / sigma, in
+// [0, 1], and a growing sigma rescales O together with the softmax's alpha; the epilogue
+// multiplies by sigma.
+//
 // Memory: shared rows are padded by 16 bytes (an odd number of 16-byte units per row), which makes
 // every ldmatrix phase and cp.async store conflict-free without a swizzle, for every head dim.
 //   [Q: kTileQ x kHeadDim (q dtype)] [kStages x (K tile, V tile) in cache dtype]
@@ -114,13 +130,18 @@ struct TcPrefillTraits {
   static constexpr int kConvTileBytes = kTileKv * kRowBytes;
   static constexpr int kConvBytes = kKvInt8 ? 2 * kConvTileBytes : 0;
   static constexpr int kScaleBytes = kKvInt8 ? kStages * 2 * kTileKv * 4 : 0;
-  static constexpr int kSmemBytes = kQBytes + kStages * kStageBytes + kConvBytes + kScaleBytes;
+  static constexpr int kVmaxWarps = kTileKv / 32;  // warps holding one tile's V scales
+  static constexpr int kVmaxBytes = kKvInt8 ? kStages * kVmaxWarps * 4 : 0;
+  static constexpr int kValidBytes = (kStages * kTileKv + 15) / 16 * 16;  // token validity per stage
+  static constexpr int kSmemBytes =
+      kQBytes + kStages * kStageBytes + kConvBytes + kScaleBytes + kVmaxBytes + kValidBytes;
 
   static_assert(kHeadDim % 32 == 0 && kHeadDim <= 256, "head dims are multiples of 32 up to 256");
   static_assert((kRowBytes / 16) % 2 == 1 && (kKvRowBytes / 16) % 2 == 1,
                 "padded rows must be an odd number of 16-byte units (conflict-free ldmatrix)");
   static_assert(2 * kTileKv <= kNumThreads, "one thread per per-token scale of K and V");
   static_assert(kTileKv % 16 == 0, "P·V consumes kv in k16 steps");
+  static_assert(kTileKv % 32 == 0, "the V scales of a tile are whole warps (tile max by shuffles)");
   static_assert(kStages >= 2, "the ring needs one tile in flight");
   static_assert(kTileQ == 16 * kMmaQ * kNumWarps, "the host sizes the grid with tc_tile_q");
 };
@@ -155,11 +176,23 @@ __device__ __forceinline__ void tc_prefill_device(const TcPrefillParams& p, uint
   // read or write out of q / out / lse.
   const int q_start = min(max(p.cu_q_lens[batch_idx * p.cu_stride], 0), p.total_q);
   const int q_len = min(max(p.cu_q_lens[(batch_idx + 1) * p.cu_stride], q_start), p.total_q) - q_start;
-  const int kv_len = max(p.kv_lens[batch_idx * p.kvl_stride], 0);
+  // kv_len clamped to what the table covers: a hostile length never iterates past the table.
+  const int64_t table_cap = static_cast<int64_t>(p.max_blocks_per_seq) * p.page_div.d;
+  const int kv_len = static_cast<int>(min(static_cast<int64_t>(max(p.kv_lens[batch_idx * p.kvl_stride], 0)), table_cap));
   const int group = static_cast<int>(p.group_div.d);
   const int packed_len = q_len * group;
   const int row0 = q_tile * kTileQ;
   if (q_len <= 0 || row0 >= packed_len) return;
+  {
+    // cu_q_lens must be well formed up to this sequence (0 <= cu[0] <= ... <= cu[b + 1] <= total_q);
+    // a sequence at or after a malformed entry is skipped, so no two sequences claim one row.
+    bool bad = false;
+    for (int i = tid; i <= batch_idx; i += kThreads) {
+      const int lo = p.cu_q_lens[i * p.cu_stride], hi = p.cu_q_lens[(i + 1) * p.cu_stride];
+      bad = bad || hi < lo || lo < 0 || hi > p.total_q;
+    }
+    if (__syncthreads_or(bad)) return;
+  }
 
   // Visible KV range of the whole tile (bottom-right causal: query i at kv_len - q_len + i).
   const int delta = kv_len - q_len;
@@ -172,9 +205,12 @@ __device__ __forceinline__ void tc_prefill_device(const TcPrefillParams& p, uint
   const int n_tiles = (kv_hi + kTileKv - 1) / kTileKv;
   int n_global = 0, first_win = 0;
   if (p.local_window >= 0) {
-    const int lo = max(pos_min - p.local_window, 0);
+    // pos_min - local_window cannot overflow: pos_min >= 0 there (a row at a negative position
+    // sees no key under causal, which a local window implies).
+    const int lo = pos_min < 0 ? 0 : max(pos_min - p.local_window, 0);
     first_win = min(lo / kTileKv, n_tiles);
-    n_global = min((p.global_window + kTileKv - 1) / kTileKv, n_tiles);
+    const int global_keys = min(p.global_window, kv_hi);  // global_window >= 0 (validated)
+    n_global = min((global_keys + kTileKv - 1) / kTileKv, n_tiles);
     if (first_win <= n_global) first_win = n_global = 0;  // contiguous from tile 0
   }
   const int n_iter = n_global + (n_tiles - first_win);
@@ -184,6 +220,8 @@ __device__ __forceinline__ void tc_prefill_device(const TcPrefillParams& p, uint
   uint8_t* s_stage = smem + Tr::kQBytes;
   uint8_t* s_conv = s_stage + kStages * Tr::kStageBytes;
   float* s_scale = reinterpret_cast<float*>(s_conv + Tr::kConvBytes);  // [kStages][2][kTileKv]
+  float* s_vmax = s_scale + Tr::kScaleBytes / 4;                        // [kStages][kVmaxWarps]
+  uint8_t* s_valid = reinterpret_cast<uint8_t*>(s_vmax) + Tr::kVmaxBytes;  // [kStages][kTileKv]
 
   const bool k_per_token = Tr::kKvInt8 && p.k_scale_mode == kScalePerToken;
   const bool v_per_token = Tr::kKvInt8 && p.v_scale_mode == kScalePerToken;
@@ -259,10 +297,22 @@ __device__ __forceinline__ void tc_prefill_device(const TcPrefillParams& p, uint
     cp_async_16(smem_addr(s_k + r * Tr::kKvRowBytes + ch * 16), ks, ok ? 16u : 0u);
     cp_async_16(smem_addr(s_v + r * Tr::kKvRowBytes + ch * 16), vs, ok ? 16u : 0u);
   };
+  // Token validity of tile `tile`, thread t < kTileKv for token t: 1 when it has a block. Returns
+  // whether the token is inside kv_len but has no valid block (it is then masked).
+  auto mark_valid = [&](int tile, int slot) -> bool {
+    if (tid >= kTileKv) return false;
+    int block;
+    uint32_t off;
+    const int j = tile * kTileKv + tid;
+    const bool ok = locate(j, block, off);
+    s_valid[slot * kTileKv + tid] = ok ? 1 : 0;
+    return !ok && j < kv_len;
+  };
   auto issue_tile = [&](int tile, int slot) {
     const int kv0 = tile * kTileKv;
     uint8_t* s_k = s_stage + slot * Tr::kStageBytes;
     uint8_t* s_v = s_k + Tr::kKvTileBytes;
+    mark_valid(tile, slot);
     if constexpr (Tr::kNumWarps == 4 && kThreads % Tr::kKvChunks == 0 && kTileKv % (kThreads / Tr::kKvChunks) == 0) {
       // Fixed chunk per thread, rows strided: the block-table loads of all rows issue back to back
       // (not at 8 warps, whose 128-register budget spills with it).
@@ -299,8 +349,17 @@ __device__ __forceinline__ void tc_prefill_device(const TcPrefillParams& p, uint
     }
     return s;
   };
+  // Called by every thread (uniform control flow): the V-scale warps also store their tile max.
   auto store_token_scale = [&](int slot, float s) {
-    if (Tr::kKvInt8 && tid < 2 * kTileKv) s_scale[slot * 2 * kTileKv + tid] = s;
+    if (Tr::kKvInt8 && tid < 2 * kTileKv) {
+      s_scale[slot * 2 * kTileKv + tid] = s;
+      if (v_per_token && tid >= kTileKv) {  // whole warps (kTileKv % 32 == 0)
+        // Non-negative floats order like their bits (redux.sync: one instruction); a NaN scale
+        // is left out of the max (it still reaches P·V through p * s_v).
+        const unsigned a = __reduce_max_sync(0xffffffffu, s == s ? __float_as_uint(fabsf(s)) : 0u);
+        if (lane == 0) s_vmax[slot * Tr::kVmaxWarps + (tid - kTileKv) / 32] = __uint_as_float(a);
+      }
+    }
   };
 
   // ---- prologue: Q and the first kStages-1 tiles, one commit group each (Q rides with tile 0) ----
@@ -323,12 +382,15 @@ __device__ __forceinline__ void tc_prefill_device(const TcPrefillParams& p, uint
   float o[kMmaQ][kNbD][4];
   float m[kMmaQ][2];
   float l[kMmaQ][2];
+  bool seen[kMmaQ][2];  // this thread's columns of the row held a visible key
+  float sigma = 0.f;    // per-token V: O is kept in units of sigma (see the header)
 #pragma unroll
   for (int mq = 0; mq < kMmaQ; ++mq) {
 #pragma unroll
     for (int nb = 0; nb < kNbD; ++nb) o[mq][nb][0] = o[mq][nb][1] = o[mq][nb][2] = o[mq][nb][3] = 0.f;
     m[mq][0] = m[mq][1] = kNegInf;
     l[mq][0] = l[mq][1] = 0.f;
+    seen[mq][0] = seen[mq][1] = false;
   }
 
   const uint32_t q_addr =
@@ -344,7 +406,11 @@ __device__ __forceinline__ void tc_prefill_device(const TcPrefillParams& p, uint
     const int kv0 = tile * kTileKv;
 
     cp_async_wait<kStages - 2>();
-    __syncthreads();  // tile `it` visible to all; everyone is done with iteration it-1's buffers
+    // Tile `it` visible to all; everyone is done with iteration it-1's buffers. The barrier also
+    // ORs whether the tile holds a token inside kv_len without a valid block (each thread reads
+    // the validity byte it wrote itself when it issued the tile).
+    const bool tile_has_invalid =
+        __syncthreads_or(tid < kTileKv && !s_valid[slot * kTileKv + tid] && kv0 + tid < kv_len) != 0;
 
     const int next = it + kStages - 1;
     float pending_scale = 0.f;
@@ -413,8 +479,9 @@ __device__ __forceinline__ void tc_prefill_device(const TcPrefillParams& p, uint
     const float* s_ks = s_scale + slot * 2 * kTileKv;
     const float* s_vs = s_ks + kTileKv;
     const int kv_end = kv0 + kTileKv;
-    const bool need_mask = kv_end > kv_len || (p.causal && kv_end - 1 > pos_min) ||
-                           (p.local_window >= 0 && kv0 < pos_max - p.local_window && kv_end > p.global_window);
+    const bool need_mask = tile_has_invalid || kv_end > kv_len || (p.causal && kv_end - 1 > pos_min) ||
+                           (p.local_window >= 0 && pos_max >= 0 && kv0 < pos_max - p.local_window &&
+                            kv_end > p.global_window);
     // Without per-token K scales the constant scale is folded into exp2's FFMA: exp2(s*c - m).
     const float sc_mul = k_per_token ? 1.f : p.sm_scale_log2;
     if (k_per_token) {
@@ -431,25 +498,48 @@ __device__ __forceinline__ void tc_prefill_device(const TcPrefillParams& p, uint
       }
     }
     // Masking only on tiles that need it (a CTA-uniform branch, so full tiles pay nothing). Key j
-    // of row pos is visible iff j <= hi && (j >= lo || j < global_window).
+    // of row pos is visible iff j <= hi && (j >= lo || j < global_window) and its block is valid.
     if (need_mask) {
+      const uint8_t* valid = s_valid + slot * kTileKv;
 #pragma unroll
       for (int mq = 0; mq < kMmaQ; ++mq) {
 #pragma unroll
         for (int rr = 0; rr < 2; ++rr) {
           const int pos = row_pos(mq, rr);
           const int hi = p.causal ? min(kv_len - 1, pos) : kv_len - 1;
-          const int lo = p.local_window >= 0 ? pos - p.local_window : 0;
+          // pos < 0 sees nothing (hi < 0), so the difference is only taken where it cannot overflow.
+          const int lo = p.local_window >= 0 && pos >= 0 ? pos - p.local_window : 0;
+          bool any = false;
 #pragma unroll
           for (int nb = 0; nb < kNbKv; ++nb) {
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
-              const int j = kv0 + nb * 8 + 2 * (lane % 4) + e;
-              if (!(j <= hi && (j >= lo || j < p.global_window))) s[mq][nb][2 * rr + e] = kNegInf;
+              const int c = nb * 8 + 2 * (lane % 4) + e;
+              const int j = kv0 + c;
+              const bool vis = j <= hi && (j >= lo || j < p.global_window) && valid[c] != 0;
+              if (!vis) s[mq][nb][2 * rr + e] = kNegInf;
+              any = any || vis;
             }
           }
+          seen[mq][rr] = seen[mq][rr] || any;
         }
       }
+    } else {
+#pragma unroll
+      for (int mq = 0; mq < kMmaQ; ++mq) seen[mq][0] = seen[mq][1] = true;
+    }
+
+    // Per-token V: the running scale sigma grows to this tile's largest |s_v|; O (in units of
+    // sigma) is rescaled with the softmax's alpha, and P·V takes p * s_v / sigma.
+    float v_rescale = 1.f, v_inv = 1.f;
+    if (v_per_token) {
+      float tile_max = s_vmax[slot * Tr::kVmaxWarps];
+#pragma unroll
+      for (int w = 1; w < Tr::kVmaxWarps; ++w) tile_max = fmaxf(tile_max, s_vmax[slot * Tr::kVmaxWarps + w]);
+      const float sigma_new = fmaxf(sigma, tile_max);
+      v_rescale = sigma_new > 0.f ? sigma / sigma_new : 1.f;
+      v_inv = sigma_new > 0.f ? 1.f / sigma_new : 0.f;
+      sigma = sigma_new;
     }
 
 #pragma unroll
@@ -475,10 +565,11 @@ __device__ __forceinline__ void tc_prefill_device(const TcPrefillParams& p, uint
           sum += p0 + p1;
         }
         l[mq][rr] = l[mq][rr] * alpha + sum;
+        const float o_scale = alpha * v_rescale;
 #pragma unroll
         for (int nb = 0; nb < kNbD; ++nb) {
-          o[mq][nb][2 * rr] *= alpha;
-          o[mq][nb][2 * rr + 1] *= alpha;
+          o[mq][nb][2 * rr] *= o_scale;
+          o[mq][nb][2 * rr + 1] *= o_scale;
         }
       }
     }
@@ -490,6 +581,10 @@ __device__ __forceinline__ void tc_prefill_device(const TcPrefillParams& p, uint
       if (v_per_token) {
         vs0 = *reinterpret_cast<const float2*>(s_vs + kt * 16 + 2 * (lane % 4));
         vs1 = *reinterpret_cast<const float2*>(s_vs + kt * 16 + 8 + 2 * (lane % 4));
+        vs0.x *= v_inv;
+        vs0.y *= v_inv;
+        vs1.x *= v_inv;
+        vs1.y *= v_inv;
       }
       uint32_t pa[kMmaQ][4];
 #pragma unroll
@@ -526,7 +621,13 @@ __device__ __forceinline__ void tc_prefill_device(const TcPrefillParams& p, uint
       float lt = l[mq][rr];
       lt += __shfl_xor_sync(0xffffffffu, lt, 1);
       lt += __shfl_xor_sync(0xffffffffu, lt, 2);
-      const float inv = lt > 0.f ? 1.f / lt : 0.f;
+      // No visible key: an empty row (zeros, lse -inf), whatever the data held. Visible keys but no
+      // positive sum (all scores -inf: 0/0) or a NaN sum (a NaN or +inf score): a NaN row.
+      const int any = __shfl_xor_sync(0xffffffffu, static_cast<int>(seen[mq][rr]), 1) | static_cast<int>(seen[mq][rr]);
+      const bool empty = (any | __shfl_xor_sync(0xffffffffu, any, 2)) == 0;
+      const bool nan_row = !empty && !(lt > 0.f);
+      const float kNaN = __int_as_float(0x7fc00000);
+      const float inv = (empty || nan_row) ? 0.f : (v_per_token ? sigma : 1.f) / lt;
       const int pr = row0 + warp * 16 * kMmaQ + mq * 16 + rr * 8 + lane / 4;
       if (pr >= packed_len) continue;
       uint32_t tok, hin;
@@ -540,16 +641,18 @@ __device__ __forceinline__ void tc_prefill_device(const TcPrefillParams& p, uint
         if (d < p.head_dim) {
           float v0 = o[mq][nb][2 * rr] * inv;
           float v1 = o[mq][nb][2 * rr + 1] * inv;
-          if (v_per_channel) {
+          if (v_per_channel && !empty && !nan_row) {
             v0 *= load_scale_any(p.v_scale, kv_head * p.vs_stride_a + d * p.vs_stride_b, p.v_scale_dtype);
             v1 *= load_scale_any(p.v_scale, kv_head * p.vs_stride_a + (d + 1) * p.vs_stride_b, p.v_scale_dtype);
           }
+          if (empty) v0 = v1 = 0.f;
+          if (nan_row) v0 = v1 = kNaN;
           *reinterpret_cast<uint32_t*>(orow + d) = pack2<T>(v0, v1);
         }
       }
       if (p.lse != nullptr && lane % 4 == 0) {
         p.lse[tq * p.lse_stride_n + static_cast<int64_t>(qh) * p.lse_stride_h] =
-            lt > 0.f ? (m[mq][rr] + __log2f(lt)) * kLn2 : kNegInf;
+            empty ? kNegInf : (nan_row ? kNaN : (m[mq][rr] + __log2f(lt)) * kLn2);
       }
     }
   }
