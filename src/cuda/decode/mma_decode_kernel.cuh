@@ -326,6 +326,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const _
   const float* k_tok_scale = static_cast<const float*>(c.k_scale);  // fp32 when per-token (planner)
   const float* v_tok_scale = static_cast<const float*>(c.v_scale);
 
+  int32_t pf_blk = 0;  // prefetched block id of step pf_it (page-aligned path)
+  int pf_it = -1;
   auto issue = [&](int it, int slot) {
     const int jb = j0 + (warp + it * kW) * 16;
     const int left = j1 - jb;  // keys of the step that exist: >= 1
@@ -334,7 +336,13 @@ __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const _
     if (prm.page_aligned) {
       uint32_t page_idx, off0;
       c.page_div.divmod(static_cast<uint32_t>(jb), page_idx, off0);
-      const int32_t blk = table_row[page_idx];
+      // The block id of this step was fetched one issue earlier (its load latency hidden behind a
+      // compute step); fetch the next step's now.
+      const int32_t blk = pf_it == it ? pf_blk : table_row[page_idx];
+      if (it + 1 < n_w) {
+        pf_blk = table_row[c.page_div.div(static_cast<uint32_t>(jb + kW * 16))];
+        pf_it = it + 1;
+      }
       const bool blk_ok = blk >= 0 && blk < c.num_blocks;
       const uint32_t ublk = blk_ok ? static_cast<uint32_t>(blk) : 0u;
       const char* kblk = k_bytes + static_cast<uint64_t>(ublk) * prm.k_blk_bytes + off0 * prm.k_pos_bytes;
@@ -471,30 +479,29 @@ __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const _
         }
       }
     // ---- online softmax (lazy rescale) ----
-    float mx[kNT][2];
+    // A column's reference max m_run moves only when some score exceeds it by more than 8 (one
+    // vote, no shuffles, in the common case); then the exact column maxima are reduced.
     bool need = false;
 #pragma unroll
     for (int nt = 0; nt < kNT; ++nt)
 #pragma unroll
-      for (int col = 0; col < 2; ++col) {
-        float m = fmaxf(x[nt][col], x[nt][2 + col]);
-        m = fmaxf(m, __shfl_xor_sync(kFull, m, 4));
-        m = fmaxf(m, __shfl_xor_sync(kFull, m, 8));
-        m = fmaxf(m, __shfl_xor_sync(kFull, m, 16));
-        mx[nt][col] = m;
-        need = need || (m > m_run[nt][col] + 8.f);
-      }
+      for (int col = 0; col < 2; ++col) need = need || (fmaxf(x[nt][col], x[nt][2 + col]) > m_run[nt][col] + 8.f);
     float v_fac = 1.f;
-    if (v_tok) {
-      float sv = fmaxf(vs_key[0], vs_key[1]);
-      sv = fmaxf(sv, __shfl_xor_sync(kFull, sv, 4));
-      sv = fmaxf(sv, __shfl_xor_sync(kFull, sv, 8));
-      sv = fmaxf(sv, __shfl_xor_sync(kFull, sv, 16));
-      if (sv > 16.f * v_ref || (sv > 0.f && sv * 16.f < v_ref)) {  // warp-uniform
-        const float r = __frcp_rn(sv);
-        v_fac = v_ref * r;
-        v_ref = sv;
-        v_ref_inv = r;
+    if (v_tok) {  // the reference V scale moves when the step's largest scale leaves [v_ref / 16, 16 v_ref]
+      const float sv_loc = fmaxf(vs_key[0], vs_key[1]);
+      const bool big = __any_sync(kFull, sv_loc > 16.f * v_ref);
+      const bool small = __all_sync(kFull, sv_loc * 16.f < v_ref);
+      if (big || small) {
+        float sv = sv_loc;
+        sv = fmaxf(sv, __shfl_xor_sync(kFull, sv, 4));
+        sv = fmaxf(sv, __shfl_xor_sync(kFull, sv, 8));
+        sv = fmaxf(sv, __shfl_xor_sync(kFull, sv, 16));
+        if (sv > 0.f) {
+          const float r = __frcp_rn(sv);
+          v_fac = v_ref * r;
+          v_ref = sv;
+          v_ref_inv = r;
+        }
       }
     }
     if (__any_sync(kFull, need) || v_fac != 1.f) {
@@ -502,10 +509,14 @@ __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const _
       for (int nt = 0; nt < kNT; ++nt)
 #pragma unroll
         for (int col = 0; col < 2; ++col) {
+          float mx = fmaxf(x[nt][col], x[nt][2 + col]);
+          mx = fmaxf(mx, __shfl_xor_sync(kFull, mx, 4));
+          mx = fmaxf(mx, __shfl_xor_sync(kFull, mx, 8));
+          mx = fmaxf(mx, __shfl_xor_sync(kFull, mx, 16));
           float alpha = 1.f;
-          if (mx[nt][col] > m_run[nt][col]) {
-            alpha = m_run[nt][col] == -INFINITY ? 0.f : exp2f(m_run[nt][col] - mx[nt][col]);
-            m_run[nt][col] = mx[nt][col];
+          if (mx > m_run[nt][col]) {
+            alpha = m_run[nt][col] == -INFINITY ? 0.f : exp2f(m_run[nt][col] - mx);
+            m_run[nt][col] = mx;
           }
           l_run[nt][col] *= alpha;
           const float f = alpha * v_fac;
@@ -535,8 +546,9 @@ __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const _
         p[2] *= vr1;
         p[3] *= vr1;
       }
-      pb[nt][0] = movmatrix_trans(tc::pack2<T>(p[0], p[1]));
-      pb[nt][1] = movmatrix_trans(tc::pack2<T>(p[2], p[3]));
+      const uint32_t x0 = tc::pack2<T>(p[0], p[1]), x1 = tc::pack2<T>(p[2], p[3]);
+      pb[nt][0] = movmatrix_trans(x0);
+      pb[nt][1] = movmatrix_trans(x1);
     }
     // ---- O^T += V^T P^T ----
     constexpr int kVW = kVBytes / 4;  // 32-bit words per V row piece
@@ -565,7 +577,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const _
         const uint32_t sel = (i & 1) ? 0x7362u : 0x5140u;
         const uint32_t xab = __byte_perm(vw[0][i >> 1], vw[1][i >> 1], sel);
         const uint32_t xcd = __byte_perm(vw[2][i >> 1], vw[3][i >> 1], sel);
-        tc::int8x4_to_pairs<__half>(xab, a[0], a[1]);
+        tc::int8x4_to_pairs<__half>(xab, a[0], a[1]);  // exact v (a biased v + 1152 measured 4.8e-2 at 128k keys)
         tc::int8x4_to_pairs<__half>(xcd, a[2], a[3]);
       } else {
         a[0] = __byte_perm(vw[0][i], vw[1][i], 0x5410u);
