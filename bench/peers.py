@@ -275,7 +275,9 @@ def run_decode(name, B, kv_len, page=16, Hq=32, Hkv=8, D=128, q_len=1, routes=()
                         c["q"], k_of(i), v_of(i), c["table"], c["cu_q"], c["kv_lens"], causal=True, out=o, **kw))
             return fns, outs
 
-        for peer, route in [("kvq_decode", None)] + [("kvq_decode_" + r, r) for r in routes]:
+        # q_len > 1 (multi-token decode) goes through kvq.paged_prefill: the planner's route, named kvq_prefill.
+        base = "kvq_decode" if q_len == 1 else "kvq_prefill"
+        for peer, route in [(base, None)] + ([("kvq_decode_" + r, r) for r in routes] if q_len == 1 else []):
             try:
                 if route is None:
                     os.environ.pop("KVQ_DECODE_PATH", None)
@@ -295,7 +297,7 @@ def run_decode(name, B, kv_len, page=16, Hq=32, Hkv=8, D=128, q_len=1, routes=()
             fns[0]()
             torch.cuda.synchronize()
             err = rel_err(outs[0], ref) if ref is not None else None
-            add("kvq_decode_bf16cache", bench_graph_ms(fns), bf16_bytes, dict(rel_err_vs_sdpa=err))
+            add(base + "_bf16cache", bench_graph_ms(fns), bf16_bytes, dict(rel_err_vs_sdpa=err))
             del c16
         except Exception as e:
             log(f"  kvq_decode_bf16cache   not run: {short(e)}")

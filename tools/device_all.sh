@@ -13,7 +13,7 @@ set -u
 OUT=${OUT:-./device_out}
 LOGS="$OUT/logs"
 mkdir -p "$LOGS"
-STEPS=${STEPS:-"suite suite_tc_decode python demo peers"}
+STEPS=${STEPS:-"suite suite_other_decode python demo peers"}
 summary="$OUT/summary.txt"
 : > "$summary"
 say() { echo "$*" | tee -a "$summary"; }
@@ -27,12 +27,15 @@ for step in $STEPS; do
       OUT="$LOGS/gpu" tools/gpu_check.sh .devbin/kvq_gpu_tests > "$LOGS/gpu_check.log" 2>&1
       rc=$?
       cat "$LOGS/gpu/summary.txt" >> "$summary" ;;
-    suite_tc_decode)
-      # The decode tests again with decode forced through the tensor-core kernel.
-      KVQ_DECODE_PATH=tc timeout 120 .devbin/kvq_gpu_tests --gtest_filter='*Decode*:*Graph*' --gtest_brief=1 \
-        > "$LOGS/suite_tc_decode.log" 2>&1
-      rc=$?
-      grep -E "^\[  (PASSED|FAILED|SKIPPED) " "$LOGS/suite_tc_decode.log" | head -20 >> "$summary" ;;
+    suite_other_decode)
+      # The decode tests again with decode forced through the CUDA-core split kernel and through
+      # the tensor-core prefill kernel (both kept selectable beside the default tensor-core decode).
+      rc=0
+      for route in split tc; do
+        KVQ_DECODE_PATH=$route timeout 120 .devbin/kvq_gpu_tests --gtest_filter='*Decode*:*Graph*:-*Mma*' --gtest_brief=1 \
+          > "$LOGS/suite_${route}_decode.log" 2>&1 || rc=1
+        echo "KVQ_DECODE_PATH=$route: $(grep -E "^\[  (PASSED|FAILED) " "$LOGS/suite_${route}_decode.log" | head -3 | tr '\n' ' ')" >> "$summary"
+      done ;;
     python)
       timeout 240 python3 -m pytest tests/python -q -ra -p no:cacheprovider > "$LOGS/pytest.log" 2>&1
       rc=$?
@@ -45,7 +48,8 @@ for step in $STEPS; do
     peers)
       timeout 300 python3 bench/peers.py ${PEERS_ARGS:-} --out "$OUT/peers.json" > "$LOGS/peers.log" 2>&1
       rc=$?
-      cat "$LOGS/peers.log" >> "$summary" ;;
+      cat "$LOGS/peers.log" >> "$summary"
+      python3 bench/report.py "$OUT/peers.json" --md "$OUT/peers.md" --png "$OUT/peers.png" >> "$summary" 2>&1 ;;
     *) say "unknown step $step"; rc=2 ;;
   esac
   say "== step $step: rc=$rc in $(( $(date +%s) - start )) s"

@@ -9,7 +9,7 @@
 #   mkdir -p .devbin-gpu && cp build-gpu/tests/kvq_gpu_tests .devbin-gpu/   (.devbin-gpu/ in .git/info/exclude)
 #   device run: command "tools/gpu_check.sh", carry [".devbin-gpu"]
 # What it does: nvidia-smi -L; the whole GPU suite (gtest xml + log); compute-sanitizer memcheck and
-# racecheck on the small cases (filter KVQ_SANITIZER_FILTER). Logs go to $OUT (or ./gpu_check_out).
+# racecheck, synccheck and initcheck on the small and hostile cases (KVQ_SANITIZER_FILTER, KVQ_SANITIZER_TOOLS). Logs go to $OUT (or ./gpu_check_out).
 # Exits nonzero when any step fails. Environment knobs:
 #   KVQ_GPU_TEST_FILTER   gtest filter of the full run (default: everything)
 #   KVQ_GPU_TEST_TIMEOUT  seconds for the full run (default 170)
@@ -19,7 +19,8 @@ BIN=${1:-.devbin-gpu/kvq_gpu_tests}
 OUT=${OUT:-./gpu_check_out}
 mkdir -p "$OUT"
 FILTER=${KVQ_GPU_TEST_FILTER:-*}
-SAN_FILTER=${KVQ_SANITIZER_FILTER:-*Small*:AppendBitExact*/odd*:DequantBitExact*/v1_*:CalibrateBitExact*/bf16}
+SAN_FILTER=${KVQ_SANITIZER_FILTER:-*Small*:AppendBitExact*/odd*:DequantBitExact*/v1_*:CalibrateBitExact*/bf16:Hostile*}
+SAN_TOOLS=${KVQ_SANITIZER_TOOLS:-memcheck racecheck synccheck initcheck}
 TEST_TIMEOUT=${KVQ_GPU_TEST_TIMEOUT:-170}
 SAN_TIMEOUT=${KVQ_SANITIZER_TIMEOUT:-60}
 SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
@@ -51,13 +52,13 @@ print(f"xml: {tests} tests, {tests - failures - skipped} passed, {failures} fail
 PY
 fi
 
-for tool in memcheck racecheck; do
+for tool in $SAN_TOOLS; do
   echo "== compute-sanitizer --tool $tool (filter $SAN_FILTER)"
   start=$(date +%s)
   timeout "$SAN_TIMEOUT" "$SAN" --tool "$tool" --error-exitcode 3 \
     "$BIN" --gtest_filter="$SAN_FILTER" --gtest_brief=1 > "$OUT/$tool.log" 2>&1
   rc=$?
-  echo "$tool: rc=$rc in $(( $(date +%s) - start ))s; $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/$tool.log" | tail -1)" | tee -a "$summary"
+  echo "$tool: rc=$rc in $(( $(date +%s) - start ))s; $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|hazard' "$OUT/$tool.log" | tail -1)" | tee -a "$summary"
   grep -E "tests ran|PASSED|FAILED" "$OUT/$tool.log" | tail -5
   [ $rc -eq 0 ] || status=1
 done
