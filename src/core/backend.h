@@ -23,7 +23,8 @@ bool built();
 bool available();
 void paged_prefill(const PrefillArgs& args, const detail::AttnProblem& p, const PrefillPlan& plan);
 void paged_decode(const DecodeArgs& args, const detail::AttnProblem& p);
-size_t decode_workspace_size(const detail::AttnProblem& p, int num_splits);
+// Sized on device_index (the tensors' device): the split count depends on its SM count.
+size_t decode_workspace_size(const detail::AttnProblem& p, int num_splits, int device_index);
 void append(const AppendArgs& args, int64_t num_tokens, int64_t num_kv_heads, int64_t head_dim,
             int64_t page_size, int64_t num_blocks, ScaleMode k_mode, ScaleMode v_mode);
 void dequantize_blocks(const DequantArgs& args, int64_t num_kv_heads, int64_t page_size,

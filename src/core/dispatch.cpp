@@ -78,7 +78,7 @@ void paged_decode(const DecodeArgs& args) {
     return;
   }
   require_cuda(kFunc);
-  const size_t needed = cuda::decode_workspace_size(p, args.num_splits);
+  const size_t needed = cuda::decode_workspace_size(p, args.num_splits, args.q.device_index);
   KVQ_CHECK(args.workspace.bytes >= needed, kFunc, "workspace",
             "expected at least " << needed << " bytes (decode_workspace_size), got "
                                  << args.workspace.bytes);
@@ -92,7 +92,7 @@ size_t decode_workspace_size(const DecodeArgs& args) {
   const detail::AttnProblem p = detail::validate_decode(args, "decode_workspace_size");
   if (args.q.device == Device::kCPU) return 0;
   require_cuda("decode_workspace_size");
-  return cuda::decode_workspace_size(p, args.num_splits);
+  return cuda::decode_workspace_size(p, args.num_splits, args.q.device_index);
 }
 
 void append(const AppendArgs& args) {

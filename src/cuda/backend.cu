@@ -354,7 +354,8 @@ void paged_decode(const DecodeArgs& args, const detail::AttnProblem& p) {
   launch_decode(args, p, splits, args.stream);
 }
 
-size_t decode_workspace_size(const detail::AttnProblem& p, int num_splits) {
+size_t decode_workspace_size(const detail::AttnProblem& p, int num_splits, int device_index) {
+  const DeviceGuard device_guard(device_index);
   const size_t split_bytes = decode_workspace_bytes(p, plan_decode_splits(p, num_splits));
   // The views decide between the tensor-core kernel and the CUDA-core one (alignment): room for both.
   if (p.batch_size > 0 && decode_via_mma(p))

@@ -21,7 +21,7 @@ void paged_prefill(const PrefillArgs&, const detail::AttnProblem&, const Prefill
   no_cuda("paged_prefill");
 }
 void paged_decode(const DecodeArgs&, const detail::AttnProblem&) { no_cuda("paged_decode"); }
-size_t decode_workspace_size(const detail::AttnProblem&, int) { no_cuda("decode_workspace_size"); }
+size_t decode_workspace_size(const detail::AttnProblem&, int, int) { no_cuda("decode_workspace_size"); }
 void append(const AppendArgs&, int64_t, int64_t, int64_t, int64_t, int64_t, ScaleMode, ScaleMode) {
   no_cuda("append");
 }
