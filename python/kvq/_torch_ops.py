@@ -19,7 +19,7 @@ no window.
 import warnings
 from typing import Optional
 
-from . import _arrays
+from . import _arrays, _native
 
 _registered = None  # None: not tried; False: unavailable; True: registered
 
@@ -30,15 +30,13 @@ def _register():
         return False
     from torch import Tensor
 
-    from . import ops as _ops
-
     @torch.library.custom_op("kvq::paged_prefill", mutates_args=("out", "lse"))
     def paged_prefill(q: Tensor, k_cache: Tensor, v_cache: Tensor, block_tables: Tensor, cu_q_lens: Tensor,
                       kv_lens: Tensor, k_scale: Optional[Tensor], v_scale: Optional[Tensor],
                       q_scale: Optional[Tensor], mask: Optional[Tensor], out: Tensor, lse: Optional[Tensor],
                       causal: bool, softmax_scale: float, layout: str, gqa_layout: str, local_window: int,
                       global_window: int, compute: str, path: str, check: bool) -> None:
-        _ops._prefill_impl(q, k_cache, v_cache, block_tables, cu_q_lens, kv_lens, k_scale, v_scale, q_scale, mask,
+        _native._prefill_impl(q, k_cache, v_cache, block_tables, cu_q_lens, kv_lens, k_scale, v_scale, q_scale, mask,
                            out, lse, causal, softmax_scale, layout, gqa_layout, local_window, global_window,
                            compute, path, check)
 
@@ -52,7 +50,7 @@ def _register():
                      k_scale: Optional[Tensor], v_scale: Optional[Tensor], out: Tensor, lse: Optional[Tensor],
                      softmax_scale: float, layout: str, gqa_layout: str, local_window: int, global_window: int,
                      check: bool, num_splits: int) -> None:
-        _ops._decode_impl(q, k_cache, v_cache, block_tables, kv_lens, k_scale, v_scale, out, lse, softmax_scale,
+        _native._decode_impl(q, k_cache, v_cache, block_tables, kv_lens, k_scale, v_scale, out, lse, softmax_scale,
                           layout, gqa_layout, local_window, global_window, check, num_splits)
 
     @paged_decode.register_fake
@@ -63,7 +61,7 @@ def _register():
     @torch.library.custom_op("kvq::append", mutates_args=("k_cache", "v_cache", "k_scale", "v_scale"))
     def append(k: Tensor, v: Tensor, slot_mapping: Tensor, k_cache: Tensor, v_cache: Tensor,
                k_scale: Optional[Tensor], v_scale: Optional[Tensor], layout: str, check: bool) -> None:
-        _ops._append_impl(k, v, slot_mapping, k_cache, v_cache, k_scale, v_scale, layout, check)
+        _native._append_impl(k, v, slot_mapping, k_cache, v_cache, k_scale, v_scale, layout, check)
 
     @append.register_fake
     def _(k, v, slot_mapping, k_cache, v_cache, k_scale, v_scale, layout, check):
@@ -72,7 +70,7 @@ def _register():
     @torch.library.custom_op("kvq::dequantize_blocks", mutates_args=("out", "out_block_tables"))
     def dequantize_blocks(cache: Tensor, scale: Tensor, block_tables: Tensor, kv_lens: Tensor, out: Tensor,
                           out_block_tables: Optional[Tensor], layout: str, check: bool) -> None:
-        _ops._dequant_impl(cache, scale, block_tables, kv_lens, out, out_block_tables, layout, check)
+        _native._dequant_impl(cache, scale, block_tables, kv_lens, out, out_block_tables, layout, check)
 
     @dequantize_blocks.register_fake
     def _(cache, scale, block_tables, kv_lens, out, out_block_tables, layout, check):
@@ -80,7 +78,7 @@ def _register():
 
     @torch.library.custom_op("kvq::calibrate_out", mutates_args=("out",))
     def calibrate_out(x: Tensor, out: Tensor) -> None:
-        _ops._calibrate_impl(x, out)
+        _native._calibrate_impl(x, out)
 
     @calibrate_out.register_fake
     def _(x, out):
@@ -89,7 +87,7 @@ def _register():
     @torch.library.custom_op("kvq::calibrate", mutates_args=())
     def calibrate(x: Tensor) -> Tensor:
         out = torch.empty(x.shape[1:], dtype=torch.float32, device=x.device)
-        _ops._calibrate_impl(x, out)
+        _native._calibrate_impl(x, out)
         return out
 
     @calibrate.register_fake
