@@ -37,8 +37,8 @@ def _register():
                       causal: bool, softmax_scale: float, layout: str, gqa_layout: str, local_window: int,
                       global_window: int, compute: str, path: str, check: bool) -> None:
         _native._prefill_impl(q, k_cache, v_cache, block_tables, cu_q_lens, kv_lens, k_scale, v_scale, q_scale, mask,
-                           out, lse, causal, softmax_scale, layout, gqa_layout, local_window, global_window,
-                           compute, path, check)
+                              out, lse, causal, softmax_scale, layout, gqa_layout, local_window, global_window,
+                              compute, path, check)
 
     @paged_prefill.register_fake
     def _(q, k_cache, v_cache, block_tables, cu_q_lens, kv_lens, k_scale, v_scale, q_scale, mask, out, lse,
@@ -51,7 +51,7 @@ def _register():
                      softmax_scale: float, layout: str, gqa_layout: str, local_window: int, global_window: int,
                      check: bool, num_splits: int) -> None:
         _native._decode_impl(q, k_cache, v_cache, block_tables, kv_lens, k_scale, v_scale, out, lse, softmax_scale,
-                          layout, gqa_layout, local_window, global_window, check, num_splits)
+                             layout, gqa_layout, local_window, global_window, check, num_splits)
 
     @paged_decode.register_fake
     def _(q, k_cache, v_cache, block_tables, kv_lens, k_scale, v_scale, out, lse, softmax_scale, layout,
