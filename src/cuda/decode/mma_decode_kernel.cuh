@@ -21,14 +21,16 @@
 // sum over keys do not depend on the order of their terms, so each thread loads whole contiguous
 // 16-byte pieces of K and V rows and the fragments are defined over a permuted d:
 //   K: thread (g = lane / 4, t = lane % 4) reads rows g and g + 8 of the step, the 16-byte pieces
-//      t, t + 4, t + 8, ... of each (D/4 elements; a warp instruction covers whole 64-byte runs);
+//      t, t + 4, t + 8, ... of each (D/4 elements), from a K tile the whole warp copied with whole
+//      128-byte lines per instruction (chunks XOR-swizzled by row: no bank conflict);
 //      k-step s takes elements 4s..4s+3 of that sequence, which play the fragment's logical
 //      columns (2t, 2t+1, 2t+8, 2t+9). Q's B fragment uses the same map (k_dim_of).
 //   V: thread (g, t) reads rows 2t, 2t+1, 2t+8, 2t+9 (its B-fragment keys), elements
 //      [g * D/8, (g + 1) * D/8); m-tile i takes elements 2i, 2i+1 as the fragment rows g, g+8.
 //      The output fragment is un-permuted when it is written.
-// Each thread copies its own pieces with cp.async into a thread-private slot of a kStages-deep
-// ring and reads back only what it copied, so the main loop has no barrier.
+// V pieces and per-token scales are copied with cp.async by the thread that reads them, into a
+// thread-private part of a kStages-deep ring slot; the K tile of the slot is copied by the warp,
+// so the loop has two __syncwarp()s and no CTA barrier.
 //
 // Numerics. int8 K/V are converted exactly to fp16 (PRMT into 0x64xx, one HSUB2: 1024 + u - 1152);
 // the MMA runs in fp16 with fp32 accumulation for int8 and fp16 caches (bf16 for a bf16 cache).
@@ -103,6 +105,12 @@ struct MmaDecodeTraits {
   static constexpr int kEB = sizeof(DTypeKV_);
   static constexpr int kKBytes = kD * kEB / 4;     // per thread per K row
   static constexpr int kKVec = kKBytes / 16;
+  // K is copied by the whole warp, row-major [16 keys][kCR 16-byte chunks] with the chunk index
+  // XOR-swizzled by the row (kCR >= 8), so one cp.async instruction moves kRowsPerCopy whole rows
+  // (full 128-byte lines) and the fragment reads hit 8 distinct chunks per quarter-warp.
+  static constexpr int kCR = kD_ * kEB / 16;
+  static constexpr int kRowsPerCopy = 32 / kCR;
+  static constexpr int kKCopies = 16 / kRowsPerCopy;
   static constexpr int kVBytes = kD * kEB / 8;     // per thread per V row (8, 16, 32, 64)
   static constexpr int kVUnits = kVBytes >= 16 ? 4 * (kVBytes / 16) : 2;
   static constexpr int kUnits = 2 * kKVec + kVUnits + 1;  // 16-byte units per thread per step (+1: scales)
@@ -307,16 +315,19 @@ __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const _
   uint32_t valid_bits = 0;  // 2 bits per slot: keys g, g + 8 of the step are real keys
 
   auto slot_ptr = [&](int slot, int unit) { return smem_u4 + ((slot * kW + warp) * kUnits + unit) * 32 + lane; };
+  constexpr int kCR = Traits::kCR;
+  auto k_tile = [&](int slot) { return smem_u4 + ((slot * kW + warp) * kUnits) * 32; };  // 16 * kCR chunks
+  auto swz = [](int chunk, int row) { return kCR >= 8 ? (chunk ^ (row & 7)) : chunk; };
+  const int copy_row = lane / kCR;    // first K row this lane copies
+  const int copy_chunk = lane % kCR;  // the chunk of every row it copies
+  const uint32_t k_copy_const = kvh * prm.k_head_bytes + 16 * copy_chunk;
 
   // Per-thread constant parts of the byte offsets (pages with page_size % 16 == 0: the step's 16
   // keys sit at in-page offsets off0 .. off0 + 15 of one block).
   const char* k_bytes = static_cast<const char*>(c.k_data);
   const char* v_bytes = static_cast<const char*>(c.v_data);
-  const uint32_t k_hd = kvh * prm.k_head_bytes + 16 * t;
   const uint32_t v_hd = kvh * prm.v_head_bytes + g * (kD / 8) * Traits::kEB;
-  uint32_t k_thr[2], v_thr[4];
-#pragma unroll
-  for (int h = 0; h < 2; ++h) k_thr[h] = k_hd + (g + 8 * h) * prm.k_pos_bytes;
+  uint32_t v_thr[4];
 #pragma unroll
   for (int q4 = 0; q4 < 4; ++q4) v_thr[q4] = v_hd + (2 * t + (q4 & 1) + 8 * (q4 >> 1)) * prm.v_pos_bytes;
   const uint32_t ks_hd = static_cast<uint32_t>(kvh * c.k_scale_stride_b);
@@ -348,13 +359,16 @@ __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const _
       const char* kblk = k_bytes + static_cast<uint64_t>(ublk) * prm.k_blk_bytes + off0 * prm.k_pos_bytes;
       const char* vblk = v_bytes + static_cast<uint64_t>(ublk) * prm.v_blk_bytes + off0 * prm.v_pos_bytes;
 #pragma unroll
+      for (int i = 0; i < Traits::kKCopies; ++i) {
+        const int row = copy_row + Traits::kRowsPerCopy * i;
+        const bool ok = blk_ok && row < left;
+        cp_async_16(k_tile(slot) + row * kCR + swz(copy_chunk, row), kblk + k_copy_const + row * prm.k_pos_bytes, ok ? 16 : 0);
+      }
+#pragma unroll
       for (int h = 0; h < 2; ++h) {
         const int rel = g + 8 * h;
         const bool ok = blk_ok && rel < left;
         bits |= ok ? (1u << h) : 0u;
-        const char* src = kblk + k_thr[h];
-#pragma unroll
-        for (int u = 0; u < kKVec; ++u) cp_async_16(slot_ptr(slot, h * kKVec + u), src + 64 * u, ok ? 16 : 0);
         const uint32_t so = ublk * ks_blk + ks_hd + (off0 + rel) * ks_pos;
         if (k_tok) cp_async_4(sc + h, k_tok_scale + (ok ? so : 0u), ok ? 4 : 0);
         const uint32_t sv = ublk * vs_blk + vs_hd + (off0 + rel) * vs_pos;
@@ -379,14 +393,20 @@ __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const _
         return locate_token(c, table_row, static_cast<uint32_t>(jb + rel), block, off);
       };
 #pragma unroll
+      for (int i = 0; i < Traits::kKCopies; ++i) {
+        const int row = copy_row + Traits::kRowsPerCopy * i;
+        int32_t block = 0;
+        uint32_t off = 0;
+        const bool ok = where(row, block, off);
+        const char* src = ok ? k_bytes + static_cast<uint64_t>(block) * prm.k_blk_bytes + off * prm.k_pos_bytes + k_copy_const : k_bytes;
+        cp_async_16(k_tile(slot) + row * kCR + swz(copy_chunk, row), src, ok ? 16 : 0);
+      }
+#pragma unroll
       for (int h = 0; h < 2; ++h) {
         int32_t block = 0;
         uint32_t off = 0;
         const bool ok = where(g + 8 * h, block, off);
         bits |= ok ? (1u << h) : 0u;
-        const char* src = ok ? k_bytes + static_cast<uint64_t>(block) * prm.k_blk_bytes + off * prm.k_pos_bytes + k_hd : k_bytes;
-#pragma unroll
-        for (int u = 0; u < kKVec; ++u) cp_async_16(slot_ptr(slot, h * kKVec + u), src + (ok ? 64 * u : 0), ok ? 16 : 0);
         if (k_tok) cp_async_4(sc + h, k_tok_scale + (ok ? block * ks_blk + ks_hd + off * ks_pos : 0u), ok ? 4 : 0);
         if (v_tok) cp_async_4(sc + 2 + h, v_tok_scale + (ok ? block * vs_blk + vs_hd + off * vs_pos : 0u), ok ? 4 : 0);
       }
@@ -415,7 +435,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const _
 #pragma unroll
     for (int h = 0; h < 2; ++h)
 #pragma unroll
-      for (int u = 0; u < kKVec; ++u) kr[h][u] = *slot_ptr(slot, h * kKVec + u);
+      for (int u = 0; u < kKVec; ++u) kr[h][u] = k_tile(slot)[(g + 8 * h) * kCR + swz(t + 4 * u, g + 8 * h)];
     float sacc[kNT][4], sacc2[kNT][4];  // even / odd k-steps: two independent MMA chains
 #pragma unroll
     for (int nt = 0; nt < kNT; ++nt)
@@ -598,9 +618,11 @@ __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const _
   }
   for (int it = 0; it < n_w; ++it) {
     const int nxt = it + kS - 1;
+    __syncwarp();  // every lane is done reading the K tile of the slot refilled now (step it - 1)
     if (nxt < n_w) issue(nxt, nxt % kS);
     cp_async_commit();
     cp_async_wait<kS - 1>();
+    __syncwarp();  // the K tile of step it, copied by the whole warp, is complete and visible
     compute(it, it % kS);
   }
   cp_async_wait<0>();
