@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/setup.sh
-tools/build.sh
+KVQ_WERROR=${KVQ_WERROR:-ON} tools/build.sh
 build=${KVQ_BUILD_DIR:-build}
 ctest --test-dir "$build" --output-on-failure -j"${KVQ_JOBS:-$(nproc)}"
 if [ -x tests/python/run.sh ]; then
