@@ -25,7 +25,7 @@ DeviceTensor::DeviceTensor(const HostTensor& h) {
   if (bytes_ > 0) check(cudaMemcpy(ptr_, h.data(), bytes_, cudaMemcpyHostToDevice), "cudaMemcpy H2D");
   view_.data = ptr_;
   view_.device = Device::kCUDA;
-  view_.device_index = 0;
+  check(cudaGetDevice(&view_.device_index), "cudaGetDevice");  // allocated on the current device
 }
 
 DeviceTensor DeviceTensor::bytes(size_t n) {
