@@ -11,7 +11,7 @@ Models (random weights, bf16, on the GPU; built from configs, nothing downloaded
 Targets, asserted:
   - per step, relative error of the logits <= 2e-2 against sdpa: ||logits_kvq - logits_sdpa|| / ||logits_sdpa||
     over the batch's last-position logits of that step, teacher-forced on the sdpa tokens (prefill + 31
-    decode steps; batches of 16 left-padded prompts of different lengths); the worst single row is printed;
+    decode steps; 4 batches of 16 left-padded prompts of different lengths); the worst row is printed;
   - greedy tokens identical for the first 32 new tokens on >= 95% of the prompts (printed);
   - KV memory of the int8 cache <= 0.55x transformers' bf16 cache, scales included (printed);
   - sampling runs (right shape, valid tokens), chunked prefill, per-channel scales, and the errors for
@@ -20,21 +20,29 @@ Targets, asserted:
 Run with -s to see the figures; KVQ_HF_TEST_OUT=<file.json> also writes them. Skips, with the reason,
 without torch, transformers 5.x or a CUDA device (and a kvq built with CUDA).
 
-Why the initialisation is not transformers' default (std 0.02 everywhere): a randomly initialised model
-has Gaussian logits whose top-2 gap is ~0.27 sigma (1024-way), so any bf16-level difference in the
-attention (sdpa vs sdpa with another kernel, let alone int8 K/V) flips a greedy token every few steps:
-greedy agreement would measure the random model, not kvq. Trained models have peaked logits. We make
-them peaked the same way a bigram prior does in a trained LM, and keep attention realistic:
-  - q_proj / k_proj weights with std sqrt(2 / hidden), so attention scores have std ~2 (attention
-    concentrated on a few keys, as in trained models) instead of ~1.6 (Llama shape) or ~0.4 (Qwen2 shape);
-  - token embeddings with std 0.25 (raised until the model can carry the peak below), so the current
-    token stays visible in the last hidden state next to the attention and MLP outputs;
-  - lm_head = R + beta * E[perm]: R random (std 0.02), E[perm] the embeddings of a fixed random
-    permutation, so the logits get a peak at the "successor" of the current token; beta is solved so
-    that the median peak stands KVQ_HF_TEST_PEAK_Z (default 5.5) standard deviations above the other
-    1023 logits (a trained LM's top-1 probability of ~0.7), then the head is scaled to a logit spread of
-    1.5 nats. Attention and MLP shape all other logits (the per-step error measures that) and decide
-    the argmax whenever context outweighs the peak (the share of such steps is printed).
+Why the initialisation is not transformers' default (std 0.02 everywhere). Two properties of a random
+model make int8-vs-bf16 comparisons meaningless unless fixed:
+  1. Its logits are Gaussian: the top-2 gap is ~0.27 sigma (1024-way), so any bf16-level difference in
+     the attention (two bf16 kernels, let alone int8 K/V) flips a greedy token every few steps. Trained
+     models have peaked logits. We give the logits a peak the way a bigram prior does in a trained LM:
+     lm_head = R + beta * E[perm], R random (std 0.02), E[perm] the embeddings of a fixed random
+     permutation, so the "successor" of the current token gets a peak; beta is solved so that the
+     median peak stands KVQ_HF_TEST_PEAK_Z (default 6) standard deviations above the other 1023 logits,
+     then the head is scaled to a logit spread of 1.5 nats (a top-1 probability around 0.8). Attention
+     and MLP outputs shape all the other logits (the per-step error measures that) and decide the argmax
+     whenever context outweighs the peak (the share of such steps is printed).
+  2. With embeddings of std 0.02, a 4-layer model's residual stream is its attention outputs alone, so
+     int8's ~1% error per attention layer (the quantization floor on Gaussian K/V) reaches the logits
+     undiluted (~2%). Trained (deep) models carry a residual stream larger than any one layer's update.
+     We set the token embeddings' std to KVQ_HF_TEST_EMB_C (default 5.5) times 0.02^2 *
+     sqrt(hidden * Hq * head_dim), the scale of one attention layer's output at this init (2.0 for the
+     Qwen2 shape, 9.0 for the Llama one).
+  And q_proj / k_proj weights get std sqrt(2 / hidden): attention scores of std ~2 (attention
+  concentrated on a few keys, as in trained models) instead of ~1.6 (Llama shape) or ~0.4 (Qwen2 shape).
+A CPU proxy of this setup (a Qwen2-shaped 4-layer model written outside transformers, bf16 reference
+attention against KvqCache on kvq's CPU backend, 48 prompts) gave a per-step logits error of 5.3e-3 and
+48/48 identical greedy prompts; with embeddings of std 0.25 the error was 2.0e-2, with 1.0 it was
+7.7e-3 and 46/48 prompts.
 """
 import json
 import math
@@ -43,7 +51,8 @@ import types
 
 import pytest
 
-torch = pytest.importorskip("torch", reason="torch is not installed (the transformers tests need torch, transformers and a GPU)")
+torch = pytest.importorskip(
+    "torch", reason="torch is not installed (the transformers tests need torch, transformers and a GPU)")
 transformers = pytest.importorskip(
     "transformers", reason="transformers is not installed (the transformers tests need torch, transformers and a GPU)")
 
@@ -66,7 +75,8 @@ NEW_TOKENS = 32
 REL_TOL = 2e-2
 GREEDY_MIN = 0.95
 MEMORY_MAX = 0.55
-PEAK_Z = float(os.environ.get("KVQ_HF_TEST_PEAK_Z", "5.5"))
+PEAK_Z = float(os.environ.get("KVQ_HF_TEST_PEAK_Z", "6.0"))
+EMB_C = float(os.environ.get("KVQ_HF_TEST_EMB_C", "5.5"))
 FIGURES = {}
 
 
@@ -131,9 +141,12 @@ def random_prompts(batch, lo, hi, seed, vocab=1024):
 
 @torch.no_grad()
 def init_weights(model, seed):
-    """See the module docstring: q/k std sqrt(2/hidden), embeddings 0.25, the rest 0.02, norms 1; lm_head later."""
+    """See the module docstring: q/k std sqrt(2/hidden), embeddings EMB_C * 0.02^2 * sqrt(hidden * Hq * D),
+    the rest 0.02, norms 1; lm_head later."""
     cfg = model.config
     qk_std = math.sqrt(2.0 / cfg.hidden_size)
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    emb_std = EMB_C * 0.02 ** 2 * math.sqrt(cfg.hidden_size * cfg.num_attention_heads * head_dim)
     g = torch.Generator(device=DEV).manual_seed(seed)
     for name, p in model.named_parameters():
         if "lm_head" in name:
@@ -141,7 +154,7 @@ def init_weights(model, seed):
         if p.dim() == 1 and "norm" in name:
             p.fill_(1.0)
             continue
-        std = 0.25 if "embed_tokens" in name else qk_std if ("q_proj" in name or "k_proj" in name) else 0.02
+        std = emb_std if "embed_tokens" in name else qk_std if ("q_proj" in name or "k_proj" in name) else 0.02
         p.copy_(torch.randn(p.shape, generator=g, device=DEV, dtype=torch.float32) * std)
 
 
@@ -251,7 +264,7 @@ def step_rel_err(a, b):
     return (a - b).norm(dim=(0, 2)) / b.norm(dim=(0, 2))
 
 
-BATCHES = [(16, 8, 96, 11), (16, 40, 64, 12), (16, 1, 128, 13)]  # (batch, min len, max len, seed)
+BATCHES = [(16, 8, 96, 11), (16, 40, 64, 12), (16, 1, 128, 13), (16, 16, 80, 14)]  # (batch, min len, max len, seed)
 
 
 @pytest.mark.parametrize("name", ["llama", "qwen2", "qwen2_sliding"])

@@ -287,7 +287,8 @@ class KvqCache(Cache):
         if self.device is not None:
             return
         nb, hkv, ps, d = self.num_blocks, self.num_kv_heads, self.page_size, self.head_dim
-        self.block_tables = torch.arange(nb, dtype=torch.int32, device=device).view(self._max_batch, self.blocks_per_seq)
+        self.block_tables = torch.arange(nb, dtype=torch.int32, device=device).view(self._max_batch,
+                                                                                    self.blocks_per_seq)
         self.device = self.block_tables.device
         self._lens = torch.zeros(self._max_batch, dtype=torch.int32, device=self.device)
         scale_shape = (nb, hkv, ps) if self.scales == "per_token" else (hkv, d)
@@ -479,7 +480,7 @@ class KvqCache(Cache):
         valid = None
         if attention_mask is not None:
             if not isinstance(attention_mask, torch.Tensor) or attention_mask.dim() != 2:
-                shape = list(attention_mask.shape) if hasattr(attention_mask, "shape") else type(attention_mask).__name__
+                shape = list(attention_mask.shape) if hasattr(attention_mask, "shape") else "?"
                 raise NotImplementedError(
                     f"kvq attention: attention_mask: expected the 2D padding mask [batch, seq_len] (or None), got "
                     f"{type(attention_mask).__name__} {shape}: custom 4D masks are not served")
