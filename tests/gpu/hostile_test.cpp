@@ -10,7 +10,7 @@
 // Prefill cases run on four paths: fused (tensor-core kernel over the int8 cache), dequant, generic
 // (int8 cache) and fused over a bf16 cache. Every tensor has its own cudaMalloc (DeviceTensor) so
 // compute-sanitizer memcheck sees an access past any of them; masks and outputs also get canaries.
-// PrefillRun: kvq_gpu_tests --gtest_filter='Hostile*:FusedPrecision*'
+// Run: kvq_gpu_tests --gtest_filter='Hostile*:FusedPrecision*'
 #include <gtest/gtest.h>
 
 #include <chrono>

@@ -25,11 +25,12 @@
 // key) is written as zeros / lse -inf whatever the data; a row whose visible scores hold a NaN or
 // +inf, or are all -inf, is NaN (out and lse) — DESIGN.md §1.
 //
-// Per-token V scales: p * s_v would be rounded to the q dtype for P·V, which in fp16 loses most of
-// its bits for small scales (s_v = amax/127 ~ 2e-6 is subnormal in fp16). O is kept in units of a
-// running scale sigma (the largest |s_v| seen so far, per CTA): P·V takes p * s_v / sigma, in
-// [0, 1], and a growing sigma rescales O together with the softmax's alpha; the epilogue
-// multiplies by sigma.
+// Per-token V scales with fp16 q (Traits::kFactorV, its own instantiation): p * s_v would be
+// rounded to fp16 for P·V, which loses most of its bits for small scales (s_v = amax/127 ~ 2e-6 is
+// subnormal in fp16). O is kept in units of a running scale sigma (the largest |s_v| seen so far,
+// per CTA): P·V takes p * s_v / sigma, in [0, 1], and a growing sigma rescales O together with the
+// softmax's alpha; the epilogue multiplies by sigma. bf16 has fp32's exponent range and needs
+// none of it (the other instantiations carry no sigma: no register cost).
 //
 // Memory: shared rows are padded by 16 bytes (an odd number of 16-byte units per row), which makes
 // every ldmatrix phase and cp.async store conflict-free without a swizzle, for every head dim.
@@ -106,11 +107,12 @@ constexpr int tc_tile_kv(int head_dim, bool kv_int8) {
   return head_dim <= 64 || head_dim == 128 ? 64 : (head_dim <= 96 ? (kv_int8 ? 32 : 64) : 32);
 }
 
-template <int kHeadDim_, typename DTypeQ_, bool kKvInt8_>
+template <int kHeadDim_, typename DTypeQ_, bool kKvInt8_, bool kFactorV_ = false>
 struct TcPrefillTraits {
   static constexpr int kHeadDim = kHeadDim_;
   using DTypeQ = DTypeQ_;
   static constexpr bool kKvInt8 = kKvInt8_;
+  static constexpr bool kFactorV = kFactorV_;  // per-token V scales factored by sigma (fp16 q)
   static constexpr int kNumWarps = tc_num_warps(kHeadDim, kKvInt8_);
   static constexpr int kNumThreads = 32 * kNumWarps;
   static constexpr int kMmaQ = tc_mma_q(kHeadDim, kKvInt8_);
@@ -131,7 +133,7 @@ struct TcPrefillTraits {
   static constexpr int kConvBytes = kKvInt8 ? 2 * kConvTileBytes : 0;
   static constexpr int kScaleBytes = kKvInt8 ? kStages * 2 * kTileKv * 4 : 0;
   static constexpr int kVmaxWarps = kTileKv / 32;  // warps holding one tile's V scales
-  static constexpr int kVmaxBytes = kKvInt8 ? kStages * kVmaxWarps * 4 : 0;
+  static constexpr int kVmaxBytes = kFactorV ? kStages * kVmaxWarps * 4 : 0;
   static constexpr int kValidBytes = (kStages * kTileKv + 15) / 16 * 16;  // token validity per stage
   static constexpr int kSmemBytes =
       kQBytes + kStages * kStageBytes + kConvBytes + kScaleBytes + kVmaxBytes + kValidBytes;
@@ -141,7 +143,8 @@ struct TcPrefillTraits {
                 "padded rows must be an odd number of 16-byte units (conflict-free ldmatrix)");
   static_assert(2 * kTileKv <= kNumThreads, "one thread per per-token scale of K and V");
   static_assert(kTileKv % 16 == 0, "P·V consumes kv in k16 steps");
-  static_assert(kTileKv % 32 == 0, "the V scales of a tile are whole warps (tile max by shuffles)");
+  static_assert(kTileKv % 32 == 0, "the V scales of a tile are whole warps (tile max by redux)");
+  static_assert(!kFactorV || kKvInt8, "sigma factors per-token V scales of an int8 cache");
   static_assert(kStages >= 2, "the ring needs one tile in flight");
   static_assert(kTileQ == 16 * kMmaQ * kNumWarps, "the host sizes the grid with tc_tile_q");
 };
@@ -353,7 +356,7 @@ __device__ __forceinline__ void tc_prefill_device(const TcPrefillParams& p, uint
   auto store_token_scale = [&](int slot, float s) {
     if (Tr::kKvInt8 && tid < 2 * kTileKv) {
       s_scale[slot * 2 * kTileKv + tid] = s;
-      if (v_per_token && tid >= kTileKv) {  // whole warps (kTileKv % 32 == 0)
+      if (Tr::kFactorV && tid >= kTileKv) {  // whole warps (kTileKv % 32 == 0)
         // Non-negative floats order like their bits (redux.sync: one instruction); a NaN scale
         // is left out of the max (it still reaches P·V through p * s_v).
         const unsigned a = __reduce_max_sync(0xffffffffu, s == s ? __float_as_uint(fabsf(s)) : 0u);
@@ -381,16 +384,17 @@ __device__ __forceinline__ void tc_prefill_device(const TcPrefillParams& p, uint
 
   float o[kMmaQ][kNbD][4];
   float m[kMmaQ][2];
+  // l starts at -0: it stays -0 (sign bit set) until this thread's columns of the row meet a
+  // visible key, which tells an empty row (-0) from one whose visible scores were all -inf (+0)
+  // without a register live across the loop.
   float l[kMmaQ][2];
-  bool seen[kMmaQ][2];  // this thread's columns of the row held a visible key
-  float sigma = 0.f;    // per-token V: O is kept in units of sigma (see the header)
+  float sigma = 0.f;  // per-token V: O is kept in units of sigma (see the header)
 #pragma unroll
   for (int mq = 0; mq < kMmaQ; ++mq) {
 #pragma unroll
     for (int nb = 0; nb < kNbD; ++nb) o[mq][nb][0] = o[mq][nb][1] = o[mq][nb][2] = o[mq][nb][3] = 0.f;
     m[mq][0] = m[mq][1] = kNegInf;
-    l[mq][0] = l[mq][1] = 0.f;
-    seen[mq][0] = seen[mq][1] = false;
+    l[mq][0] = l[mq][1] = -0.f;
   }
 
   const uint32_t q_addr =
@@ -499,6 +503,9 @@ __device__ __forceinline__ void tc_prefill_device(const TcPrefillParams& p, uint
     }
     // Masking only on tiles that need it (a CTA-uniform branch, so full tiles pay nothing). Key j
     // of row pos is visible iff j <= hi && (j >= lo || j < global_window) and its block is valid.
+    bool row_any[kMmaQ][2];  // the row has a visible key in this tile (this thread's columns)
+#pragma unroll
+    for (int mq = 0; mq < kMmaQ; ++mq) row_any[mq][0] = row_any[mq][1] = true;
     if (need_mask) {
       const uint8_t* valid = s_valid + slot * kTileKv;
 #pragma unroll
@@ -521,18 +528,15 @@ __device__ __forceinline__ void tc_prefill_device(const TcPrefillParams& p, uint
               any = any || vis;
             }
           }
-          seen[mq][rr] = seen[mq][rr] || any;
+          row_any[mq][rr] = any;
         }
       }
-    } else {
-#pragma unroll
-      for (int mq = 0; mq < kMmaQ; ++mq) seen[mq][0] = seen[mq][1] = true;
     }
 
     // Per-token V: the running scale sigma grows to this tile's largest |s_v|; O (in units of
     // sigma) is rescaled with the softmax's alpha, and P·V takes p * s_v / sigma.
     float v_rescale = 1.f, v_inv = 1.f;
-    if (v_per_token) {
+    if constexpr (Tr::kFactorV) {
       float tile_max = s_vmax[slot * Tr::kVmaxWarps];
 #pragma unroll
       for (int w = 1; w < Tr::kVmaxWarps; ++w) tile_max = fmaxf(tile_max, s_vmax[slot * Tr::kVmaxWarps + w]);
@@ -551,7 +555,11 @@ __device__ __forceinline__ void tc_prefill_device(const TcPrefillParams& p, uint
         for (int nb = 0; nb < kNbKv; ++nb) mx = fmaxf(mx, fmaxf(s[mq][nb][2 * rr], s[mq][nb][2 * rr + 1]));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        mx = fmaxf(m[mq][rr], mx * sc_mul);  // log2 domain; sc_mul > 0 keeps the order
+        // log2 domain; sc_mul > 0 keeps the order. Rounded up, so that every exponent below,
+        // fmaf(s, sc_mul, -m) (exact product), is <= 0: with m = s * sc_mul rounded to nearest,
+        // the best key's exponent was the product's rounding error, whose exp2 overflows for a
+        // huge softmax_scale.
+        mx = fmaxf(m[mq][rr], __fmul_ru(mx, sc_mul));
         const float m_use = mx == kNegInf ? 0.f : mx;
         const float alpha = fast_exp2(m[mq][rr] - m_use);
         m[mq][rr] = mx;
@@ -564,7 +572,10 @@ __device__ __forceinline__ void tc_prefill_device(const TcPrefillParams& p, uint
           s[mq][nb][2 * rr + 1] = p1;
           sum += p0 + p1;
         }
-        l[mq][rr] = l[mq][rr] * alpha + sum;
+        // Columns of this thread with no visible key in this tile add nothing: l is only rescaled,
+        // which keeps a -0 ("nothing seen yet") at -0 (adding the +0 sum would make it +0). The
+        // rescale itself is needed: the row max may have grown through the quad's other columns.
+        l[mq][rr] = row_any[mq][rr] ? l[mq][rr] * alpha + sum : l[mq][rr] * alpha;
         const float o_scale = alpha * v_rescale;
 #pragma unroll
         for (int nb = 0; nb < kNbD; ++nb) {
@@ -581,10 +592,12 @@ __device__ __forceinline__ void tc_prefill_device(const TcPrefillParams& p, uint
       if (v_per_token) {
         vs0 = *reinterpret_cast<const float2*>(s_vs + kt * 16 + 2 * (lane % 4));
         vs1 = *reinterpret_cast<const float2*>(s_vs + kt * 16 + 8 + 2 * (lane % 4));
-        vs0.x *= v_inv;
-        vs0.y *= v_inv;
-        vs1.x *= v_inv;
-        vs1.y *= v_inv;
+        if constexpr (Tr::kFactorV) {
+          vs0.x *= v_inv;
+          vs0.y *= v_inv;
+          vs1.x *= v_inv;
+          vs1.y *= v_inv;
+        }
       }
       uint32_t pa[kMmaQ][4];
 #pragma unroll
@@ -621,13 +634,13 @@ __device__ __forceinline__ void tc_prefill_device(const TcPrefillParams& p, uint
       float lt = l[mq][rr];
       lt += __shfl_xor_sync(0xffffffffu, lt, 1);
       lt += __shfl_xor_sync(0xffffffffu, lt, 2);
-      // No visible key: an empty row (zeros, lse -inf), whatever the data held. Visible keys but no
-      // positive sum (all scores -inf: 0/0) or a NaN sum (a NaN or +inf score): a NaN row.
-      const int any = __shfl_xor_sync(0xffffffffu, static_cast<int>(seen[mq][rr]), 1) | static_cast<int>(seen[mq][rr]);
-      const bool empty = (any | __shfl_xor_sync(0xffffffffu, any, 2)) == 0;
+      // No visible key (l still -0 on every lane of the quad: -0 + -0 = -0): an empty row (zeros,
+      // lse -inf), whatever the data held. Visible keys but no positive sum (all scores -inf:
+      // 0/0) or a NaN sum (a NaN or +inf score): a NaN row.
+      const bool empty = __float_as_uint(lt) == 0x80000000u;
       const bool nan_row = !empty && !(lt > 0.f);
       const float kNaN = __int_as_float(0x7fc00000);
-      const float inv = (empty || nan_row) ? 0.f : (v_per_token ? sigma : 1.f) / lt;
+      const float inv = (empty || nan_row) ? 0.f : (Tr::kFactorV ? sigma : 1.f) / lt;
       const int pr = row0 + warp * 16 * kMmaQ + mq * 16 + rr * 8 + lane / 4;
       if (pr >= packed_len) continue;
       uint32_t tok, hin;

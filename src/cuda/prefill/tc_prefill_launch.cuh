@@ -1,7 +1,8 @@
 // src/cuda/prefill/tc_prefill_launch.cuh — host launcher of the tensor-core prefill and the one
 // list of its instantiations.
 //
-// Variants per head dim: DTypeQ in {bf16, fp16} x cache in {same dtype as q, int8} (4 kernels).
+// Variants per head dim: DTypeQ in {bf16, fp16} x cache in {same dtype as q, int8}, plus fp16 q over
+// an int8 cache with per-token V scales (kFactorV: V scales factored out of P, 5 kernels).
 // Causal, windows, scale modes, layouts, GQA layout and lse are runtime flags. Each head dim in
 // KVQ_TC_PREFILL_HEAD_DIMS has one translation unit tc_prefill_hd<D>.cu holding
 // KVQ_TC_PREFILL_INSTANTIATE(D); a head dim left out of the CMake list KVQ_HEAD_DIMS
@@ -60,7 +61,9 @@ void launch_tc_prefill_hd(const TcPrefillParams& params, int batch_size, bool q_
                                 cudaStream_t stream) {                                                   \
     if constexpr (tc_head_dim_built(HD)) {                                                               \
       if (q_fp16) {                                                                                      \
-        if (kv_int8) launch_tc_prefill_traits<TcPrefillTraits<HD, __half, true>>(params, batch_size, stream); \
+        if (kv_int8 && params.v_scale_mode == kScalePerToken)                                            \
+          launch_tc_prefill_traits<TcPrefillTraits<HD, __half, true, true>>(params, batch_size, stream);  \
+        else if (kv_int8) launch_tc_prefill_traits<TcPrefillTraits<HD, __half, true>>(params, batch_size, stream); \
         else launch_tc_prefill_traits<TcPrefillTraits<HD, __half, false>>(params, batch_size, stream);   \
       } else {                                                                                           \
         if (kv_int8) launch_tc_prefill_traits<TcPrefillTraits<HD, __nv_bfloat16, true>>(params, batch_size, stream); \
