@@ -37,19 +37,26 @@ for step in $STEPS; do
         echo "KVQ_DECODE_PATH=$route: $(grep -E "^\[  (PASSED|FAILED) " "$LOGS/suite_${route}_decode.log" | head -3 | tr '\n' ' ')" >> "$summary"
       done ;;
     python)
-      timeout 240 python3 -m pytest tests/python -q -ra -p no:cacheprovider > "$LOGS/pytest.log" 2>&1
+      KVQ_HF_TEST_OUT="$OUT/transformers_test.json" timeout ${PY_TIMEOUT:-240} python3 -m pytest tests/python -q -ra -s \
+        -p no:cacheprovider > "$LOGS/pytest.log" 2>&1
       rc=$?
-      tail -3 "$LOGS/pytest.log" >> "$summary" ;;
+      grep -E "transformers|greedy|logits|KV memory|passed|failed|SKIPPED" "$LOGS/pytest.log" | tail -25 >> "$summary" ;;
     demo)
       timeout 180 .devbin/kvq demo --json > "$LOGS/demo.log" 2>"$LOGS/demo.err"
       rc=$?
       tail -1 "$LOGS/demo.log" > "$OUT/demo.json"
       grep -E "rel_err|PASS|FAIL|prefill |decode " "$LOGS/demo.log" >> "$summary" ;;
     peers)
-      timeout 300 python3 bench/peers.py ${PEERS_ARGS:-} --out "$OUT/peers.json" > "$LOGS/peers.log" 2>&1
+      timeout ${PEERS_TIMEOUT:-300} python3 bench/peers.py ${PEERS_ARGS:-} --out "$OUT/peers.json" > "$LOGS/peers.log" 2>&1
       rc=$?
       cat "$LOGS/peers.log" >> "$summary"
       python3 bench/report.py "$OUT/peers.json" --md "$OUT/peers.md" --png "$OUT/peers.png" >> "$summary" 2>&1 ;;
+    hf_bench)
+      # End-to-end generate() tokens/s, kvq's int8 cache vs sdpa with the bf16 cache (HF_ARGS, e.g. --quick).
+      timeout ${HF_TIMEOUT:-280} python3 bench/transformers_e2e.py ${HF_ARGS:-} --out "$OUT/transformers_e2e.json" \
+        > "$LOGS/transformers_e2e.log" 2>&1
+      rc=$?
+      tail -15 "$LOGS/transformers_e2e.log" >> "$summary" ;;
     *) say "unknown step $step"; rc=2 ;;
   esac
   say "== step $step: rc=$rc in $(( $(date +%s) - start )) s"
