@@ -192,6 +192,7 @@ void calibrate(const TensorView& x, const TensorView& scale_out) {
   const int64_t num_tokens = x.shape[0];
   const int64_t num_kv_heads = x.shape[1];
   const int64_t head_dim = x.shape[2];
+  if (num_kv_heads == 0 || head_dim == 0) return;  // no scale to write (and x may be null)
   std::vector<float> amax(num_kv_heads * head_dim, 0.f);
   parallel_for(num_kv_heads, [&](int64_t h, int) {
     float* a = amax.data() + h * head_dim;
