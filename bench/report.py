@@ -2,7 +2,10 @@
 """bench/report.py — turns one bench/peers.py results file into the tables of docs/performance.md
 and (where matplotlib is installed) the plot docs/peers.png.
 
-usage: python3 bench/report.py RESULTS.json [--md OUT.md] [--png OUT.png]
+usage: python3 bench/report.py RESULTS.json [MORE.json ...] [--md OUT.md] [--png OUT.png]
+
+With several files (runs on the same GPU), a shape measured in a later file replaces its rows
+from the earlier ones, and the header names every run with its ceilings.
 
 The markdown has one table for prefill (TFLOP/s, every peer, the best peer and kvq's ratio to it)
 and one for decode (time and GB/s, the same), and the ceilings of the run. The plot draws every
@@ -76,11 +79,30 @@ def decode_table(res):
     return "\n".join(lines)
 
 
+def merge(results, names, decode_from_last=False):
+    """Rows of later runs replace the same shapes of earlier ones; ceilings of the first run.
+    decode_from_last: decode rows only from the last file (earlier runs timed another decode kernel)."""
+    rows, runs = [], []
+    for k, (res, name) in enumerate(zip(results, names)):
+        if decode_from_last and k < len(results) - 1:
+            res = dict(res, rows=[r for r in res["rows"] if "gbps" not in r])
+        shapes = {r["shape"] for r in res["rows"]}
+        rows = [r for r in rows if r["shape"] not in shapes] + [dict(r, run=name) for r in res["rows"]]
+        runs.append(dict(file=name, gpu=res["gpu"], date=res["date"], ceilings=res.get("ceilings", {})))
+    out = dict(results[0])
+    out["rows"], out["runs"] = rows, runs
+    return out
+
+
 def markdown(res):
-    c = res.get("ceilings", {})
-    head = (f"GPU: **{res['gpu']}**, torch {res.get('torch', '?')}, {res['date']}. Ceilings measured in the same run: "
-            f"device copy {fmt(c.get('copy_tbps'), 2)} TB/s (read + write), read {fmt(c.get('read_tbps'), 2)} TB/s, "
-            f"bf16 GEMM {fmt(c.get('bf16_gemm_tflops'), 0)} TFLOP/s.")
+    heads = []
+    for run in res.get("runs", [dict(file="", gpu=res["gpu"], date=res["date"], ceilings=res.get("ceilings", {}))]):
+        c = run["ceilings"]
+        heads.append(f"- `{run['file']}`: **{run['gpu']}**, {run['date']}; ceilings measured in the same run: device copy "
+                     f"{fmt(c.get('copy_tbps'), 2)} TB/s (read + write), read {fmt(c.get('read_tbps'), 2)} TB/s, bf16 GEMM "
+                     f"{fmt(c.get('bf16_gemm_tflops'), 0)} TFLOP/s; shapes: "
+                     + ", ".join(sorted({r['shape'] for r in res['rows'] if r.get('run', '') == run['file']})))
+    head = "Runs (a shape's rows come from the last run that measured it):\n" + "\n".join(heads)
     return "\n\n".join([head, "### Prefill (TFLOP/s of visible scores)", prefill_table(res),
                         "### Decode (ms; GB/s of the bytes each peer must move)", decode_table(res)]) + "\n"
 
@@ -106,26 +128,36 @@ def plot(res, path):
                 peers = shapes[n]
                 r = best_peer(peers)[1] if s == "best peer" else peers.get(s)
                 vals.append((r[key] / ceil) if r else 0)
-            ax.bar([x + (j - (len(series) - 1) / 2) * w for x in xs], vals, w, label=s)
+            bars = ax.bar([x + (j - (len(series) - 1) / 2) * w for x in xs], vals, w, label=s)
+            if j == 0:  # kvq's speed-up in time over the best peer, above its bar
+                for bar, n in zip(bars, names):
+                    peers = shapes[n]
+                    b, r = best_peer(peers)[1], peers.get(s)
+                    if b and r:
+                        ax.annotate(f"{b['ms'] / r['ms']:.2f}x", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                                    ha="center", va="bottom", fontsize=7)
         ax.axhline(1.0, color="k", lw=0.8, ls="--")
         ax.set_xticks(list(xs))
         ax.set_xticklabels(names, rotation=60, ha="right", fontsize=8)
         ax.set_ylabel("fraction " + unit)
         ax.legend(fontsize=8)
-    axes[0].set_title("prefill")
-    axes[1].set_title("decode")
-    fig.suptitle(f"kvq vs the best peer per shape, {res['gpu']}, {res['date']}")
+    axes[0].set_title("prefill (label: kvq_fused time speed-up over the best peer)")
+    axes[1].set_title("decode (bytes each peer moves; label: kvq_decode speed-up in time)")
+    fig.suptitle(f"kvq vs the best peer per shape, {res['gpu']} (" + ", ".join(r["date"] for r in res.get("runs", [res])) + ")")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("results")
+    ap.add_argument("results", nargs="+")
     ap.add_argument("--md", default="")
     ap.add_argument("--png", default="")
+    ap.add_argument("--decode-from-last", action="store_true",
+                    help="decode rows only from the last results file (the earlier ones timed an older decode kernel)")
     a = ap.parse_args()
-    res = load(a.results)
+    import os
+    res = merge([load(p) for p in a.results], [os.path.basename(p) for p in a.results], a.decode_from_last)
     md = markdown(res)
     if a.md:
         with open(a.md, "w") as f:
