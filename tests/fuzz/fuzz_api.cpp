@@ -1,4 +1,4 @@
-// tests/fuzz/fuzz_api.cpp — libFuzzer target over validation and the CPU backend (issue 14).
+// tests/fuzz/fuzz_api.cpp — libFuzzer target over validation and the CPU backend.
 //
 // Each input decodes (FuzzedDataProvider) into one call of a public entry point — paged_prefill
 // (with or without a plan), paged_decode, append, dequantize_blocks or calibrate — with arbitrary
@@ -13,7 +13,7 @@
 // and must be refused before anything reads it. The properties checked:
 //   - no crash, no sanitizer report, no exception other than kvq::Error;
 //   - every kvq::Error names its function and a non-empty argument, and its message reads
-//     "<function>: <argument>: expected ..." (DESIGN.md §3);
+//     "<function>: <argument>: expected ..." (docs/design.md §3);
 //   - a refused call writes nothing: the outputs' bytes are unchanged.
 // Built by tools/sanitize.sh (clang -fsanitize=fuzzer,address,undefined); seeds in tests/fuzz/corpus.txt.
 #include <fuzzer/FuzzedDataProvider.h>

@@ -1,4 +1,4 @@
-// tests/gpu/hostile_test.cpp — hostile metadata and non-finite values on every CUDA path (issue 14),
+// tests/gpu/hostile_test.cpp — hostile metadata and non-finite values on every CUDA path,
 // one test per case. check=true: a kvq::Error naming the argument, nothing written. check=false:
 // no out-of-bounds access, no hang, and the result docs/api.md "Hostile metadata" documents —
 // kv_len clamped to the table (positions follow the clamped length), keys whose table entry is not
@@ -212,7 +212,7 @@ TEST_P(HostilePrefill, BlockIdNearInt32MaxIsMasked) { block_id_case(path(), INT3
 // ---- kv_len past the table ----
 
 TEST_P(HostilePrefill, KvLenPastTheTableIsClampedAndReturnsFast) {
-  // The issue's case: kv_lens = [2^30] over a 2-entry table, 40 query tokens. Before the fix the
+  // kv_lens = [2^30] over a 2-entry table, 40 query tokens. Before the fix the
   // fused and dequant paths iterated 2^30 keys (no return within 45 s on an H200).
   PagedCase c = make_paged_case(base_spec(path(), {40}, {32}, 102));
   ASSERT_EQ(c.max_blocks_per_seq, 2);
@@ -347,7 +347,7 @@ TEST_P(HostilePrefill, HugeSoftmaxScaleIsFiniteOrNaNPerRow) {
   }
 }
 
-// ---- non-finite values (DESIGN.md §1) ----
+// ---- non-finite values (docs/api.md "Non-finite values") ----
 
 bool row_all_nan(const HostTensor& out, int64_t t, int64_t h) {
   for (int64_t d = 0; d < out.size(2); ++d)
@@ -513,7 +513,7 @@ INSTANTIATE_TEST_SUITE_P(Paths, HostilePrefill,
                          testing::Values(HPath::kFusedInt8, HPath::kDequantInt8, HPath::kGenericInt8, HPath::kFusedBf16),
                          [](const testing::TestParamInfo<HPath>& i) { return std::string(hpath_name(i.param)); });
 
-// ---- the generic kernel's mask (issue item 1) ----
+// ---- the generic kernel's mask: never read before it ----
 
 // An all-zero (invisible) mask inside a larger buffer whose bytes before and after it are 1
 // (visible). A read outside the mask sees a visible key and makes its row non-zero; every row the
@@ -570,7 +570,7 @@ TEST(HostileGeneric, MaskShorterThanTheBatchReadsNothingPast) {
   mask_canary_case({0, 6}, {50}, 2 * 50, 6, 6);
 }
 
-// ---- the fused path's precision with small per-token V scales (issue item 5) ----
+// ---- the fused path's precision with small per-token V scales ----
 
 TEST(FusedPrecision, Fp16PerTokenVScalesWithSmallAmax) {
   // V token amax 3e-4 -> s_v = 2.4e-6, subnormal in fp16: rounding p * s_v to fp16 cost 13.7% on

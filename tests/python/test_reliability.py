@@ -10,7 +10,7 @@ from kvq_ref import PagedCase
 
 
 def test_slot_mapping_past_the_table_raises():
-    # The case: table [[5, 7]], page 4, prefix 6, four new tokens -> positions 6..9; 8 and 9
+    # Table [[5, 7]], page 4, prefix 6, four new tokens -> positions 6..9; 8 and 9
     # have no block. Clamped, they landed on slots 28 and 29: cached tokens 4 and 5 of the sequence.
     bt = np.array([[5, 7]], np.int32)
     with pytest.raises(ValueError, match=r"mojo\.slot_mapping: prefix_lens: .* = 8, got position 8 for token 2"):

@@ -14,7 +14,7 @@
 // cu_q_lens (0 <= cu[0] <= ... <= cu[n] <= total_q) is served — a row no sequence of that prefix
 // covers is not written — and kv_len is clamped to the table (max_blocks_per_seq * page_size),
 // positions following the clamped length. Mask indices are never negative and never reach
-// mask_numel. Non-finite values (DESIGN.md §1): no visible key -> zeros, lse -inf; visible scores
+// mask_numel. Non-finite values (docs/api.md): no visible key -> zeros, lse -inf; visible scores
 // with a NaN or +inf, or all -inf -> a NaN row (out and lse); a -inf score has weight 0.
 // Numerics (match src/cpu): scores in fp32 (per-channel K scale folded into q, per-token K scale
 // times the score, times softmax_scale), exp in fp32. kNative rounds p to the output (query)

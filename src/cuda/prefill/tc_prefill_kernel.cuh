@@ -23,7 +23,7 @@
 // skipped; window bounds never overflow (global_window is capped at the key count, pos - window
 // is only taken for pos >= 0). Non-finite values: an empty row (no visible
 // key) is written as zeros / lse -inf whatever the data; a row whose visible scores hold a NaN or
-// +inf, or are all -inf, is NaN (out and lse) — DESIGN.md §1.
+// +inf, or are all -inf, is NaN (out and lse) — docs/api.md "Non-finite values".
 //
 // Per-token V scales with fp16 q (Traits::kFactorV, its own instantiation): p * s_v would be
 // rounded to fp16 for P·V, which loses most of its bits for small scales (s_v = amax/127 ~ 2e-6 is
