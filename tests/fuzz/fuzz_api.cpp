@@ -78,7 +78,7 @@ class Gen {
   int32_t mutate(int32_t v) {
     switch (in<uint8_t>(0, 15)) {
       case 1: return -1;
-      case 2: return v + in<int32_t>(-3, 3);
+      case 2: return static_cast<int32_t>(static_cast<int64_t>(v) + in<int32_t>(-3, 3));  // wraps (C++20)
       case 3: return INT32_MAX;
       case 4: return INT32_MIN;
       case 5: return 1 << 30;
