@@ -15,6 +15,7 @@
 
 #include "src/cuda/common/cuda_check.cuh"
 #include "src/cuda/decode/decode_kernel.cuh"
+#include "src/cuda/decode/split_plan.h"
 
 namespace kvq::cuda {
 namespace {
@@ -23,17 +24,6 @@ constexpr int kGroupTile = 4;
 constexpr int kMaxSplits = 256;
 constexpr int64_t kMinKeysPerSplit = 256;
 constexpr int64_t kCtasPerSm = 3;
-
-int sm_count() {
-  int dev = 0;
-  KVQ_CUDA_CHECK(cudaGetDevice(&dev));
-  static std::mutex mu;
-  static std::vector<int> cache;
-  std::lock_guard<std::mutex> lock(mu);
-  if (static_cast<int>(cache.size()) <= dev) cache.resize(dev + 1, 0);
-  if (cache[dev] == 0) KVQ_CUDA_CHECK(cudaDeviceGetAttribute(&cache[dev], cudaDevAttrMultiProcessorCount, dev));
-  return cache[dev];
-}
 
 size_t align256(size_t x) { return (x + 255) / 256 * 256; }
 
@@ -87,24 +77,11 @@ int plan_decode_splits(const detail::AttnProblem& p, int requested) {
   const int64_t max_kv = p.max_blocks_per_seq * p.page_size;
   const int64_t split_cap = std::max<int64_t>(1, std::min<int64_t>(kMaxSplits, (max_kv + kMinKeysPerSplit - 1) / kMinKeysPerSplit));
   if (requested > 0) return static_cast<int>(std::min<int64_t>(requested, kMaxSplits));
-  // Resident CTAs: kCtasPerSm per SM (the kernels' __launch_bounds__ minimum). Take at least one
-  // full wave, then the split count (up to 8 more) whose last wave is the fullest: with 512 CTAs
-  // on 396 slots one split leaves the second wave 29% full, three fill 97% of two waves.
+  // Resident CTAs: kCtasPerSm per SM (the kernels' __launch_bounds__ minimum).
   const int64_t head_tiles = (p.group_size + kGroupTile - 1) / kGroupTile;
-  const int64_t ctas = std::max<int64_t>(1, p.batch_size * p.num_kv_heads * head_tiles);
-  const int64_t slots = static_cast<int64_t>(sm_count()) * kCtasPerSm;
-  const int64_t s_min = std::clamp<int64_t>((slots + ctas - 1) / ctas, 1, split_cap);
-  int64_t best = s_min;
-  double best_eff = 0;
-  for (int64_t s = s_min; s <= std::min<int64_t>(split_cap, s_min + 8); ++s) {
-    const int64_t total = ctas * s;
-    const double eff = static_cast<double>(total) / (static_cast<double>((total + slots - 1) / slots) * slots);
-    if (eff > best_eff + 0.02) {
-      best_eff = eff;
-      best = s;
-    }
-  }
-  return static_cast<int>(best);
+  const int64_t ctas = p.batch_size * p.num_kv_heads * head_tiles;
+  const int64_t slots = static_cast<int64_t>(current_device_sm_count()) * kCtasPerSm;
+  return static_cast<int>(fullest_wave_splits(ctas, slots, split_cap));
 }
 
 size_t decode_workspace_bytes(const detail::AttnProblem& p, int num_splits) {

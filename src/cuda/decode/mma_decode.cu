@@ -17,6 +17,7 @@
 
 #include "src/cuda/common/cuda_check.cuh"
 #include "src/cuda/decode/mma_decode_kernel.cuh"
+#include "src/cuda/decode/split_plan.h"
 
 namespace kvq::cuda {
 namespace {
@@ -25,17 +26,6 @@ constexpr int kMaxSplits = 256;
 constexpr int64_t kMinKeysPerSplit = 256;
 
 size_t align256(size_t x) { return (x + 255) / 256 * 256; }
-
-int sm_count_of_current_device() {
-  int dev = 0;
-  KVQ_CUDA_CHECK(cudaGetDevice(&dev));
-  static std::mutex mu;
-  static std::vector<int> cache;
-  std::lock_guard<std::mutex> lock(mu);
-  if (static_cast<int>(cache.size()) <= dev) cache.resize(dev + 1, 0);
-  if (cache[dev] == 0) KVQ_CUDA_CHECK(cudaDeviceGetAttribute(&cache[dev], cudaDevAttrMultiProcessorCount, dev));
-  return cache[dev];
-}
 
 bool rows_aligned16(const TensorView& t, int64_t elem_bytes) {
   if (reinterpret_cast<uintptr_t>(t.data) % 16 != 0) return false;
@@ -148,22 +138,8 @@ int plan_mma_decode_splits(const detail::AttnProblem& p, int64_t max_q_len, int 
   const int64_t max_kv = p.max_blocks_per_seq * p.page_size;
   const int64_t split_cap =
       std::clamp<int64_t>((max_kv + kMinKeysPerSplit - 1) / kMinKeysPerSplit, 1, kMaxSplits);
-  const int64_t ctas = std::max<int64_t>(1, p.batch_size * p.num_kv_heads);
-  const int64_t slots = static_cast<int64_t>(sm_count_of_current_device()) * kernel_for(p, max_q_len).ctas_per_sm;
-  // At least one full wave of resident CTAs, then the split count (up to 8 more) whose last wave
-  // is the fullest (512 CTAs on 396 slots: 1 split leaves the second wave 29% full, 3 fill 97%).
-  const int64_t s_min = std::clamp<int64_t>((slots + ctas - 1) / ctas, 1, split_cap);
-  int64_t best = s_min;
-  double best_eff = 0;
-  for (int64_t s = s_min; s <= std::min<int64_t>(split_cap, s_min + 8); ++s) {
-    const int64_t total = ctas * s;
-    const double eff = static_cast<double>(total) / (static_cast<double>((total + slots - 1) / slots) * slots);
-    if (eff > best_eff + 0.02) {
-      best_eff = eff;
-      best = s;
-    }
-  }
-  return static_cast<int>(best);
+  const int64_t slots = static_cast<int64_t>(current_device_sm_count()) * kernel_for(p, max_q_len).ctas_per_sm;
+  return static_cast<int>(fullest_wave_splits(p.batch_size * p.num_kv_heads, slots, split_cap));
 }
 
 size_t mma_decode_workspace_bytes(const detail::AttnProblem& p, int64_t total_rows, int num_splits) {
