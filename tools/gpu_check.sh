@@ -19,7 +19,7 @@ BIN=${1:-.devbin-gpu/kvq_gpu_tests}
 OUT=${OUT:-./gpu_check_out}
 mkdir -p "$OUT"
 FILTER=${KVQ_GPU_TEST_FILTER:-*}
-SAN_FILTER=${KVQ_SANITIZER_FILTER:-*Small*:AppendBitExact*/odd*:DequantBitExact*/v1_*:CalibrateBitExact*/bf16:Hostile*}
+SAN_FILTER=${KVQ_SANITIZER_FILTER:-*Small*:AppendBitExact*/odd*:DequantBitExact*/v1_*:CalibrateBitExact*/bf16:*Hostile*:FusedPrecision*:-*HostileHugeCache*}
 SAN_TOOLS=${KVQ_SANITIZER_TOOLS:-memcheck racecheck synccheck initcheck}
 TEST_TIMEOUT=${KVQ_GPU_TEST_TIMEOUT:-170}
 SAN_TIMEOUT=${KVQ_SANITIZER_TIMEOUT:-60}
