@@ -1,7 +1,7 @@
 // src/cuda/prefill/generic_kernel.cuh — the generic paged prefill: correct for any shape, not fast.
 //
 // What: for every real query row t < cu_q_lens[batch_size] and q head h, the attention of
-// DESIGN.md §1 over the paged cache (causal / windows / per-sequence boolean mask), with K and V
+// docs/design.md §1 over the paged cache (causal / windows / per-sequence boolean mask), with K and V
 // dequantized on the fly (int8 * scale; bf16/fp16 caches as is).
 // Mapping: one warp per (query row, q head); kWarps warps per CTA; grid.x = ceil(total_q * Hq / kWarps).
 // Lane l holds dims d = l + 32k (k < kMaxDimsPerLane = 8, so head_dim <= 256, runtime head_dim)
@@ -19,7 +19,7 @@
 // Numerics (match src/cpu): scores in fp32 (per-channel K scale folded into q, per-token K scale
 // times the score, times softmax_scale), exp in fp32. kNative rounds p to the output (query)
 // dtype before P·V, like FlashAttention; per-token V scale multiplies p after that rounding,
-// per-channel V scale multiplies O in the epilogue. kInt8 (DESIGN.md §1): q' = q * k_scale is
+// per-channel V scale multiplies O in the epilogue. kInt8 (docs/design.md §1): q' = q * k_scale is
 // quantized per (row, head) to q8 with s_q = max|q'|/127 (1 if < 1e-6), scores are
 // (q8·k8) * s_q * softmax_scale (an int8 q with q_scale is taken as is when K is not
 // per-channel), p is quantized to round(p * 255) (uint8) and O = (P8·v8) / 255 * v_scale / l.
@@ -74,7 +74,7 @@ struct GenericPrefillTraits {
   static constexpr int kThreads = kWarps * 32;
   static constexpr int kMaxDimsPerLane = 8;
   static constexpr int kMaxHeadDim = 32 * kMaxDimsPerLane;
-  static_assert(kMaxHeadDim == 256, "DESIGN.md §2: head dims 1..256");
+  static_assert(kMaxHeadDim == 256, "docs/design.md §2: head dims 1..256");
 };
 
 template <typename DTypeQ, typename DTypeKV, typename DTypeO>

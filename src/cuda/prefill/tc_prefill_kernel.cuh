@@ -1,7 +1,7 @@
 // src/cuda/prefill/tc_prefill_kernel.cuh — the tensor-core paged prefill kernel (FlashAttention-2
 // class) over a bf16/fp16 cache or an int8 cache read directly ("fused").
 //
-// What it computes: DESIGN.md §1 for one CTA = (tile of packed query rows, kv head, sequence).
+// What it computes: docs/design.md §1 for one CTA = (tile of packed query rows, kv head, sequence).
 // Packed rows: row r of sequence b's packed space is (query token r / group, q head r % group of
 // the kv head's group), so the q heads of one GQA group share every K/V tile the CTA loads.
 // q head of (kv head g, head-in-group i): grouped g * group + i, interleaved i * num_kv_heads + g.
@@ -41,7 +41,7 @@
 // convert it once to the q dtype (exact, common/mma_int8.cuh) into the conversion buffers; every warp
 // then reads the converted tile like the bf16 path. (Converting per warp in registers would repeat
 // the conversion once per warp: each warp needs the whole tile.) Scales use the identities of
-// DESIGN.md §1: per-channel K scale folded into Q when Q is staged (fp32 product rounded to the q
+// docs/design.md §1: per-channel K scale folded into Q when Q is staged (fp32 product rounded to the q
 // dtype), per-token K scale multiplies score columns (with softmax_scale * log2 e), per-token V
 // scale multiplies probabilities before they are rounded for P·V (the row sum l uses the unscaled
 // probabilities), per-channel V scale multiplies O in the epilogue.
