@@ -323,12 +323,14 @@ bool decode_via_mma(const detail::AttnProblem& p) {
 
 void paged_decode(const DecodeArgs& args, const detail::AttnProblem& p) {
   const DeviceGuard device_guard(args.q.device_index);
-  if (p.batch_size > 0 && decode_via_mma(p)) {
-    KVQ_CHECK(mma_decode_supports_views(args.kv, args.q, p) || decode_route_env() != "mma", "paged_decode", "k_cache",
+  bool via_mma = p.batch_size > 0 && decode_via_mma(p);
+  if (via_mma) {
+    via_mma = mma_decode_supports_views(args.kv, args.q, p);
+    KVQ_CHECK(via_mma || decode_route_env() != "mma", "paged_decode", "k_cache",
               "not implemented: the tensor-core decode kernel (KVQ_DECODE_PATH=mma) needs 16-byte aligned K/V rows "
               "(data pointer and strides), 4-byte aligned q rows and fp32 per-token scales");
   }
-  if (p.batch_size > 0 && decode_via_mma(p) && mma_decode_supports_views(args.kv, args.q, p)) {
+  if (via_mma) {
     MmaDecodeLaunch L;
     L.q = args.q;
     L.out = args.out;
