@@ -115,6 +115,27 @@ def _model_geometry(config, who):
     return num_layers, num_qo_heads, num_kv_heads, head_dim, layer_types
 
 
+_BACKENDS_OK = set()
+
+
+def _check_backend(device):
+    """Raise, when the cache is allocated, what would otherwise surface at the first kvq.append deep
+    inside generate(): no compiled extension, or CUDA tensors with a kvq that cannot run CUDA."""
+    if device.type in _BACKENDS_OK:
+        return
+    try:
+        _ops.cuda_built()  # raises ImportError without the extension
+        ok = device.type != "cuda" or _ops.cuda_available()
+    except ImportError as e:
+        raise ImportError(f"KvqCache: kvq's compiled extension (kvq._C) is not importable: {e}") from e
+    if not ok:
+        raise RuntimeError(
+            f"KvqCache: device {device}: kvq's CUDA backend cannot run here (kvq.cuda_built() = {_ops.cuda_built()}, "
+            "kvq.cuda_available() = False): build kvq with CUDA for this GPU, or keep the model and the cache on "
+            "the CPU (kvq's CPU backend)")
+    _BACKENDS_OK.add(device.type)
+
+
 # --------------------------------------------------------------------------------------------------
 # The cache
 # --------------------------------------------------------------------------------------------------
@@ -286,6 +307,7 @@ class KvqCache(Cache):
     def _allocate(self, device):
         if self.device is not None:
             return
+        _check_backend(torch.device(device))
         nb, hkv, ps, d = self.num_blocks, self.num_kv_heads, self.page_size, self.head_dim
         self.block_tables = torch.arange(nb, dtype=torch.int32, device=device).view(self._max_batch,
                                                                                     self.blocks_per_seq)
