@@ -23,6 +23,14 @@
 // multiplies p (not l); per-channel V scale multiplies O in the epilogue. One split: O and lse go
 // to out directly; several: partial O (normalised, fp32) and lse go to the workspace and
 // decode_merge_kernel combines them.
+// Non-finite values (docs/design.md §1 "Non-finite values", the CPU backend's rule): l starts at -0
+// and only visible keys add to it (invisible ones add -0), so after the merges l == -0 means no
+// visible key (an empty row: zeros, lse -inf), l == +0 means visible keys whose scores were all
+// -inf (a NaN row), and a NaN or +inf score leaves l NaN (a NaN row). fmaxf drops a NaN score from
+// the running max, but exp2(NaN - m) is NaN, so it still reaches l. A split partial carries the
+// three cases in its lse: -inf (no visible key), +inf (visible keys, all -inf: never a real lse,
+// whose scores are finite), NaN; the merge weighs a +inf split 0 among finite ones and makes the
+// row NaN when no split has a finite lse but one is +inf.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -113,7 +121,8 @@ __device__ __forceinline__ uint4 load_vec16(const T* ptr, int valid_elems, bool 
   return v;
 }
 
-// (m, l, acc) <- LSE merge of itself with (m2, l2, acc2), all in log2 units.
+// (m, l, acc) <- LSE merge of itself with (m2, l2, acc2), all in log2 units. The sign of a zero l
+// survives: (-0) * 0 + (-0) * 0 = -0 (nothing visible on either side), any +0 makes it +0.
 template <int kN>
 __device__ __forceinline__ void merge_state(float& m, float& l, float (&acc)[kN], float m2, float l2, const float* acc2) {
   const float m_new = fmaxf(m, m2);
@@ -156,7 +165,7 @@ __device__ void decode_device(const DecodeParams& prm, DecodeSmem<Traits>& sm) {
   int64_t kv_len_raw = prm.kv_lens[b];
   kv_len_raw = kv_len_raw < 0 ? 0 : kv_len_raw;
   const int64_t kv_len = kv_len_raw < table_cap ? kv_len_raw : table_cap;
-  const int64_t pos = kv_len_raw - 1;
+  const int64_t pos = kv_len - 1;  // the query's position follows the clamped length
   int64_t chunk = (kv_len + prm.num_splits - 1) / prm.num_splits;
   chunk = (chunk + kTile - 1) / kTile * kTile;
   const int64_t j0 = split * chunk;
@@ -192,7 +201,7 @@ __device__ void decode_device(const DecodeParams& prm, DecodeSmem<Traits>& sm) {
 #pragma unroll
   for (int r = 0; r < kG; ++r) {
     m_run[r] = -INFINITY;
-    l_run[r] = 0.f;
+    l_run[r] = -0.f;  // -0 until a visible key (see the header)
 #pragma unroll
     for (int e = 0; e < kVec; ++e) acc[r][e] = 0.f;
   }
@@ -248,11 +257,13 @@ __device__ void decode_device(const DecodeParams& prm, DecodeSmem<Traits>& sm) {
     // Scores of this group's kU keys for every head (all lanes of the group get them).
     float s[kU][kG];
     float v_tok[kU];
+    bool vis[kU];
 #pragma unroll
     for (int u = 0; u < kU; ++u) {
       int32_t block;
       uint32_t offset;
       const bool valid = key_info(ts, u, block, offset);
+      vis[u] = valid;
       float k_tok = 1.f;
       v_tok[u] = 1.f;
       if (valid && kInt8 && c.k_mode == ScaleMode::kPerToken)
@@ -282,10 +293,11 @@ __device__ void decode_device(const DecodeParams& prm, DecodeSmem<Traits>& sm) {
       for (int u = 0; u < kU; ++u) m_new = fmaxf(m_new, s[u][r]);
       const float m_use = m_new == -INFINITY ? 0.f : m_new;
       const float alpha = exp2f(m_run[r] - m_use);
-      float psum = 0.f;
+      float psum = -0.f;
 #pragma unroll
       for (int u = 0; u < kU; ++u) {
-        p[u][r] = exp2f(s[u][r] - m_use);
+        // An invisible key adds -0 (keeps "nothing seen" at -0); a visible -inf score adds +0.
+        p[u][r] = vis[u] ? exp2f(s[u][r] - m_use) : -0.f;
         psum += p[u][r];
       }
       l_run[r] = l_run[r] * alpha + psum;
@@ -342,22 +354,30 @@ __device__ void decode_device(const DecodeParams& prm, DecodeSmem<Traits>& sm) {
 #pragma unroll
     for (int w = 0; w < Traits::kWarps; ++w) m = fmaxf(m, sm.merge.m[w][r]);
     const float m_use = m == -INFINITY ? 0.f : m;
-    float l = 0.f, o = 0.f;
+    float l = -0.f, o = 0.f;
 #pragma unroll
     for (int w = 0; w < Traits::kWarps; ++w) {
       const float a = exp2f(sm.merge.m[w][r] - m_use);
       l += sm.merge.l[w][r] * a;
       o += sm.merge.acc[w][r][d] * a;
     }
-    o = l > 0.f ? o / l : 0.f;
+    const bool empty = __float_as_uint(l) == 0x80000000u;  // -0: no visible key
+    const bool all_neg_inf = __float_as_uint(l) == 0u;     // +0: visible keys, every score -inf
+    const bool nan_sum = l != l;                           // a NaN or +inf score
+    const float kNaN = __int_as_float(0x7fc00000);
+    o = (empty || all_neg_inf) ? 0.f : o / l;
     if (kInt8 && c.v_mode == ScaleMode::kPerChannel)
       o *= load_scale(c.v_scale, kv_head * c.v_scale_stride_a + d * c.v_scale_stride_b, c.v_scale_dtype);
-    const float lse = l > 0.f ? (m + log2f(l)) * 0.69314718055994531f : -INFINITY;
+    float lse = empty ? -INFINITY : (nan_sum ? kNaN : (m + log2f(l)) * 0.69314718055994531f);
     const int hq = q_head(r);
     if (prm.num_splits == 1) {
+      if (all_neg_inf) o = lse = kNaN;
+      if (empty) o = 0.f;  // whatever the V scales hold
       static_cast<DTypeQ*>(prm.out)[b * prm.o_stride_b + hq * prm.o_stride_h + d] = from_float<DTypeQ>(o);
       if (prm.lse != nullptr && d == 0) prm.lse[b * prm.lse_stride_b + hq * prm.lse_stride_h] = lse;
     } else {
+      if (all_neg_inf) lse = INFINITY;  // the merge's marker (see the header); o stays 0
+      if (empty || all_neg_inf) o = 0.f;
       const int64_t row = (static_cast<int64_t>(b) * prm.num_qo_heads + hq) * prm.num_splits + split;
       prm.partial_o[row * D + d] = o;
       if (d == 0) prm.partial_lse[row] = lse;
@@ -371,7 +391,10 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocksPerSm) dec
   decode_device<Traits>(params, smem);
 }
 
-// Merge: one CTA per (b, q head): O = sum_s w_s O_s / sum_s w_s with w_s = exp(lse_s - max lse).
+// Merge: one CTA per (b, q head): O = sum_s w_s O_s / sum_s w_s with w_s = exp(lse_s - max lse)
+// over the splits with a finite lse. A NaN partial makes the row NaN; a +inf partial (visible keys,
+// all scores -inf) weighs 0 among finite ones and makes the row NaN when no split is finite; only
+// splits that are all -inf (no visible key) give an empty row.
 template <typename DTypeO>
 __global__ void __launch_bounds__(128) decode_merge_kernel(const __grid_constant__ DecodeParams prm) {
   const int64_t bh = blockIdx.x;
@@ -380,20 +403,30 @@ __global__ void __launch_bounds__(128) decode_merge_kernel(const __grid_constant
   const float* lse_s = prm.partial_lse + bh * prm.num_splits;
   const float* o_s = prm.partial_o + bh * prm.num_splits * prm.head_dim;
   float m = -INFINITY;
-  for (int s = 0; s < prm.num_splits; ++s) m = fmaxf(m, lse_s[s]);
+  bool nan = false, neg_inf_scores = false;
+  for (int s = 0; s < prm.num_splits; ++s) {
+    const float x = lse_s[s];
+    nan = nan || x != x;
+    neg_inf_scores = neg_inf_scores || x == INFINITY;
+    if (x < INFINITY) m = fmaxf(m, x);
+  }
+  const bool nan_row = nan || (m == -INFINITY && neg_inf_scores);
+  const bool empty = !nan_row && m == -INFINITY;
+  const float kNaN = __int_as_float(0x7fc00000);
+  auto weight = [&](float x) { return x > -INFINITY && x < INFINITY ? expf(x - m) : 0.f; };
   float denom = 0.f;
-  if (m != -INFINITY)
-    for (int s = 0; s < prm.num_splits; ++s) denom += expf(lse_s[s] - m);
+  if (!nan_row && !empty)
+    for (int s = 0; s < prm.num_splits; ++s) denom += weight(lse_s[s]);
   for (int d = threadIdx.x; d < prm.head_dim; d += blockDim.x) {
-    float o = 0.f;
-    if (m != -INFINITY) {
-      for (int s = 0; s < prm.num_splits; ++s) o += expf(lse_s[s] - m) * o_s[s * prm.head_dim + d];
+    float o = nan_row ? kNaN : 0.f;
+    if (!nan_row && !empty) {
+      for (int s = 0; s < prm.num_splits; ++s) o += weight(lse_s[s]) * o_s[s * prm.head_dim + d];
       o /= denom;
     }
     static_cast<DTypeO*>(prm.out)[b * prm.o_stride_b + h * prm.o_stride_h + d] = from_float<DTypeO>(o);
   }
   if (prm.lse != nullptr && threadIdx.x == 0)
-    prm.lse[b * prm.lse_stride_b + h * prm.lse_stride_h] = m == -INFINITY ? -INFINITY : m + logf(denom);
+    prm.lse[b * prm.lse_stride_b + h * prm.lse_stride_h] = nan_row ? kNaN : (empty ? -INFINITY : m + logf(denom));
 }
 
 }  // namespace kvq::cuda
