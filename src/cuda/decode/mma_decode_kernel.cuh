@@ -43,7 +43,13 @@
 // per-channel V scales multiply O at the end.
 // Online softmax with lazy rescaling: a column's reference max moves only when a new score
 // exceeds it by more than 8 (log2 units), so p <= 2^8 and the O rescale runs rarely.
-// NaN/Inf in scores or values propagate to the row (contract: non-finite values).
+// Non-finite values (docs/design.md §1 "Non-finite values", the CPU backend's rule): each thread
+// records whether it met a visible key of each of its columns; one that did not sets its l to -0
+// before the sums over lanes and warps, which keep -0 only where nobody met one (an empty row: zeros,
+// lse -inf). A visible -inf score adds exp2(-inf) = +0, so l == +0 at the end means visible keys
+// whose scores were all -inf (a NaN row); a NaN or +inf score makes l NaN (a NaN row). NaN/Inf in
+// values reach the output dims through P·V. A split partial carries the three cases in its lse:
+// -inf (no visible key), +inf (visible keys, all -inf; a real lse is never +inf) and NaN.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -312,7 +318,12 @@ __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const _
   float v_ref_inv = 0.f;
 
   const int32_t* table_row = prm.block_tables + static_cast<int64_t>(b) * prm.bt_stride;
-  uint32_t valid_bits = 0;  // 2 bits per slot: keys g, g + 8 of the step are real keys
+  // Bits 2 * slot, 2 * slot + 1: keys g, g + 8 of the slot's step are real keys. Bit 16 + nt * 2 + col:
+  // this thread met a visible key of the column (the empty-row test; kept in this register, which
+  // the loop carries anyway, since one more loop-carried register cost 32 on int8 head_dim 128).
+  uint32_t valid_bits = 0;
+  constexpr int kSeen = 16;
+  static_assert(2 * Traits::kStages <= kSeen && kSeen + 2 * kNT <= 32, "valid and seen bits share a register");
 
   auto slot_ptr = [&](int slot, int unit) { return smem_u4 + ((slot * kW + warp) * kUnits + unit) * 32 + lane; };
   constexpr int kCR = Traits::kCR;
@@ -496,6 +507,9 @@ __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const _
           bool vis = ((bits >> h) & 1u) && j <= pos;
           if (windowed) vis = vis && (pos - j <= prm.local_window || j < prm.global_window);
           x[nt][k] = vis ? x[nt][k] : -INFINITY;
+          valid_bits |= vis ? (1u << (kSeen + nt * 2 + col)) : 0u;
+        } else {
+          valid_bits |= 1u << (kSeen + nt * 2 + col);
         }
       }
     // ---- online softmax (lazy rescale) ----
@@ -628,11 +642,13 @@ __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const _
   cp_async_wait<0>();
 
   // ---- merge the four warps (LSE rule) and write ----
+  // A column this thread met no visible key of gets l = -0 (its l is +0: masked keys have p =
+  // exp2(-inf) = 0); the sums below keep -0 only where no lane and no warp met one.
 #pragma unroll
   for (int nt = 0; nt < kNT; ++nt)
 #pragma unroll
     for (int col = 0; col < 2; ++col) {
-      float l = l_run[nt][col];
+      float l = ((valid_bits >> (kSeen + nt * 2 + col)) & 1u) ? l_run[nt][col] : -0.f;
       l += __shfl_xor_sync(kFull, l, 4);
       l += __shfl_xor_sync(kFull, l, 8);
       l += __shfl_xor_sync(kFull, l, 16);
@@ -668,19 +684,23 @@ __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const _
 #pragma unroll
     for (int w = 0; w < kW; ++w) m = fmaxf(m, sm_m[w * kRows + r]);
     const float m_use = m == -INFINITY ? 0.f : m;
-    float l = 0.f, o = 0.f;
+    float l = -0.f, o = 0.f;
 #pragma unroll
     for (int w = 0; w < kW; ++w) {
       const float mw = sm_m[w * kRows + r];
       const float a = mw == -INFINITY ? 0.f : exp2f(mw - m_use);
-      l += sm_l[w * kRows + r] * a;
+      l += sm_l[w * kRows + r] * a;  // a zero l keeps its sign: (-0) * 0 = -0, +0 wins a sum
       o += sm_acc[(w * kRows + r) * kD + d] * a;
     }
-    const bool empty = !(l > 0.f) && !(l != l);  // zero (no visible key); NaN propagates
-    o = empty ? 0.f : o / l;
+    const bool empty = __float_as_uint(l) == 0x80000000u;  // -0: no visible key
+    const bool all_neg_inf = __float_as_uint(l) == 0u;     // +0: visible keys, every score -inf
+    const float kNaN = __int_as_float(0x7fc00000);
+    o = (empty || all_neg_inf) ? 0.f : o / l;              // l NaN (a NaN or +inf score): o NaN
     if (kInt8 && c.v_mode == ScaleMode::kPerChannel)
       o *= load_scale(c.v_scale, kvh * c.v_scale_stride_a + d * c.v_scale_stride_b, c.v_scale_dtype);
-    const float lse = empty ? -INFINITY : (m + log2f(l)) * 0.69314718055994531f;
+    if (empty || all_neg_inf) o = 0.f;                     // whatever the V scales hold
+    float lse = empty ? -INFINITY : (all_neg_inf ? INFINITY : (m + log2f(l)) * 0.69314718055994531f);
+    if (prm.num_splits == 1 && all_neg_inf) o = lse = kNaN;  // several splits: +inf marks the partial
     const int64_t tok = q_start + r / group;
     const int hq = row_head(r);
     if (prm.num_splits == 1) {
@@ -699,7 +719,10 @@ __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const _
 }
 
 // Merge of the splits: one CTA per (query row, q head): O = sum_s w_s O_s / sum_s w_s with
-// w_s = exp(lse_s - max lse). Rows past cu_q_lens[batch] (bucket padding) are not written.
+// w_s = exp(lse_s - max lse) over the splits with a finite lse. A NaN partial makes the row NaN; a
+// +inf partial (visible keys, all scores -inf) weighs 0 among finite ones and makes the row NaN when
+// no split is finite; only splits that are all -inf (no visible key) give an empty row. Rows past
+// cu_q_lens[batch] (bucket padding) are not written.
 template <int kD>
 __global__ void __launch_bounds__(128) mma_decode_merge_kernel(const __grid_constant__ MmaDecodeParams prm, int32_t rows_total) {
   __shared__ float w_s[256];
@@ -712,26 +735,34 @@ __global__ void __launch_bounds__(128) mma_decode_merge_kernel(const __grid_cons
   const int S = prm.num_splits;
   const float* lse_s = prm.partial_lse + th * S;
   const float* o_s = prm.partial_o + th * S * kD;
+  const float kNaN = __int_as_float(0x7fc00000);
   if (threadIdx.x == 0) {
     float m = -INFINITY;
-    bool nan = false;
+    bool nan = false, neg_inf_scores = false;
     for (int s = 0; s < S; ++s) {
-      m = fmaxf(m, lse_s[s]);
-      nan = nan || lse_s[s] != lse_s[s];
+      const float x = lse_s[s];
+      nan = nan || x != x;
+      neg_inf_scores = neg_inf_scores || x == INFINITY;
+      if (x < INFINITY) m = fmaxf(m, x);
     }
     float denom = 0.f;
     if (m != -INFINITY)
-      for (int s = 0; s < S; ++s) denom += expf(lse_s[s] - m);
-    red[0] = nan ? NAN : m;  // a NaN split makes the row NaN (contract: non-finite values propagate)
+      for (int s = 0; s < S; ++s)
+        if (lse_s[s] > -INFINITY && lse_s[s] < INFINITY) denom += expf(lse_s[s] - m);
+    // NaN: a NaN split, or visible keys in some split and no finite score anywhere.
+    red[0] = (nan || (m == -INFINITY && neg_inf_scores)) ? kNaN : m;
     red[1] = denom;
   }
   __syncthreads();
   const float m = red[0], denom = red[1];
-  for (int s = threadIdx.x; s < S; s += blockDim.x) w_s[s] = m == -INFINITY ? 0.f : expf(lse_s[s] - m) / denom;
+  for (int s = threadIdx.x; s < S; s += blockDim.x) {
+    const float x = lse_s[s];
+    w_s[s] = (m == -INFINITY || m != m || !(x > -INFINITY && x < INFINITY)) ? 0.f : expf(x - m) / denom;
+  }
   __syncthreads();
   for (int d = threadIdx.x; d < kD; d += blockDim.x) {
-    float o = 0.f;
-    if (m != -INFINITY)
+    float o = m != m ? kNaN : 0.f;
+    if (m != -INFINITY && m == m)
       for (int s = 0; s < S; ++s) o += w_s[s] * o_s[s * kD + d];
     const int64_t oi = tok * prm.o_stride_t + h * prm.o_stride_h + d;
     if (prm.q_bf16)
@@ -740,7 +771,7 @@ __global__ void __launch_bounds__(128) mma_decode_merge_kernel(const __grid_cons
       static_cast<__half*>(prm.out)[oi] = __float2half_rn(o);
   }
   if (prm.lse != nullptr && threadIdx.x == 0)
-    prm.lse[tok * prm.lse_stride_t + h * prm.lse_stride_h] = m == -INFINITY ? -INFINITY : m + logf(denom);
+    prm.lse[tok * prm.lse_stride_t + h * prm.lse_stride_h] = m == -INFINITY ? -INFINITY : m + logf(denom);  // NaN m: NaN
 }
 
 }  // namespace kvq::cuda
