@@ -19,6 +19,7 @@
 #include <cstring>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "tests/gpu/gpu_util.h"
@@ -609,8 +610,14 @@ struct DecodeRun {
   HostTensor out, lse;
 };
 
-DecodeRun run_decode(PagedCase& c, const DecodeArgs& host, bool check) {
+// sentinel: out and lse start as a finite 7 instead of the (NaN) poison, so that a NaN read back
+// proves the kernel wrote it.
+DecodeRun run_decode(PagedCase& c, const DecodeArgs& host, bool check, bool sentinel = false) {
   c.poison_outputs();
+  if (sentinel) {
+    for (int64_t i = 0; i < c.out.storage_elements(); ++i) c.out.store(i, 7.0);
+    for (int64_t i = 0; i < c.lse.storage_elements(); ++i) c.lse.store(i, 7.0);
+  }
   DeviceCase dc(c);
   DecodeArgs a = dc.decode_args(host);
   a.check = check;
@@ -669,14 +676,264 @@ TEST(HostileDecode, KvLenPastTheTableIsClamped) {
   EXPECT_TRUE(st.ok(kTol)) << st.describe();
 }
 
+// ---- decode: non-finite values (docs/design.md §1 "Non-finite values"), every route ----
+// Each case runs with the planner's split count and with 1 and several forced splits, so that the
+// split partials and their merge carry NaN, "no visible key" and "visible keys, all -inf" apart.
+
+const std::vector<int> kDecodeSplits = {0, 1, 5};
+
+bool decode_rows_bits_equal(const DecodeRun& a, const DecodeRun& b, int64_t t, int64_t h) {
+  for (int64_t d = 0; d < a.out.size(2); ++d) {
+    const int64_t o = a.out.offset({t, h, d});
+    if (std::memcmp(static_cast<const uint8_t*>(a.out.data()) + 2 * o, static_cast<const uint8_t*>(b.out.data()) + 2 * o, 2))
+      return false;
+  }
+  const int64_t lo = a.lse.offset({t, h});
+  return std::memcmp(a.lse.ptr<float>() + lo, b.lse.ptr<float>() + lo, 4) == 0;
+}
+
+// Runs the clean case and the case after `poison_inputs`; rows where nan_row(b, h) must be NaN (out
+// and lse), every other row bit for bit the clean run's.
+template <typename Poison, typename Pred>
+void expect_nan_rows(PagedCase& c, Poison poison_inputs, Pred nan_row, const std::string& what) {
+  for (int splits : kDecodeSplits) {
+    SCOPED_TRACE(what + ", num_splits " + std::to_string(splits));
+    DecodeArgs host = c.decode_args();
+    host.num_splits = splits;
+    const DecodeRun clean = run_decode(c, host, false, true);
+    ASSERT_FALSE(clean.threw) << clean.what;
+    PagedCase bad = c;
+    poison_inputs(bad);
+    DecodeArgs bad_host = bad.decode_args();
+    bad_host.num_splits = splits;
+    const DecodeRun r = run_decode(bad, bad_host, false, true);
+    ASSERT_FALSE(r.threw) << r.what;
+    int64_t nan_rows = 0;
+    for (int64_t b = 0; b < c.batch_size; ++b)
+      for (int64_t h = 0; h < c.spec.num_qo_heads; ++h) {
+        if (nan_row(b, h)) {
+          ++nan_rows;
+          EXPECT_TRUE(row_all_nan(r.out, b, h)) << "sequence " << b << " head " << h << ": decode must not turn a NaN row into numbers";
+          EXPECT_TRUE(std::isnan(r.lse.at({b, h}))) << "sequence " << b << " head " << h << ": lse " << r.lse.at({b, h});
+        } else {
+          EXPECT_TRUE(decode_rows_bits_equal(clean, r, b, h)) << "sequence " << b << " head " << h << " is not affected";
+        }
+      }
+    EXPECT_GT(nan_rows, 0);
+  }
+}
+
+PagedCase decode_case(DType kv_dtype, ScaleMode k_mode, uint64_t seed) {
+  PagedCaseSpec s = base_spec(kv_dtype == DType::kInt8 ? HPath::kFusedInt8 : HPath::kFusedBf16, {1, 1, 1}, {40, 700, 1500}, seed);
+  s.kv_dtype = kv_dtype;
+  s.k_scale_mode = k_mode;
+  return make_paged_case(s);
+}
+
 TEST(HostileDecode, NaNInQMakesItsRowNaN) {
   PagedCase c = make_paged_case(base_spec(HPath::kFusedInt8, {1, 1, 1}, {70, 300, 16}, 122));
-  c.q.set({1, 3, 5}, kNaN);
-  const DecodeRun r = run_decode(c, c.decode_args(), false);
-  ASSERT_FALSE(r.threw) << r.what;
-  EXPECT_TRUE(row_all_nan(r.out, 1, 3)) << "decode must not turn a NaN row into zeros";
-  EXPECT_TRUE(std::isnan(r.lse.at({1, 3})));
-  EXPECT_FALSE(row_all_nan(r.out, 1, 2));
+  expect_nan_rows(c, [](PagedCase& x) { x.q.set({1, 3, 5}, kNaN); },
+                  [](int64_t b, int64_t h) { return b == 1 && h == 3; }, "NaN in q");
+}
+
+TEST(HostileDecode, InfInQMakesItsRowNaN) {
+  for (DType kv : {DType::kInt8, DType::kBFloat16}) {
+    PagedCase c = decode_case(kv, ScaleMode::kPerChannel, 130);
+    expect_nan_rows(c, [](PagedCase& x) { x.q.set({2, 1, 0}, -kInf); },
+                    [](int64_t b, int64_t h) { return b == 2 && h == 1; }, std::string("-inf in q, ") + to_string(kv));
+  }
+}
+
+TEST(HostileDecode, NaNKeyReachesEveryRowOfItsKvHead) {
+  // int8: a NaN per-channel K scale of kv head 0; bf16: a NaN in key 1000 of sequence 2, kv head 0.
+  for (DType kv : {DType::kInt8, DType::kBFloat16}) {
+    PagedCase c = decode_case(kv, ScaleMode::kPerChannel, 131);
+    const bool int8 = kv == DType::kInt8;
+    expect_nan_rows(
+        c,
+        [int8](PagedCase& x) {
+          if (int8)
+            x.k_scale.set({0, 11}, kNaN);
+          else
+            x.k_cache.store(cache_offset(x.k_cache.view(), x.spec.layout, x.physical_block(2, 1000), 0, 1000 % x.spec.page_size, 11), kNaN);
+        },
+        [int8](int64_t b, int64_t h) { return h / 2 == 0 && (int8 || b == 2); }, std::string("NaN key, ") + to_string(kv));
+  }
+}
+
+TEST(HostileDecode, NonFiniteValueReachesItsDims) {
+  // int8: a NaN per-channel V scale (kv head 1, dim 9); bf16: +inf in value 600 of sequence 1 (kv
+  // head 1, dim 9). That dim of the rows that see it is non-finite; the other dims and lse stay.
+  for (DType kv : {DType::kInt8, DType::kBFloat16}) {
+    PagedCase c = decode_case(kv, ScaleMode::kPerChannel, 132);
+    const bool int8 = kv == DType::kInt8;
+    for (int splits : kDecodeSplits) {
+      SCOPED_TRACE(std::string(to_string(kv)) + ", num_splits " + std::to_string(splits));
+      DecodeArgs host = c.decode_args();
+      host.num_splits = splits;
+      const DecodeRun clean = run_decode(c, host, false, true);
+      PagedCase bad = c;
+      if (int8)
+        bad.v_scale.set({1, 9}, kNaN);
+      else
+        bad.v_cache.store(cache_offset(bad.v_cache.view(), bad.spec.layout, bad.physical_block(1, 600), 1, 600 % bad.spec.page_size, 9), kInf);
+      DecodeArgs bad_host = bad.decode_args();
+      bad_host.num_splits = splits;
+      const DecodeRun r = run_decode(bad, bad_host, false, true);
+      ASSERT_FALSE(r.threw) << r.what;
+      for (int64_t b = 0; b < 3; ++b)
+        for (int64_t h = 0; h < 4; ++h) {
+          const bool reached = h / 2 == 1 && (int8 || b == 1);
+          if (!reached) {
+            EXPECT_TRUE(decode_rows_bits_equal(clean, r, b, h)) << "sequence " << b << " head " << h;
+            continue;
+          }
+          EXPECT_FALSE(std::isfinite(r.out.at({b, h, 9}))) << "sequence " << b << " head " << h;
+          EXPECT_EQ(r.lse.at({b, h}), clean.lse.at({b, h})) << "a value does not change the scores";
+          for (int64_t d = 0; d < 64; ++d)
+            if (d != 9) EXPECT_EQ(r.out.at({b, h, d}), clean.out.at({b, h, d})) << "sequence " << b << " dim " << d;
+        }
+    }
+  }
+}
+
+// Keys [j0, j1) of sequence b, kv head 0, score -inf for the q heads of kv head 0 of that sequence:
+// int8 (per-token K): payload -1 in every dim and a K scale of +inf, q made positive (every dim);
+// bf16: -inf in dim 5 of the key, q's dim 5 set to 1. No product is 0 * inf.
+void make_scores_neg_inf(PagedCase& c, int64_t b, int64_t j0, int64_t j1) {
+  const int64_t ps = c.spec.page_size, D = c.spec.head_dim, group = c.spec.num_qo_heads / c.spec.num_kv_heads;
+  const bool int8 = c.spec.kv_dtype == DType::kInt8;
+  for (int64_t j = j0; j < j1; ++j) {
+    const int64_t blk = c.physical_block(b, j);
+    if (int8) {
+      for (int64_t d = 0; d < D; ++d) c.k_cache.store(cache_offset(c.k_cache.view(), c.spec.layout, blk, 0, j % ps, d), -1.0);
+      c.k_scale.store(token_scale_offset(c.k_scale.view(), c.spec.layout, blk, 0, j % ps), kInf);
+    } else {
+      c.k_cache.store(cache_offset(c.k_cache.view(), c.spec.layout, blk, 0, j % ps, 5), -kInf);
+    }
+  }
+  for (int64_t h = 0; h < group; ++h) {  // grouped layout: q heads 0 .. group-1 read kv head 0
+    if (int8)
+      for (int64_t d = 0; d < D; ++d) c.q.set({b, h, d}, std::fabs(c.q.at({b, h, d})));
+    else
+      c.q.set({b, h, 5}, 1.0);
+  }
+}
+
+TEST(HostileDecode, AllVisibleScoresNegInfGiveNaN) {
+  // Every key of sequence 0 (40 keys) scores -inf for heads 0, 1: 0/0, a NaN row (the CPU backend's
+  // rule), not an empty one. Forced splits leave splits with no key at all next to it.
+  for (DType kv : {DType::kInt8, DType::kBFloat16}) {
+    PagedCase c = decode_case(kv, ScaleMode::kPerToken, 133);
+    expect_nan_rows(c, [](PagedCase& x) { make_scores_neg_inf(x, 0, 0, 40); },
+                    [](int64_t b, int64_t h) { return b == 0 && h < 2; }, std::string("all -inf, ") + to_string(kv));
+    // The CPU backend agrees.
+    PagedCase bad = c;
+    make_scores_neg_inf(bad, 0, 0, 40);
+    const RefOutput cpu = cpu_decode(bad.decode_args(), true);
+    for (int64_t h = 0; h < 4; ++h) EXPECT_EQ(std::isnan(cpu.lse_at(0, h)), h < 2) << "CPU backend, head " << h;
+  }
+}
+
+TEST(HostileDecode, NegInfScoresAmongFiniteOnesWeighZero) {
+  // Keys 256..1023 of sequence 2 (1500 keys) score -inf for heads 0, 1: weight exp(-inf) = 0, the
+  // row is the softmax over the other keys. With 6 splits of 256 keys, three splits see only -inf
+  // scores: their partials must weigh 0 in the merge, not make the row NaN or empty.
+  for (DType kv : {DType::kInt8, DType::kBFloat16}) {
+    PagedCase c = decode_case(kv, ScaleMode::kPerToken, 134);
+    make_scores_neg_inf(c, 2, 256, 1024);
+    for (int splits : {0, 1, 6}) {
+      SCOPED_TRACE(std::string(to_string(kv)) + ", num_splits " + std::to_string(splits));
+      DecodeArgs host = c.decode_args();
+      host.num_splits = splits;
+      const RefOutput ref = cpu_decode(host, true);
+      ASSERT_TRUE(std::isfinite(ref.lse_at(2, 0))) << "the CPU backend weighs -inf scores 0";
+      const DecodeRun r = run_decode(c, host, false, true);
+      ASSERT_FALSE(r.threw) << r.what;
+      const ErrorStats st = compare_decode_output(r.out.view(), ref);
+      EXPECT_TRUE(st.ok(kTol)) << st.describe();
+      const LseStats ls = compare_lse(r.lse.view(), ref, c.batch_size);
+      EXPECT_EQ(ls.num_mismatch, 0) << ls.describe();
+      EXPECT_LE(ls.max_abs, 2e-2) << ls.describe();
+    }
+  }
+}
+
+TEST(HostileDecode, EmptyRowsStayZeroWhateverTheData) {
+  // Sequence 0: kv_len 0; sequence 1: every table entry -1 (check=false: its keys are masked). Both
+  // are empty rows (zeros, lse -inf) even with NaN K and V scales.
+  PagedCase c = decode_case(DType::kInt8, ScaleMode::kPerChannel, 135);
+  c.kv_lens.ptr<int32_t>()[0] = 0;
+  for (int64_t i = 0; i < c.max_blocks_per_seq; ++i) c.block_tables.set({1, i}, -1);
+  c.k_scale.set({0, 3}, kNaN);
+  c.v_scale.set({0, 4}, kNaN);
+  c.v_scale.set({1, 4}, kNaN);
+  for (int splits : kDecodeSplits) {
+    SCOPED_TRACE("num_splits " + std::to_string(splits));
+    DecodeArgs host = c.decode_args();
+    host.num_splits = splits;
+    const DecodeRun r = run_decode(c, host, false, true);
+    ASSERT_FALSE(r.threw) << r.what;
+    for (int64_t b = 0; b < 2; ++b)
+      for (int64_t h = 0; h < 4; ++h) {
+        for (int64_t d = 0; d < 64; ++d) ASSERT_EQ(r.out.at({b, h, d}), 0.0) << "sequence " << b << " head " << h;
+        ASSERT_EQ(r.lse.at({b, h}), -kInf) << "sequence " << b << " head " << h;
+      }
+  }
+}
+
+// ---- decode: hostile kv_lens (check=false: clamped to [0, table width * page_size]) ----
+
+TEST(HostileDecode, NegativeKvLenIsAnEmptyRow) {
+  PagedCase c = make_paged_case(base_spec(HPath::kFusedInt8, {1, 1, 1}, {30, 50, 300}, 136));
+  c.kv_lens.ptr<int32_t>()[0] = -5;
+  c.kv_lens.ptr<int32_t>()[1] = INT32_MIN;
+  const DecodeArgs host = c.decode_args();
+  const DecodeRun refused = run_decode(c, host, true);
+  EXPECT_TRUE(refused.threw);
+  EXPECT_EQ(refused.arg, "kv_lens") << refused.what;
+  EXPECT_EQ(count_not_poison(refused.out), 0);
+  PagedCase clamped = c;
+  clamped.kv_lens.ptr<int32_t>()[0] = 0;
+  clamped.kv_lens.ptr<int32_t>()[1] = 0;
+  for (int splits : kDecodeSplits) {
+    SCOPED_TRACE("num_splits " + std::to_string(splits));
+    DecodeArgs a = host, ca = clamped.decode_args();
+    a.num_splits = ca.num_splits = splits;
+    const DecodeRun r = run_decode(c, a, false, true);
+    ASSERT_FALSE(r.threw) << r.what;
+    const RefOutput ref = cpu_decode(ca, true);
+    const ErrorStats st = compare_decode_output(r.out.view(), ref);
+    EXPECT_TRUE(st.ok(kTol)) << st.describe();
+    for (int64_t b = 0; b < 2; ++b)
+      for (int64_t h = 0; h < 4; ++h) EXPECT_EQ(r.lse.at({b, h}), -kInf) << "sequence " << b;
+  }
+}
+
+TEST(HostileDecode, KvLenPastTheTableUsesTheClampedPositionUnderWindows) {
+  // kv_lens[0] = INT32_MAX over a 4-page table: the query sits at position 63 (the clamped length
+  // minus one), which is what a local window counts from. Before the fix the CUDA-core kernel
+  // counted from INT32_MAX - 1 and saw only the global window.
+  PagedCase c = make_paged_case(base_spec(HPath::kFusedInt8, {1, 1}, {64, 33}, 137));
+  ASSERT_EQ(c.max_blocks_per_seq, 4);
+  PagedCase clamped = c;
+  c.kv_lens.ptr<int32_t>()[0] = INT32_MAX;
+  for (const auto& [lw, gw] : std::vector<std::pair<int, int>>{{10, 0}, {10, 3}, {0, 0}, {40, 1}})
+    for (int splits : {0, 1, 256}) {
+      SCOPED_TRACE("local " + std::to_string(lw) + " global " + std::to_string(gw) + ", num_splits " + std::to_string(splits));
+      DecodeArgs host = c.decode_args(lw, gw), ref_host = clamped.decode_args(lw, gw);
+      host.num_splits = ref_host.num_splits = splits;
+      const auto t0 = std::chrono::steady_clock::now();
+      const DecodeRun r = run_decode(c, host, false, true);
+      EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 5.0);
+      ASSERT_FALSE(r.threw) << r.what;
+      const RefOutput ref = cpu_decode(ref_host, true);
+      const ErrorStats st = compare_decode_output(r.out.view(), ref);
+      EXPECT_TRUE(st.ok(kTol)) << st.describe();
+      const LseStats ls = compare_lse(r.lse.view(), ref, c.batch_size);
+      EXPECT_EQ(ls.num_mismatch, 0) << ls.describe();
+      EXPECT_LE(ls.max_abs, 2e-2) << ls.describe();
+    }
 }
 
 TEST(HostileDecode, HugeWindowsAreNoWindow) {
