@@ -2,10 +2,17 @@
 // (each path) and decode once at the largest shape, then replay with smaller padded batches written
 // into the same device metadata (q_len 0 / kv_len 0 sequences, a repeated tail in cu_q_lens, table
 // rows of -1). Active rows must equal an eager run of the same metadata bit for bit and match the
-// CPU oracle; padding rows stay poisoned.
+// CPU oracle; padding rows stay poisoned. GraphDecode.MaxBatch* is the serving pattern: one graph
+// at the maximum batch and table width, replayed with live sequences scattered over the batch slots,
+// new lengths, new queries and freshly shuffled block tables written in place (dead slots: kv_len
+// 0, table row -1, so an empty row).
+// Run: kvq_gpu_tests --gtest_filter='Graph*' (under each KVQ_DECODE_PATH for the decode ones).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
+#include <limits>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -181,6 +188,132 @@ TEST(GraphDecode, CaptureLargestReplaySmaller) {
   cudaGraphDestroy(graph);
   cudaStreamDestroy(stream);
 }
+
+enum class GraphCache { kInt8PerChannel, kInt8PerToken, kBf16 };
+
+const char* graph_cache_name(GraphCache g) {
+  switch (g) {
+    case GraphCache::kInt8PerChannel: return "Int8PerChannel";
+    case GraphCache::kInt8PerToken: return "Int8PerToken";
+    case GraphCache::kBf16: return "Bf16";
+  }
+  return "?";
+}
+
+class GraphDecodeMaxBatch : public testing::TestWithParam<GraphCache> {};
+
+// Copies of the outputs of one run (eager or replay), poisoned before it.
+struct Outputs {
+  HostTensor out, lse;
+};
+
+TEST_P(GraphDecodeMaxBatch, ReplaysEqualEagerRunsBitForBit) {
+  constexpr int64_t kMaxBatch = 16, kMaxLen = 1024, kPage = 16;
+  PagedCaseSpec s;
+  s.q_lens.assign(kMaxBatch, 1);
+  s.kv_lens.assign(kMaxBatch, kMaxLen);  // the cache holds every slot at its longest
+  s.num_qo_heads = 16;
+  s.num_kv_heads = 4;
+  s.head_dim = 128;
+  s.page_size = kPage;
+  s.with_lse = true;
+  s.seed = 655;
+  if (GetParam() == GraphCache::kBf16) s.kv_dtype = DType::kBFloat16;
+  if (GetParam() == GraphCache::kInt8PerToken) s.k_scale_mode = s.v_scale_mode = ScaleMode::kPerToken;
+  PagedCase c = make_paged_case(s);
+  ASSERT_EQ(c.max_blocks_per_seq, kMaxLen / kPage);
+  DeviceCase dc(c);
+  DecodeArgs a = dc.decode_args(c.decode_args());
+  a.num_splits = 0;  // the planner's choice for the maximum batch, fixed in the graph
+  const size_t ws_bytes = decode_workspace_size(a);
+  DeviceTensor ws = DeviceTensor::bytes(ws_bytes);
+  a.workspace = {ws.data(), ws_bytes};
+  cudaStream_t stream;
+  KVQ_TEST_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  a.stream = stream;
+  cudaGraph_t graph;
+  KVQ_TEST_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+  paged_decode(a);
+  KVQ_TEST_CUDA(cudaStreamEndCapture(stream, &graph));
+  cudaGraphExec_t exec;
+  KVQ_TEST_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+
+  auto run = [&](bool replay) {
+    c.poison_outputs();
+    dc.out.upload(c.out);
+    dc.lse.upload(c.lse);
+    if (replay) {
+      if (cudaGraphLaunch(exec, stream) != cudaSuccess) throw std::runtime_error("cudaGraphLaunch");
+    } else {
+      paged_decode(a);
+    }
+    if (cudaStreamSynchronize(stream) != cudaSuccess) throw std::runtime_error("cudaStreamSynchronize");
+    Outputs o{c.out, c.lse};
+    dc.out.download(o.out);
+    dc.lse.download(o.lse);
+    return o;
+  };
+
+  Rng rng(656);
+  const std::vector<int64_t> live_counts = {16, 11, 1, 7, 0, 16, 3, 9};
+  for (size_t round = 0; round < live_counts.size(); ++round) {
+    const int64_t live = live_counts[round];
+    SCOPED_TRACE("round " + std::to_string(round) + ", " + std::to_string(live) + " live sequences");
+    // Live slots scattered over the batch; lengths include the edges (1 key, a page, a page + 1,
+    // the table's full width).
+    const std::vector<int32_t> slots = rng.permutation(kMaxBatch);
+    std::vector<int32_t> lens(kMaxBatch, 0);
+    const int32_t edges[] = {1, static_cast<int32_t>(kPage), static_cast<int32_t>(kPage + 1), static_cast<int32_t>(kMaxLen)};
+    for (int64_t i = 0; i < live; ++i)
+      lens[slots[i]] = i < 4 && round % 2 == 0 ? edges[i] : static_cast<int32_t>(rng.randint(1, kMaxLen + 1));
+    // Fresh tables: the physical blocks shuffled and dealt to the live sequences, unused entries -1.
+    const std::vector<int32_t> perm = rng.permutation(c.num_blocks);
+    size_t next = 0;
+    for (int64_t b = 0; b < kMaxBatch; ++b) {
+      const int64_t pages = (lens[b] + kPage - 1) / kPage;
+      for (int64_t i = 0; i < c.max_blocks_per_seq; ++i) c.block_tables.set({b, i}, i < pages ? perm[next++] : -1);
+      c.kv_lens.ptr<int32_t>()[b] = lens[b];
+    }
+    ASSERT_LE(next, perm.size());
+    // New queries (never zero), as the next decode step would bring.
+    for (int64_t i = 0; i < c.q.storage_elements(); ++i) {
+      double x = rng.normal();
+      if (x == 0) x = 0.5;
+      c.q.store(i, x);
+    }
+    dc.q.upload(c.q);
+    dc.kv_lens.upload(c.kv_lens);
+    dc.block_tables.upload(c.block_tables);
+
+    const Outputs eager = run(false);
+    const Outputs replay = run(true);
+    const Outputs replay2 = run(true);
+    EXPECT_TRUE(same_rows(replay.out, eager.out)) << "graph replay differs from the eager run";
+    EXPECT_TRUE(same_rows(replay.lse, eager.lse)) << "graph replay lse differs from the eager run";
+    EXPECT_TRUE(same_rows(replay2.out, replay.out)) << "two replays differ";
+    EXPECT_TRUE(same_rows(replay2.lse, replay.lse)) << "two replays' lse differ";
+    const RefOutput ref = cpu_decode(c.decode_args(), true);
+    const ErrorStats st = compare_decode_output(replay.out.view(), ref);
+    EXPECT_TRUE(st.ok(kTolNative)) << st.describe();
+    const LseStats ls = compare_lse(replay.lse.view(), ref, kMaxBatch);
+    EXPECT_EQ(ls.num_mismatch, 0) << ls.describe();
+    EXPECT_LE(ls.max_abs, 2e-2) << ls.describe();
+    for (int64_t b = 0; b < kMaxBatch; ++b) {
+      if (lens[b] != 0) continue;
+      for (int64_t h = 0; h < s.num_qo_heads; ++h) {
+        EXPECT_EQ(replay.lse.at({b, h}), -std::numeric_limits<double>::infinity()) << "dead slot " << b;
+        for (int64_t d = 0; d < s.head_dim; ++d) ASSERT_EQ(replay.out.at({b, h, d}), 0.0) << "dead slot " << b;
+      }
+    }
+  }
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(stream);
+}
+
+INSTANTIATE_TEST_SUITE_P(Caches, GraphDecodeMaxBatch,
+                         testing::Values(GraphCache::kInt8PerChannel, GraphCache::kInt8PerToken, GraphCache::kBf16),
+                         [](const testing::TestParamInfo<GraphCache>& info) { return std::string(graph_cache_name(info.param)); });
 
 }  // namespace
 }  // namespace kvq::test
