@@ -2,7 +2,7 @@
 // (each path) and decode once at the largest shape, then replay with smaller padded batches written
 // into the same device metadata (q_len 0 / kv_len 0 sequences, a repeated tail in cu_q_lens, table
 // rows of -1). Active rows must equal an eager run of the same metadata bit for bit and match the
-// CPU oracle; padding rows stay poisoned. GraphDecode.MaxBatch* is the serving pattern: one graph
+// CPU oracle; padding rows stay poisoned. GraphDecodeMaxBatch.* is the serving pattern: one graph
 // at the maximum batch and table width, replayed with live sequences scattered over the batch slots,
 // new lengths, new queries and freshly shuffled block tables written in place (dead slots: kv_len
 // 0, table row -1, so an empty row).
