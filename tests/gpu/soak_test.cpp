@@ -1,5 +1,5 @@
 // tests/gpu/soak_test.cpp — a bounded serving soak: a few hundred steps of a small scheduler over
-// one shared paged int8 cache, checked against the CPU backend.
+// one shared paged cache (int8 or bf16), checked against the CPU backend.
 //
 // Per step: sequences arrive (prompt 1..kMaxPrompt tokens, 1..kMaxGen generated tokens) while the
 // page pool can reserve their full length, and leave when done; their pages go back to a free list
