@@ -14,6 +14,7 @@
 #include <cuda_runtime.h>
 
 #include "kvq/error.h"
+#include "src/cuda/hopper/wgmma_prefill.h"
 #include "src/cuda/prefill/tc_prefill_launch.cuh"
 
 namespace kvq::cuda {
@@ -138,6 +139,14 @@ void launch_tc_prefill(const PrefillArgs& args, const detail::AttnProblem& p, co
   if (prm.num_q_tiles == 0 || p.batch_size == 0) return;
 
   const bool q_fp16 = p.q_dtype == DType::kFloat16;
+  // The Hopper kernel computes one row offset per token for K and V: their strides must agree.
+  const bool kv_strides_agree = prm.k_stride_block == prm.v_stride_block && prm.k_stride_pos == prm.v_stride_pos &&
+                                prm.k_stride_head == prm.v_stride_head;
+  if (kv_strides_agree && hopper::wg_prefill_selected(padded)) {
+    hopper::launch_wg_prefill(prm, max_q_len * p.group_size, static_cast<int>(p.batch_size), padded, q_fp16, kv_int8,
+                              stream);
+    return;
+  }
   auto s = static_cast<cudaStream_t>(stream);
   switch (padded) {
     case 64: tc::launch_tc_prefill_hd<64>(prm, static_cast<int>(p.batch_size), q_fp16, kv_int8, s); break;

@@ -1,0 +1,50 @@
+// src/cuda/hopper/wgmma_prefill.cu — host entry of the Hopper prefill: selection and launch.
+#include "src/cuda/hopper/wgmma_prefill.h"
+
+#include <cuda_runtime.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "kvq/error.h"
+#include "src/cuda/hopper/wgmma_prefill_launch.cuh"
+
+namespace kvq::cuda::hopper {
+
+namespace {
+bool current_device_is_sm90() {
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return false;
+  int major = 0, minor = 0;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) return false;
+  if (cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess) return false;
+  return major == 9 && minor == 0;
+}
+}  // namespace
+
+bool wg_prefill_selected(int padded_head_dim) {
+  if (padded_head_dim != 64 && padded_head_dim != 128 && padded_head_dim != 256) return false;
+  const char* env = std::getenv("KVQ_PREFILL_KERNEL");
+  if (env == nullptr || std::strcmp(env, "wgmma") != 0) return false;  // not the default yet: see the header
+  return current_device_is_sm90();
+}
+
+void launch_wg_prefill(tc::TcPrefillParams params, int64_t max_packed_rows, int batch_size, int padded_head_dim,
+                       bool q_fp16, bool kv_int8, void* stream) {
+  const int64_t tiles = (max_packed_rows + wg_tile_q() - 1) / wg_tile_q();
+  params.num_q_tiles = static_cast<int>(tiles);
+  if (tiles == 0 || batch_size == 0) return;
+  auto s = static_cast<cudaStream_t>(stream);
+  switch (padded_head_dim) {
+    case 64: launch_wg_hd64(params, batch_size, q_fp16, kv_int8, s); break;
+    case 128: launch_wg_hd128(params, batch_size, q_fp16, kv_int8, s); break;
+    case 256: launch_wg_hd256(params, batch_size, q_fp16, kv_int8, s); break;
+    default:
+      throw Error(ErrorKind::kNotImplemented, "paged_prefill", "head_dim",
+                  "not implemented: the Hopper prefill has no instantiation for padded head dim " +
+                      std::to_string(padded_head_dim));
+  }
+}
+
+}  // namespace kvq::cuda::hopper

@@ -1,0 +1,554 @@
+// src/cuda/hopper/wgmma_prefill_kernel.cuh — the Hopper (sm_90a) paged prefill: warp-specialized,
+// wgmma tensor cores, an mbarrier-guarded shared-memory ring, over a bf16/fp16 cache or an int8
+// cache converted exactly on the way into shared memory.
+//
+// What it computes is what the tensor-core prefill (src/cuda/prefill/tc_prefill_kernel.cuh)
+// computes, with the same parameters (TcPrefillParams), the same packed GQA rows, masking, hostile
+// metadata handling, scale identities and non-finite rules (docs/design.md §1, docs/api.md); only
+// the mainloop differs. One CTA = (tile of 128 packed query rows, kv head, sequence).
+//
+// Threads: three warpgroups.
+// - Warpgroup 0, the producer (setmaxnreg down to kProducerRegs): for each KV tile of the
+//   iteration order it waits for the ring slot to be free (mbarrier `empty`), loads the K and V
+//   rows of the tile's tokens through the block table with 16-byte loads (any page size, HND/NHD,
+//   invalid blocks and tokens past kv_len zero-filled), converts int8 exactly to the q dtype
+//   (common/mma_int8.cuh int8x4_to_pairs), stores both tiles in the 128-byte swizzled panel layout
+//   wgmma reads (common/wgmma.cuh), writes the tile's per-token scales and validity bytes, fences
+//   the generic-proxy stores for the async proxy, and arrives on the slot's `full` mbarrier.
+// - Warpgroups 1 and 2, the consumers (setmaxnreg up to kConsumerRegs), 64 rows each: S = Q·Kᵀ by
+//   wgmma m64nNk16 with both operands in shared memory, the online softmax in registers (the
+//   accumulator fragment is mma.sync's, so this is the tensor-core prefill's softmax, verbatim),
+//   P rounded to the q dtype into wgmma A fragments, O += P·V by wgmma with P from registers and
+//   V MN-major (no transpose); then `empty` is arrived. The two consumers run independently, so
+//   one's softmax overlaps the other's MMAs.
+// Ring: kStages slots of (K tile, V tile, scales, validity); full[s] counts the producer's 128
+// threads, empty[s] the consumers' 256. Iteration `it` uses slot it % kStages in phase
+// (it / kStages) & 1; the producer waits on the opposite parity of `empty`, which a fresh barrier
+// reports complete, so the first kStages tiles need no consumer.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+#include "src/cuda/common/mma_int8.cuh"
+#include "src/cuda/common/wgmma.cuh"
+#include "src/cuda/prefill/tc_prefill_kernel.cuh"
+
+namespace kvq::cuda::hopper {
+
+using tc::TcPrefillParams;
+
+constexpr int wg_tile_q() { return 128; }
+constexpr int wg_tile_kv(int head_dim) { return head_dim <= 128 ? 128 : 64; }
+
+template <int kHeadDim_, typename DTypeQ_, bool kKvInt8_, bool kFactorV_ = false>
+struct WgPrefillTraits {
+  static constexpr int kHeadDim = kHeadDim_;
+  using DTypeQ = DTypeQ_;
+  static constexpr bool kKvInt8 = kKvInt8_;
+  static constexpr bool kFactorV = kFactorV_;
+  static constexpr int kTileQ = wg_tile_q();
+  static constexpr int kTileKv = wg_tile_kv(kHeadDim);
+  static constexpr int kStages = 2;
+  static constexpr int kNumThreads = 384;
+  static constexpr int kProducerRegs = 56;
+  static constexpr int kConsumerRegs = 224;
+  static constexpr int kQPanelBytes = kTileQ * 128;
+  static constexpr int kQBytes = kTileQ * kHeadDim * 2;
+  static constexpr int kKvPanelBytes = kTileKv * 128;
+  static constexpr int kKvTileBytes = kTileKv * kHeadDim * 2;
+  static constexpr int kStageBytes = 2 * kKvTileBytes;
+  // int8 caches: the raw tile lands here (cp.async) before the producer converts it into the ring.
+  static constexpr int kStagTileBytes = kKvInt8 ? kTileKv * kHeadDim : 0;  // one K and one V tile, int8
+  static constexpr int kStagOff = kQBytes + kStages * kStageBytes;
+  static constexpr int kScaleOff = kStagOff + 2 * kStagTileBytes;     // float [kStages][2][kTileKv]
+  static constexpr int kVmaxOff = kScaleOff + kStages * 2 * kTileKv * 4;  // float [kStages][kTileKv / 32]
+  static constexpr int kValidOff = kVmaxOff + kStages * (kTileKv / 32) * 4;  // uint8 [kStages][kTileKv]
+  static constexpr int kOffOff = (kValidOff + kStages * kTileKv + 15) / 16 * 16;  // int64 [kStages][kTileKv]
+  static constexpr int kFlagOff = kOffOff + kStages * kTileKv * 8;  // int [kStages]
+  static constexpr int kBarOff = (kFlagOff + kStages * 4 + 7) / 8 * 8;  // uint64 full_k, full_v, empty [kStages]
+  // The dynamic shared memory base is 1024-aligned on sm_90 (checked by the kernel).
+  static constexpr int kSmemBytes = kBarOff + 3 * kStages * 8;
+
+  static_assert(kHeadDim % 64 == 0 && kHeadDim <= 256, "head dims are whole 64-column panels up to 256");
+  static_assert(kTileKv <= 128 && kTileKv % 32 == 0, "one producer thread per token; whole warps of V scales");
+  static_assert(kKvTileBytes % 1024 == 0 && kQBytes % 1024 == 0, "panels start at 1024-byte boundaries");
+  static_assert(kSmemBytes <= 232448, "shared memory of one CTA on sm_90");
+  static_assert(kProducerRegs * 128 + kConsumerRegs * 256 <= 168 * 384, "setmaxnreg within the launch allocation");
+};
+
+template <typename Tr>
+__device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, uint8_t* smem_raw) {
+#if KVQ_SM90_ENABLED
+  using T = typename Tr::DTypeQ;
+  constexpr int kHeadDim = Tr::kHeadDim;
+  constexpr int kTileQ = Tr::kTileQ;
+  constexpr int kTileKv = Tr::kTileKv;
+  constexpr int kStages = Tr::kStages;
+  constexpr int kNbKv = kTileKv / 8;  // n8 blocks of S
+  constexpr int kNbD = kHeadDim / 8;  // n8 blocks of O
+  const float kNegInf = -__int_as_float(0x7f800000);
+
+  // The swizzle phase is taken from address bits 7-9, so panels must sit at 1024-byte boundaries:
+  // the base of dynamic shared memory is (no static shared memory in this kernel).
+  uint8_t* smem = smem_raw;
+  if ((tc::smem_addr(smem) & 1023u) != 0) __trap();
+  const int tid = threadIdx.x;
+  const int lane = tid % 32;
+  const int kv_head = blockIdx.x % p.num_kv_heads;
+  const int q_tile = p.num_q_tiles - 1 - static_cast<int>(blockIdx.x / p.num_kv_heads);  // heavy tiles first
+  const int batch_idx = blockIdx.y;
+
+  // ---- the tile's metadata, as the tensor-core prefill reads it (every thread, uniform) ----
+  const int q_start = min(max(p.cu_q_lens[batch_idx * p.cu_stride], 0), p.total_q);
+  const int q_len = min(max(p.cu_q_lens[(batch_idx + 1) * p.cu_stride], q_start), p.total_q) - q_start;
+  const int64_t table_cap = static_cast<int64_t>(p.max_blocks_per_seq) * p.page_div.d;
+  const int kv_len = static_cast<int>(min(static_cast<int64_t>(max(p.kv_lens[batch_idx * p.kvl_stride], 0)), table_cap));
+  const int group = static_cast<int>(p.group_div.d);
+  const int packed_len = q_len * group;
+  const int row0 = q_tile * kTileQ;
+  if (q_len <= 0 || row0 >= packed_len) return;
+  {
+    bool bad = false;
+    for (int i = tid; i <= batch_idx; i += Tr::kNumThreads) {
+      const int lo = p.cu_q_lens[i * p.cu_stride], hi = p.cu_q_lens[(i + 1) * p.cu_stride];
+      bad = bad || hi < lo || lo < 0 || hi > p.total_q;
+    }
+    if (__syncthreads_or(bad)) return;
+  }
+  const int delta = kv_len - q_len;
+  const int tok_min = static_cast<int>(p.group_div.div(row0));
+  const int tok_max = min(q_len - 1, static_cast<int>(p.group_div.div(row0 + kTileQ - 1)));
+  const int pos_min = delta + tok_min;
+  const int pos_max = delta + tok_max;
+  int kv_hi = p.causal ? min(kv_len, pos_max + 1) : kv_len;
+  kv_hi = max(kv_hi, 0);
+  const int n_tiles = (kv_hi + kTileKv - 1) / kTileKv;
+  int n_global = 0, first_win = 0;
+  if (p.local_window >= 0) {
+    const int lo = pos_min < 0 ? 0 : max(pos_min - p.local_window, 0);
+    first_win = min(lo / kTileKv, n_tiles);
+    const int global_keys = min(p.global_window, kv_hi);
+    n_global = min((global_keys + kTileKv - 1) / kTileKv, n_tiles);
+    if (first_win <= n_global) first_win = n_global = 0;
+  }
+  const int n_iter = n_global + (n_tiles - first_win);
+  auto tile_of = [&](int it) { return it < n_global ? it : it - n_global + first_win; };
+
+  const bool k_per_token = Tr::kKvInt8 && p.k_scale_mode == tc::kScalePerToken;
+  const bool v_per_token = Tr::kKvInt8 && p.v_scale_mode == tc::kScalePerToken;
+  const bool k_per_channel = Tr::kKvInt8 && p.k_scale_mode == tc::kScalePerChannel;
+  const bool v_per_channel = Tr::kKvInt8 && p.v_scale_mode == tc::kScalePerChannel;
+
+  uint8_t* s_q = smem;
+  float* s_scale = reinterpret_cast<float*>(smem + Tr::kScaleOff);
+  float* s_vmax = reinterpret_cast<float*>(smem + Tr::kVmaxOff);
+  uint8_t* s_valid = smem + Tr::kValidOff;
+  int* s_flag = reinterpret_cast<int*>(smem + Tr::kFlagOff);
+  // Byte offset (from the kv head's base; K and V caches share strides, checked by the host) of
+  // each token row of a tile; -1: absent.
+  int64_t* s_off = reinterpret_cast<int64_t*>(smem + Tr::kOffOff);
+  uint64_t* full_k = reinterpret_cast<uint64_t*>(smem + Tr::kBarOff);
+  uint64_t* full_v = full_k + kStages;
+  uint64_t* empty = full_v + kStages;
+  auto stage_k = [&](int slot) { return smem + Tr::kQBytes + slot * Tr::kStageBytes; };
+
+  if (tid == 0) {
+    for (int s = 0; s < kStages; ++s) {
+      wg::mbar_init(&full_k[s], Tr::kKvInt8 ? 128 : 256);
+      wg::mbar_init(&full_v[s], 128);
+      wg::mbar_init(&empty[s], 256);
+    }
+    wg::mbar_init_fence();
+  }
+  __syncthreads();
+
+  const int32_t* bt_row = p.block_tables + batch_idx * p.bt_stride;
+  auto locate = [&](int j, int& block, uint32_t& off) {
+    uint32_t page;
+    p.page_div.divmod(static_cast<uint32_t>(j), page, off);
+    block = -1;
+    if (j < kv_len && page < static_cast<uint32_t>(p.max_blocks_per_seq)) block = bt_row[page];
+    return block >= 0 && block < p.num_blocks;
+  };
+
+  const int warpgroup = tid / 128;
+  if (warpgroup == 0) {
+    // ================= producer =================
+    wg::regs_dec<Tr::kProducerRegs>();
+    const int ptid = tid;
+    constexpr int kElemBytes = Tr::kKvInt8 ? 1 : 2;
+    constexpr int kSrcElems = 16 / kElemBytes;        // elements per 16-byte copy
+    constexpr int kSrcChunks = kHeadDim / kSrcElems;  // copies per row
+    constexpr int kRowsPerPass = 128 / kSrcChunks;
+    constexpr int kPasses = kTileKv / kRowsPerPass;
+    static_assert(128 % kSrcChunks == 0 && kTileKv % kRowsPerPass == 0, "producer thread mapping");
+    const int pc = ptid % kSrcChunks;
+    const int pr0 = ptid / kSrcChunks;
+    const uint8_t* k_base = static_cast<const uint8_t*>(p.k_cache) + kv_head * p.k_stride_head * kElemBytes;
+    const uint8_t* v_base = static_cast<const uint8_t*>(p.v_cache) + kv_head * p.v_stride_head * kElemBytes;
+    const bool col_ok = pc * kSrcElems < p.head_dim;
+    uint8_t* s_stag_k = smem + Tr::kStagOff;
+    uint8_t* s_stag_v = s_stag_k + Tr::kStagTileBytes;
+
+    // 16-byte cp.async of this thread's chunk of every row of the tile in `slot` (K or V) into
+    // `dst_at(r)`, from the row offsets write_token_meta left in shared memory; absent tokens and
+    // head-dim padding are zero-filled.
+    auto issue = [&](int slot, bool is_v, auto dst_at) {
+      const uint8_t* base = is_v ? v_base : k_base;
+      const int64_t* offs = s_off + slot * kTileKv;
+#pragma unroll 8
+      for (int pass = 0; pass < kPasses; ++pass) {
+        const int r = pr0 + pass * kRowsPerPass;
+        const int64_t o = offs[r];
+        const bool ok = o >= 0 && col_ok;
+        tc::cp_async_16(dst_at(r), ok ? base + o + pc * 16 : base, ok ? 16u : 0u);
+      }
+    };
+    auto ring_at = [&](uint8_t* tile_base) {
+      return [=](int r) { return tc::smem_addr(tile_base + wg::tile_offset(kTileKv, r, pc * 8)); };
+    };
+    auto stag_at = [&](uint8_t* stag) { return [=](int r) { return tc::smem_addr(stag + r * kHeadDim + pc * 16); }; };
+    // Staged int8 tile -> q dtype, into the ring's swizzled panels (exact).
+    auto convert = [&](const uint8_t* stag, uint8_t* dst) {
+#pragma unroll 4
+      for (int pass = 0; pass < kPasses; ++pass) {
+        const int r = pr0 + pass * kRowsPerPass;
+        const uint4 w = *reinterpret_cast<const uint4*>(stag + r * kHeadDim + pc * 16);
+        uint4 lo, hi;
+        tc::int8x4_to_pairs<T>(w.x, lo.x, lo.y);
+        tc::int8x4_to_pairs<T>(w.y, lo.z, lo.w);
+        tc::int8x4_to_pairs<T>(w.z, hi.x, hi.y);
+        tc::int8x4_to_pairs<T>(w.w, hi.z, hi.w);
+        *reinterpret_cast<uint4*>(dst + wg::tile_offset(kTileKv, r, pc * 16)) = lo;
+        *reinterpret_cast<uint4*>(dst + wg::tile_offset(kTileKv, r, pc * 16 + 8)) = hi;
+      }
+    };
+    // Token ptid of tile `it`: validity, row offsets and per-token scales (K's with softmax_scale *
+    // log2 e); returns whether it is inside kv_len without a valid block.
+    auto token_meta = [&](int it, int slot) -> bool {
+      if (ptid >= kTileKv) return false;
+      int block;
+      uint32_t off;
+      const int j = tile_of(it) * kTileKv + ptid;
+      const bool ok = locate(j, block, off);
+      s_valid[slot * kTileKv + ptid] = ok ? 1 : 0;
+      s_off[slot * kTileKv + ptid] = ok ? (block * p.k_stride_block + off * p.k_stride_pos) * kElemBytes : -1;
+      if constexpr (Tr::kKvInt8) {
+        float ks = 0.f, vs = 0.f;
+        if (ok && k_per_token)
+          ks = tc::load_scale_any(p.k_scale, block * p.ks_stride_a + kv_head * p.ks_stride_b + off * p.ks_stride_c,
+                                  p.k_scale_dtype) *
+               p.sm_scale_log2;
+        if (ok && v_per_token)
+          vs = tc::load_scale_any(p.v_scale, block * p.vs_stride_a + kv_head * p.vs_stride_b + off * p.vs_stride_c,
+                                  p.v_scale_dtype);
+        s_scale[(slot * 2) * kTileKv + ptid] = ks;
+        s_scale[(slot * 2 + 1) * kTileKv + ptid] = vs;
+        if constexpr (Tr::kFactorV) {
+          const unsigned a = __reduce_max_sync(0xffffffffu, vs == vs ? __float_as_uint(fabsf(vs)) : 0u);
+          if (lane == 0) s_vmax[slot * (kTileKv / 32) + ptid / 32] = __uint_as_float(a);
+        }
+      }
+      return !ok && j < kv_len;
+    };
+    // Every producer thread: the tile's metadata into `slot`, visible to the producer warpgroup
+    // (the barrier also ORs the "has an invalid token" flag the consumers read).
+    auto write_token_meta = [&](int it, int slot) {
+      const bool any_invalid = wg::named_sync_or(1, 128, token_meta(it, slot));
+      if (ptid == 0) s_flag[slot] = any_invalid ? 1 : 0;
+    };
+
+    if constexpr (Tr::kKvInt8) {
+      // Tile it + 1's int8 rows are staged (cp.async) while the consumers work on tile it; at the
+      // top of iteration it the staged tile is converted into ring slot it % kStages.
+      auto stage_tile = [&](int it) {
+        const int slot = it % kStages;
+        wg::mbar_wait(&empty[slot], ((it / kStages) & 1) ^ 1);
+        write_token_meta(it, slot);
+        issue(slot, false, stag_at(s_stag_k));
+        issue(slot, true, stag_at(s_stag_v));
+      };
+      if (n_iter > 0) stage_tile(0);
+      tc::cp_async_commit();
+      for (int it = 0; it < n_iter; ++it) {
+        const int slot = it % kStages;
+        uint8_t* s_k = stage_k(slot);
+        tc::cp_async_wait<0>();
+        wg::named_sync(1, 128);  // tile it staged by every producer thread
+        convert(s_stag_k, s_k);
+        wg::fence_async_smem();
+        wg::mbar_arrive(&full_k[slot]);
+        convert(s_stag_v, s_k + Tr::kKvTileBytes);
+        wg::fence_async_smem();
+        wg::mbar_arrive(&full_v[slot]);
+        wg::named_sync(1, 128);  // staging read by everyone
+        if (it + 1 < n_iter) stage_tile(it + 1);
+        tc::cp_async_commit();
+      }
+    } else {
+      // q-dtype cache: straight into the ring's swizzled panels, never blocking on the copies: each
+      // thread's K copies complete one arrival on full_k (cp.async.mbarrier.arrive.noinc), its V
+      // copies one on full_v; a plain arrival on full_k releases the tile's metadata. The consumers
+      // fence the landed tile for the async proxy before wgmma reads it.
+      for (int it = 0; it < n_iter; ++it) {
+        const int slot = it % kStages;
+        wg::mbar_wait(&empty[slot], ((it / kStages) & 1) ^ 1);
+        write_token_meta(it, slot);
+        wg::mbar_arrive(&full_k[slot]);
+        uint8_t* s_k = stage_k(slot);
+        issue(slot, false, ring_at(s_k));
+        wg::cp_async_arrive_noinc(&full_k[slot]);
+        issue(slot, true, ring_at(s_k + Tr::kKvTileBytes));
+        wg::cp_async_arrive_noinc(&full_v[slot]);
+      }
+    }
+    tc::cp_async_wait<0>();
+    return;
+  }
+
+  // ================= consumers =================
+  wg::regs_inc<Tr::kConsumerRegs>();
+  const int cw = warpgroup - 1;  // 0 or 1: rows [64 cw, 64 cw + 64) of the tile
+  const int ctid = tid - 128 * warpgroup;
+  const int warp_in = ctid / 32;
+  auto q_head_of = [&](int head_in_group) {
+    return p.gqa_interleaved ? head_in_group * p.num_kv_heads + kv_head : kv_head * group + head_in_group;
+  };
+
+  // ---- Q rows of this warpgroup -> shared (swizzled panels; K's per-channel scale folded in) ----
+  {
+    const T* q_ptr = static_cast<const T*>(p.q);
+    constexpr int kQChunks = kHeadDim / 8;
+    for (int idx = ctid; idx < 64 * kQChunks; idx += 128) {
+      const int r = cw * 64 + idx / kQChunks;
+      const int ch = idx % kQChunks;
+      const int pr = row0 + r;
+      uint4 v = make_uint4(0, 0, 0, 0);
+      if (pr < packed_len && ch * 8 < p.head_dim) {
+        uint32_t tok, hin;
+        p.group_div.divmod(static_cast<uint32_t>(pr), tok, hin);
+        const T* src = q_ptr + (static_cast<int64_t>(q_start) + tok) * p.q_stride_n +
+                       static_cast<int64_t>(q_head_of(static_cast<int>(hin))) * p.q_stride_h + ch * 8;
+        v = *reinterpret_cast<const uint4*>(src);
+        if (k_per_channel) {
+          uint32_t* w = reinterpret_cast<uint32_t*>(&v);
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int d = ch * 8 + 2 * e;
+            const float2 x = tc::unpack2<T>(w[e]);
+            const float s0 = tc::load_scale_any(p.k_scale, kv_head * p.ks_stride_a + d * p.ks_stride_b, p.k_scale_dtype);
+            const float s1 =
+                tc::load_scale_any(p.k_scale, kv_head * p.ks_stride_a + (d + 1) * p.ks_stride_b, p.k_scale_dtype);
+            w[e] = tc::pack2<T>(x.x * s0, x.y * s1);
+          }
+        }
+      }
+      *reinterpret_cast<uint4*>(s_q + wg::tile_offset(kTileQ, r, ch * 8)) = v;
+    }
+    wg::fence_async_smem();
+    wg::named_sync(2 + cw, 128);
+  }
+
+  auto row_of = [&](int rr) { return row0 + cw * 64 + warp_in * 16 + rr * 8 + lane / 4; };
+  auto row_pos = [&](int rr) {
+    return delta + min(static_cast<int>(p.group_div.div(static_cast<uint32_t>(row_of(rr)))), q_len - 1);
+  };
+
+  float o[kHeadDim / 2];
+#pragma unroll
+  for (int i = 0; i < kHeadDim / 2; ++i) o[i] = 0.f;
+  float m[2] = {kNegInf, kNegInf};
+  float l[2] = {-0.f, -0.f};  // -0 until a visible key is met (tells empty rows from all -inf ones)
+  float sigma = 0.f;
+
+  const uint32_t q_addr = tc::smem_addr(s_q) + cw * 64 * 128;
+  uint32_t pa[kTileKv / 16][4];
+  float s[kTileKv / 2];
+  for (int it = 0; it < n_iter; ++it) {
+    const int slot = it % kStages;
+    const int kv0 = tile_of(it) * kTileKv;
+    wg::mbar_wait(&full_k[slot], (it / kStages) & 1);
+    if constexpr (!Tr::kKvInt8) wg::fence_async_smem();  // tile written by cp.async (generic proxy)
+    const uint32_t k_addr = tc::smem_addr(stage_k(slot));
+    const uint32_t v_addr = k_addr + Tr::kKvTileBytes;
+
+    // ---- S = Q·Kᵀ ----
+    wg::fence();
+#pragma unroll
+    for (int kk = 0; kk < kHeadDim / 16; ++kk) {
+      const uint64_t da = wg::desc_k_major(q_addr + (kk / 4) * Tr::kQPanelBytes + (kk % 4) * 32);
+      const uint64_t db = wg::desc_k_major(k_addr + (kk / 4) * Tr::kKvPanelBytes + (kk % 4) * 32);
+      wg::Mma<kTileKv, T>::template ss<0>(s, da, db, kk > 0 ? 1 : 0);
+    }
+    wg::commit();
+    wg::wait<0>();
+    wg::fence_operand(s);
+    wg::fence_operand(o);
+
+    // ---- scale, mask, online softmax (log2 domain): the tensor-core prefill's, one m16 tile ----
+    const float* s_ks = s_scale + slot * 2 * kTileKv;
+    const float* s_vs = s_ks + kTileKv;
+    const int kv_end = kv0 + kTileKv;
+    const bool tile_has_invalid = s_flag[slot] != 0;
+    const bool need_mask = tile_has_invalid || kv_end > kv_len || (p.causal && kv_end - 1 > pos_min) ||
+                           (p.local_window >= 0 && pos_max >= 0 && kv0 < pos_max - p.local_window &&
+                            kv_end > p.global_window);
+    const float sc_mul = k_per_token ? 1.f : p.sm_scale_log2;
+    if (k_per_token) {
+#pragma unroll
+      for (int nb = 0; nb < kNbKv; ++nb) {
+        const float2 sc = *reinterpret_cast<const float2*>(s_ks + nb * 8 + 2 * (lane % 4));
+        s[4 * nb + 0] *= sc.x;
+        s[4 * nb + 1] *= sc.y;
+        s[4 * nb + 2] *= sc.x;
+        s[4 * nb + 3] *= sc.y;
+      }
+    }
+    bool row_any[2] = {true, true};
+    if (need_mask) {
+      const uint8_t* valid = s_valid + slot * kTileKv;
+#pragma unroll
+      for (int rr = 0; rr < 2; ++rr) {
+        const int pos = row_pos(rr);
+        const int hi = p.causal ? min(kv_len - 1, pos) : kv_len - 1;
+        const int lo = p.local_window >= 0 && pos >= 0 ? pos - p.local_window : 0;
+        bool any = false;
+#pragma unroll
+        for (int nb = 0; nb < kNbKv; ++nb) {
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const int c = nb * 8 + 2 * (lane % 4) + e;
+            const int j = kv0 + c;
+            const bool vis = j <= hi && (j >= lo || j < p.global_window) && valid[c] != 0;
+            if (!vis) s[4 * nb + 2 * rr + e] = kNegInf;
+            any = any || vis;
+          }
+        }
+        row_any[rr] = any;
+      }
+    }
+    float v_rescale = 1.f, v_inv = 1.f;
+    if constexpr (Tr::kFactorV) {
+      float tile_max = s_vmax[slot * (kTileKv / 32)];
+#pragma unroll
+      for (int w = 1; w < kTileKv / 32; ++w) tile_max = fmaxf(tile_max, s_vmax[slot * (kTileKv / 32) + w]);
+      const float sigma_new = fmaxf(sigma, tile_max);
+      v_rescale = sigma_new > 0.f ? sigma / sigma_new : 1.f;
+      v_inv = sigma_new > 0.f ? 1.f / sigma_new : 0.f;
+      sigma = sigma_new;
+    }
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) {
+      float mx = kNegInf;
+#pragma unroll
+      for (int nb = 0; nb < kNbKv; ++nb) mx = fmaxf(mx, fmaxf(s[4 * nb + 2 * rr], s[4 * nb + 2 * rr + 1]));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      mx = fmaxf(m[rr], __fmul_ru(mx, sc_mul));
+      const float m_use = mx == kNegInf ? 0.f : mx;
+      const float alpha = tc::fast_exp2(m[rr] - m_use);
+      m[rr] = mx;
+      float sum = 0.f;
+#pragma unroll
+      for (int nb = 0; nb < kNbKv; ++nb) {
+        const float p0 = tc::fast_exp2(fmaf(s[4 * nb + 2 * rr], sc_mul, -m_use));
+        const float p1 = tc::fast_exp2(fmaf(s[4 * nb + 2 * rr + 1], sc_mul, -m_use));
+        s[4 * nb + 2 * rr] = p0;
+        s[4 * nb + 2 * rr + 1] = p1;
+        sum += p0 + p1;
+      }
+      l[rr] = row_any[rr] ? l[rr] * alpha + sum : l[rr] * alpha;
+      const float o_scale = alpha * v_rescale;
+#pragma unroll
+      for (int nb = 0; nb < kNbD; ++nb) {
+        o[4 * nb + 2 * rr] *= o_scale;
+        o[4 * nb + 2 * rr + 1] *= o_scale;
+      }
+    }
+
+    // ---- O += P·V (P rounded to the q dtype, per-token V scale applied first) ----
+#pragma unroll
+    for (int kt = 0; kt < kTileKv / 16; ++kt) {
+      float2 vs0 = make_float2(1.f, 1.f), vs1 = make_float2(1.f, 1.f);
+      if (v_per_token) {
+        vs0 = *reinterpret_cast<const float2*>(s_vs + kt * 16 + 2 * (lane % 4));
+        vs1 = *reinterpret_cast<const float2*>(s_vs + kt * 16 + 8 + 2 * (lane % 4));
+        if constexpr (Tr::kFactorV) {
+          vs0.x *= v_inv;
+          vs0.y *= v_inv;
+          vs1.x *= v_inv;
+          vs1.y *= v_inv;
+        }
+      }
+      pa[kt][0] = tc::pack2<T>(s[8 * kt + 0] * vs0.x, s[8 * kt + 1] * vs0.y);
+      pa[kt][1] = tc::pack2<T>(s[8 * kt + 2] * vs0.x, s[8 * kt + 3] * vs0.y);
+      pa[kt][2] = tc::pack2<T>(s[8 * kt + 4] * vs1.x, s[8 * kt + 5] * vs1.y);
+      pa[kt][3] = tc::pack2<T>(s[8 * kt + 6] * vs1.x, s[8 * kt + 7] * vs1.y);
+    }
+    wg::mbar_wait(&full_v[slot], (it / kStages) & 1);
+    if constexpr (!Tr::kKvInt8) wg::fence_async_smem();
+    wg::fence();
+#pragma unroll
+    for (int kt = 0; kt < kTileKv / 16; ++kt) {
+      const uint64_t dv = wg::desc_mn_major(v_addr + kt * 16 * 128, Tr::kKvPanelBytes);
+      wg::Mma<kHeadDim, T>::template rs<1>(o, pa[kt], dv, 1);
+    }
+    wg::commit();
+    wg::wait<0>();
+    wg::fence_operand(o);
+    wg::mbar_arrive(&empty[slot]);
+  }
+
+  // ---- epilogue: normalize, per-channel V scale, write rows that exist ----
+  T* out_ptr = static_cast<T*>(p.out);
+  constexpr float kLn2 = 0.693147180559945309f;
+#pragma unroll
+  for (int rr = 0; rr < 2; ++rr) {
+    float lt = l[rr];
+    lt += __shfl_xor_sync(0xffffffffu, lt, 1);
+    lt += __shfl_xor_sync(0xffffffffu, lt, 2);
+    const bool empty_row = __float_as_uint(lt) == 0x80000000u;
+    const bool nan_row = !empty_row && !(lt > 0.f);
+    const float kNaN = __int_as_float(0x7fc00000);
+    const float inv = (empty_row || nan_row) ? 0.f : (Tr::kFactorV ? sigma : 1.f) / lt;
+    const int pr = row_of(rr);
+    if (pr >= packed_len) continue;
+    uint32_t tok, hin;
+    p.group_div.divmod(static_cast<uint32_t>(pr), tok, hin);
+    const int64_t tq = static_cast<int64_t>(q_start) + tok;
+    const int qh = q_head_of(static_cast<int>(hin));
+    T* orow = out_ptr + tq * p.o_stride_n + static_cast<int64_t>(qh) * p.o_stride_h;
+#pragma unroll
+    for (int nb = 0; nb < kNbD; ++nb) {
+      const int d = nb * 8 + 2 * (lane % 4);
+      if (d < p.head_dim) {
+        float v0 = o[4 * nb + 2 * rr] * inv;
+        float v1 = o[4 * nb + 2 * rr + 1] * inv;
+        if (v_per_channel && !empty_row && !nan_row) {
+          v0 *= tc::load_scale_any(p.v_scale, kv_head * p.vs_stride_a + d * p.vs_stride_b, p.v_scale_dtype);
+          v1 *= tc::load_scale_any(p.v_scale, kv_head * p.vs_stride_a + (d + 1) * p.vs_stride_b, p.v_scale_dtype);
+        }
+        if (empty_row) v0 = v1 = 0.f;
+        if (nan_row) v0 = v1 = kNaN;
+        *reinterpret_cast<uint32_t*>(orow + d) = tc::pack2<T>(v0, v1);
+      }
+    }
+    if (p.lse != nullptr && lane % 4 == 0) {
+      p.lse[tq * p.lse_stride_n + static_cast<int64_t>(qh) * p.lse_stride_h] =
+          empty_row ? kNegInf : (nan_row ? kNaN : (m[rr] + __log2f(lt)) * kLn2);
+    }
+  }
+#else
+  __trap();  // the host launches this kernel on sm_90 only
+#endif
+}
+
+template <typename Tr>
+__global__ void __launch_bounds__(Tr::kNumThreads, 1) wg_prefill_kernel(const __grid_constant__ TcPrefillParams p) {
+  extern __shared__ __align__(16) uint8_t smem[];
+  wg_prefill_device<Tr>(p, smem);
+}
+
+}  // namespace kvq::cuda::hopper

@@ -1,0 +1,45 @@
+// src/cuda/hopper/wgmma_prefill_launch.cuh — the instantiation list of the Hopper prefill: per head
+// dim, q in {bf16, fp16} x cache in {q's dtype, int8}, plus fp16 q over int8 with per-token V
+// scales (kFactorV). One translation unit per head dim (wgmma_prefill_hd<D>.cu).
+#pragma once
+#include <cuda_runtime.h>
+
+#include "kvq/error.h"
+#include "src/cuda/common/cuda_check.cuh"
+#include "src/cuda/hopper/wgmma_prefill_kernel.cuh"
+
+namespace kvq::cuda::hopper {
+
+template <typename Tr>
+void launch_wg_traits(const TcPrefillParams& params, int batch_size, cudaStream_t stream) {
+  auto kernel = wg_prefill_kernel<Tr>;
+  KVQ_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
+  const dim3 grid(static_cast<unsigned>(params.num_q_tiles) * static_cast<unsigned>(params.num_kv_heads),
+                  static_cast<unsigned>(batch_size));
+  kernel<<<grid, Tr::kNumThreads, Tr::kSmemBytes, stream>>>(params);
+  KVQ_LAUNCH_CHECK(stream);
+}
+
+template <int kHeadDim>
+void launch_wg_hd(const TcPrefillParams& params, int batch_size, bool q_fp16, bool kv_int8, cudaStream_t stream) {
+  if (q_fp16) {
+    if (kv_int8 && params.v_scale_mode == tc::kScalePerToken)
+      launch_wg_traits<WgPrefillTraits<kHeadDim, __half, true, true>>(params, batch_size, stream);
+    else if (kv_int8)
+      launch_wg_traits<WgPrefillTraits<kHeadDim, __half, true>>(params, batch_size, stream);
+    else
+      launch_wg_traits<WgPrefillTraits<kHeadDim, __half, false>>(params, batch_size, stream);
+  } else {
+    if (kv_int8)
+      launch_wg_traits<WgPrefillTraits<kHeadDim, __nv_bfloat16, true>>(params, batch_size, stream);
+    else
+      launch_wg_traits<WgPrefillTraits<kHeadDim, __nv_bfloat16, false>>(params, batch_size, stream);
+  }
+}
+
+// Defined in wgmma_prefill_hd<D>.cu.
+void launch_wg_hd64(const TcPrefillParams&, int, bool, bool, cudaStream_t);
+void launch_wg_hd128(const TcPrefillParams&, int, bool, bool, cudaStream_t);
+void launch_wg_hd256(const TcPrefillParams&, int, bool, bool, cudaStream_t);
+
+}  // namespace kvq::cuda::hopper
