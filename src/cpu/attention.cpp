@@ -35,15 +35,20 @@
 //                    accumulated in fp32, softmax in fp32, p rounded to the query dtype (bf16 /
 //                    fp16) before P·V as FlashAttention does, l = sum of the *unrounded* p in
 //                    fp32, O accumulated in fp32, output rounded to nearest-even.
-//   kInt8 (fp32):    SageAttention-style (docs/design.md §1). q' = q * k_scale (per-channel K),
-//                    s_q = max|q'| / 127 (1 below 1e-6), q8 = clamp(round(q' / s_q)), S =
-//                    (q8·k8) * (s_q * softmax_scale) [* k_scale_j for per-token K]; p8 =
-//                    round(p * 255) (uint8); O = (p8·v8) * (1/255) * v_scale[d] / l for per-channel V,
-//                    (p8·(v8 * s_j)) * (1/255) / l for per-token V. Int8 products are summed
-//                    exactly: fp32 sums of q8*k8 over head_dim <= 256 stay below 2^24, and p8·v8
-//                    is summed in fp32 over tiles of 256 keys (exact) then in fp64. An int8
-//                    query with q_scale is used as is (s_q = q_scale) with per-token K; with
-//                    per-channel K it is dequantized (q8 * q_scale) and requantized as above.
+//   kInt8 (fp32):    SageAttention-style (docs/design.md §1): int8 Q·Kᵀ, 16-bit P·V. q' = q *
+//                    k_scale (per-channel K; q' = q for per-token K), s_q = max|q'| / 127 (1 below
+//                    1e-6), q8 = clamp(round(q' / s_q), -127, 127) per (token, head), S = (q8·k8) *
+//                    (s_q * softmax_scale) [* k_scale_j for per-token K]. The int8 products are
+//                    summed exactly: |q8*k8| <= 128 * 128 and head_dim <= 256, so every fp32
+//                    partial sum is an integer of magnitude <= 2^22 (what an int32 accumulator
+//                    holds). K is read as the int8 values themselves, never dequantized. P·V as in
+//                    kNative: p rounded to the query's float dtype (bf16 for an int8 q), times
+//                    v_scale_j for per-token V, against the exact int8 V values, summed in fp32;
+//                    O = that * v_scale[d] / l for per-channel V, that / l for per-token V. An
+//                    int8 query with q_scale is used as is (q8 = q, s_q = q_scale) with per-token
+//                    K; with per-channel K it is dequantized (q8 * q_scale) and requantized as
+//                    above. (The recipe that quantized P to uint8 with scale 1/255 is retired:
+//                    rows whose mass sits on keys far below the max lost their small p.)
 //   fp64 (tests):    set_fp64_accumulation(true): everything in double, no rounding of p, q as
 //                    its real value (q8 * q_scale for int8 q): exact attention over the
 //                    dequantized cache, the oracle of every GPU path. Compute mode is ignored.
@@ -77,8 +82,9 @@ constexpr int64_t kMaxScoreElements = int64_t{1} << 21;  // per-job score buffer
 constexpr int64_t kPvTileKeys = 256;     // keys per P·V tile
 // What a row's softmax found: keys to weigh, none visible, or a non-finite score.
 constexpr uint8_t kRowNormal = 0, kRowEmpty = 1, kRowNaN = 2;
-// fp32 sums of p8*v8 (|.| <= 255 * 128 = 32640) stay exact integers for up to 2^24 / 32640 keys.
-static_assert(kPvTileKeys * 255 * 128 <= (int64_t{1} << 24), "int8 P·V tiles must sum exactly in fp32");
+// int8 Q·Kᵀ in fp32: |q8 * k8| <= 128 * 128 (an int8 q may hold -128) summed over head_dim <= 256
+// channels stays an exact integer.
+static_assert(256 * 128 * 128 <= (int64_t{1} << 24), "int8 Q·Kᵀ must sum exactly in fp32");
 
 // The hot loops are inlined into their ISA-specific callers, whose target they then take.
 #if defined(__GNUC__) || defined(__clang__)
@@ -130,11 +136,9 @@ struct JobTiles {
   const T* v_panels = nullptr;  // [d_pad / 8][n_pad][8]
   T* scores = nullptr;          // [rows_pad][n_pad]
   T* o_rows = nullptr;          // [rows_pad][d_pad]
-  double* o_exact = nullptr;    // [rows_pad][d_pad], exact-int mode only
   const int64_t* span_begin = nullptr;  // key panels [span_begin, span_end) per 4-row block
   const int64_t* span_end = nullptr;
   int64_t head_dim = 0, n_pad = 0, d_pad = 0, num_row_blocks = 0;
-  bool exact_int_pv = false;    // int8 mode: P8·V8 summed exactly (fp32 per tile, then fp64)
 };
 
 // Scores of row block rb against kP panels starting at `panel`.
@@ -167,29 +171,17 @@ KVQ_CPU_INLINE void score_tiles(const JobTiles<T>& t) {
   }
 }
 
-// O[rb rows, dp*8 : (dp+kP)*8] += P[rb rows, jb:je] · V[jb:je, same dims]. In exact-int mode
-// the tile's sum (<= kPvTileKeys keys: an exact integer in fp32) is added to the fp64 totals.
+// O[rb rows, dp*8 : (dp+kP)*8] += P[rb rows, jb:je] · V[jb:je, same dims].
 template <typename T, int kBytes, int kP>
 KVQ_CPU_INLINE void pv_block(const JobTiles<T>& t, int64_t rb, int64_t dp, int64_t jb, int64_t je) {
   constexpr int64_t kWidth = kColBlock * kP;
   const int64_t panel_stride = t.n_pad * kColBlock;
   T acc[kRowBlock * kWidth];
   T* o = t.o_rows + rb * kRowBlock * t.d_pad + dp * kColBlock;
-  for (int64_t r = 0; r < kRowBlock; ++r) {
-    if (t.exact_int_pv)
-      std::fill(acc + r * kWidth, acc + (r + 1) * kWidth, T(0));
-    else
-      std::memcpy(acc + r * kWidth, o + r * t.d_pad, sizeof(T) * kWidth);
-  }
+  for (int64_t r = 0; r < kRowBlock; ++r) std::memcpy(acc + r * kWidth, o + r * t.d_pad, sizeof(T) * kWidth);
   micro_kernel<T, kBytes, kP>(t.scores + rb * kRowBlock * t.n_pad + jb, t.n_pad,
                               t.v_panels + dp * panel_stride + jb * kColBlock, panel_stride, je - jb, acc);
-  if (t.exact_int_pv) {
-    double* total = t.o_exact + rb * kRowBlock * t.d_pad + dp * kColBlock;
-    for (int64_t r = 0; r < kRowBlock; ++r)
-      for (int64_t x = 0; x < kWidth; ++x) total[r * t.d_pad + x] += static_cast<double>(acc[r * kWidth + x]);
-  } else {
-    for (int64_t r = 0; r < kRowBlock; ++r) std::memcpy(o + r * t.d_pad, acc + r * kWidth, sizeof(T) * kWidth);
-  }
+  for (int64_t r = 0; r < kRowBlock; ++r) std::memcpy(o + r * t.d_pad, acc + r * kWidth, sizeof(T) * kWidth);
 }
 
 // O = P·V, in key tiles: a tile of V (kPvTileKeys x d_pad) stays in L2 while every row block
@@ -200,7 +192,6 @@ KVQ_CPU_INLINE void pv_tiles(const JobTiles<T>& t) {
   const int64_t num_dpanels = t.d_pad / kColBlock;
   const int64_t rows_pad = t.num_row_blocks * kRowBlock;
   std::fill(t.o_rows, t.o_rows + rows_pad * t.d_pad, T(0));
-  if (t.exact_int_pv) std::fill(t.o_exact, t.o_exact + rows_pad * t.d_pad, 0.0);
   for (int64_t j0 = 0; j0 < t.n_pad; j0 += kPvTileKeys) {
     for (int64_t rb = 0; rb < t.num_row_blocks; ++rb) {
       const int64_t jb = std::max(j0, t.span_begin[rb] * kColBlock);
@@ -211,8 +202,6 @@ KVQ_CPU_INLINE void pv_tiles(const JobTiles<T>& t) {
       for (; dp < num_dpanels; ++dp) pv_block<T, kBytes, 1>(t, rb, dp, jb, je);
     }
   }
-  if (t.exact_int_pv)
-    for (int64_t e = 0; e < rows_pad * t.d_pad; ++e) t.o_rows[e] = T(t.o_exact[e]);
 }
 
 // ISA dispatch: AVX2 clones of the two hot loops where the compiler and CPU have it (x86-64
@@ -299,11 +288,11 @@ struct Scratch {
   std::vector<T> q_rows;      // [rows_pad][head_dim]
   std::vector<T> scores;      // [rows_pad][n_pad]: S, then P
   std::vector<T> o_rows;      // [rows_pad][d_pad]
-  std::vector<double> o_exact;  // [rows_pad][d_pad], int8 mode with per-channel V
   std::vector<T> row_max, row_sum;
   std::vector<uint8_t> row_state;    // kRowNormal / kRowEmpty / kRowNaN
   std::vector<float> row_factor;     // int8 mode: s_q * softmax_scale
   std::vector<float> k_token_scale;  // int8 mode with per-token K: [n]
+  std::vector<float> v_token_scale;  // int8 mode with per-token V: [n_pad] (1 past n)
   std::vector<int64_t> span_begin, span_end;  // per 4-row block: key panels computed
   std::vector<float> tmp, tmp2, k_channel_scale, v_channel_scale;
 };
@@ -328,7 +317,9 @@ void run_job(const AttnCall& call, const Job& job, Scratch<T>& w) {
   const int64_t group = p.group_size;
   const int64_t kv_head = job.kv_head;
   const bool int8_mode = !call.fp64 && p.compute == ComputeMode::kInt8;
-  const bool round_p = !call.fp64 && p.compute == ComputeMode::kNative;
+  const bool round_p = !call.fp64;  // both compute modes round p before P·V (to p_dtype)
+  // The 16-bit type P·V consumes: the query's float dtype, bf16 for an int8 query (= out's dtype).
+  const DType p_dtype = p.q_dtype == DType::kFloat16 ? DType::kFloat16 : DType::kBFloat16;
   const ScaleMode k_mode = p.k_scale_mode;
   const ScaleMode v_mode = p.v_scale_mode;
   const int64_t first_pos = seq.kv_len - seq.q_len;  // absolute position of query 0
@@ -358,6 +349,11 @@ void run_job(const AttnCall& call, const Job& job, Scratch<T>& w) {
   grow(w.k_panels, static_cast<size_t>(n_pad * head_dim));
   grow(w.v_panels, static_cast<size_t>(d_pad * n_pad));
   if (int8_mode && k_mode == ScaleMode::kPerToken) grow(w.k_token_scale, n);
+  const bool v_token_on_p = int8_mode && v_mode == ScaleMode::kPerToken;  // s_j multiplies p_j
+  if (v_token_on_p) {
+    grow(w.v_token_scale, n_pad);
+    std::fill(w.v_token_scale.begin() + n, w.v_token_scale.begin() + n_pad, 1.f);
+  }
   const TensorView& kc = call.kv.k_cache;
   const TensorView& vc = call.kv.v_cache;
   for (int64_t j = 0; j < n_pad; ++j) {
@@ -382,12 +378,14 @@ void run_job(const AttnCall& call, const Job& job, Scratch<T>& w) {
                                        paged_offset(call.kv.v_scale, p.layout, blk, kv_head, off))
                             : 1.f;
     if (int8_mode && k_mode == ScaleMode::kPerToken) w.k_token_scale[j] = k_tok;
-    // value = int8 * scale in T (fp32: one rounding; fp64: exact). Scales that int8 mode folds
-    // elsewhere, and absent scales, multiply by 1.
+    if (v_token_on_p) w.v_token_scale[j] = v_tok;
+    // value = int8 * scale in T (fp32: one rounding; fp64: exact). int8 mode keeps the int8 values
+    // (exact in T) and applies every scale elsewhere: K's to q or S, V's to p or O. Absent scales
+    // multiply by 1.
     const bool k_channel = k_mode == ScaleMode::kPerChannel && !int8_mode;
     const T k_row = T(k_mode == ScaleMode::kPerToken && !int8_mode ? k_tok : 1.f);
     const bool v_channel = v_mode == ScaleMode::kPerChannel && !int8_mode;
-    const T v_row = T(v_mode == ScaleMode::kPerToken ? v_tok : 1.f);
+    const T v_row = T(v_mode == ScaleMode::kPerToken && !int8_mode ? v_tok : 1.f);
     for (int64_t d = 0; d < head_dim; ++d)
       kdst[d * kColBlock] = T(w.tmp[d]) * (k_channel ? T(w.k_channel_scale[d]) : k_row);
     for (int64_t d = 0; d < head_dim; ++d)
@@ -437,7 +435,7 @@ void run_job(const AttnCall& call, const Job& job, Scratch<T>& w) {
       has_nan |= v != v;
     }
     const float s_q = query_scale_of(amax);
-    for (int64_t d = 0; d < head_dim; ++d) qdst[d] = T(static_cast<float>(quantize_int8(x[d], s_q)));
+    for (int64_t d = 0; d < head_dim; ++d) qdst[d] = T(static_cast<float>(quantize_q(x[d], s_q)));
     // fmax-amax skips a NaN and quantize() maps it to 0: carry it in the row's factor instead, so
     // that it reaches the scores (docs/design.md §1 "Non-finite values").
     w.row_factor[r] = has_nan ? std::numeric_limits<float>::quiet_NaN() : s_q * p.softmax_scale;
@@ -470,7 +468,6 @@ void run_job(const AttnCall& call, const Job& job, Scratch<T>& w) {
   tiles.n_pad = n_pad;
   tiles.d_pad = d_pad;
   tiles.num_row_blocks = num_row_blocks;
-  tiles.exact_int_pv = int8_mode && v_mode == ScaleMode::kPerChannel;
   score_tiles_dispatch(tiles, call.avx2);
 
   // ---- 3. softmax per row: exact max, p = exp(S - m), l = sum p ----
@@ -550,14 +547,15 @@ void run_job(const AttnCall& call, const Job& job, Scratch<T>& w) {
         l += pj;
         srow[j] = pj;
       }
-      // P as P·V consumes it: int8 mode round(p * 255); native mode p rounded to q's dtype.
-      if (int8_mode) {
-        for (int64_t j = jb; j < je; ++j) srow[j] = T(static_cast<float>(quantize_p(static_cast<float>(srow[j]))));
-      } else if (round_p && p.q_dtype == DType::kBFloat16) {
+      // P as P·V consumes it (both compute modes): p rounded to p_dtype, l keeping the unrounded
+      // sum; int8 mode then multiplies the rounded p_j by a per-token V scale.
+      if (round_p && p_dtype == DType::kBFloat16) {
         for (int64_t j = jb; j < je; ++j) srow[j] = T(round_to_bf16(static_cast<float>(srow[j])));
-      } else if (round_p && p.q_dtype == DType::kFloat16) {
+      } else if (round_p) {
         for (int64_t j = jb; j < je; ++j) srow[j] = T(round_to_f16(static_cast<float>(srow[j])));
       }
+      if (v_token_on_p)
+        for (int64_t j = jb; j < je; ++j) srow[j] = T(static_cast<float>(srow[j]) * w.v_token_scale[j]);
     }
     w.row_sum[r] = l;
   }
@@ -565,10 +563,6 @@ void run_job(const AttnCall& call, const Job& job, Scratch<T>& w) {
   // ---- 4. O = P·V ----
   grow(w.o_rows, static_cast<size_t>(rows_pad * d_pad));
   tiles.o_rows = w.o_rows.data();
-  if (tiles.exact_int_pv) {
-    grow(w.o_exact, static_cast<size_t>(rows_pad * d_pad));
-    tiles.o_exact = w.o_exact.data();
-  }
   pv_tiles_dispatch(tiles, call.avx2);
 
   // ---- epilogue: normalise, write out and lse ----
@@ -588,7 +582,7 @@ void run_job(const AttnCall& call, const Job& job, Scratch<T>& w) {
       } else if (nan_row) {
         y[d] = kNaN;
       } else if (int8_mode) {
-        float v = static_cast<float>(o[d]) * (1.f / kPScale);
+        float v = static_cast<float>(o[d]);
         if (v_mode == ScaleMode::kPerChannel) v *= w.v_channel_scale[d];
         y[d] = v / static_cast<float>(l);
       } else {

@@ -10,10 +10,8 @@
 //                         (cvt.rni.s32.f32 of NaN is 0); +-inf and overflow clamp.
 //   per_token_scale(a)  = fmaxf(a / 127, 1e-8)     a = fmaxf-reduction of |x| over head_dim
 //   calibrate_scale(a)  = fmaxf(a / 127, 1e-5)     a = fmaxf-reduction of |x| over tokens
-//   quantize_p(p)       = round_half_even(p * 255)  p in [0, 1]: int8-compute probabilities, as
-//                         uint8 with scale 1/255 (docs/design.md §1 allows 1/127 or 1/255; 1/127 misses
-//                         the 3e-2 bound on long flat rows, see docs/perf-notes.md)
-//   quantize_q(x, s)    = quantize(x, s) with s = query_scale(max|x|): the int8-compute query
+//   quantize_q(x, s)    = clamp(round_half_even(x / s), -127, 127) with s = query_scale(max|x|):
+//                         the int8-compute query (symmetric: -128 is never produced)
 //   query_scale(a)      = a / 127, or 1 when that is below 1e-6
 //
 // fmaxf ignores a NaN operand, so a NaN element never turns a scale into NaN. A per-token
@@ -52,9 +50,11 @@ inline float query_scale_of(float amax) {
   return s < kQueryScaleMin ? 1.f : s;
 }
 
-// Unnormalised probability p in [0, 1] as an integer in [0, 127] (scale 1/127).
-constexpr float kPScale = 255.f;  // P8 = round(p * kPScale), dequantized by 1 / kPScale
-inline int32_t quantize_p(float p) { return static_cast<int32_t>(std::nearbyint(p * kPScale)); }
+// The int8-compute query element: round_half_even(x / s_q) clamped to [-127, 127]; NaN gives 0.
+inline int8_t quantize_q(float x, float s_q) {
+  const int8_t v = quantize_int8(x, s_q);
+  return v < -127 ? int8_t{-127} : v;
+}
 
 inline float dequantize_int8(int8_t v, float scale) { return static_cast<float>(v) * scale; }
 

@@ -151,7 +151,8 @@ void attend_row(const Problem& p, const SeqKv& s, const std::vector<double>& qv,
     }
     std::vector<double> acc(static_cast<size_t>(D), 0.0);
     if (computes[c] == RefCompute::kInt8) {
-      // q' = q * k_scale (per-channel), quantized per (token, head) with s_q = max|q'|/127 (1 if < 1e-6).
+      // q' = q * k_scale (per-channel), quantized per (token, head) with s_q = max|q'|/127 (1 if < 1e-6)
+      // to q8 = clamp(round(q'/s_q), -127, 127); S from the exact integer q8·k8.
       std::vector<float> qp(static_cast<size_t>(D));
       float amax = 0.f;
       for (int64_t d = 0; d < D; ++d) {
@@ -162,7 +163,7 @@ void attend_row(const Problem& p, const SeqKv& s, const std::vector<double>& qv,
       if (sq < 1e-6f) sq = 1.f;
       std::vector<double> q8(static_cast<size_t>(D));
       for (int64_t d = 0; d < D; ++d)
-        q8[static_cast<size_t>(d)] = std::min(127.f, std::max(-128.f, std::nearbyint(qp[static_cast<size_t>(d)] / sq)));
+        q8[static_cast<size_t>(d)] = std::min(127.f, std::max(-127.f, std::nearbyint(qp[static_cast<size_t>(d)] / sq)));
       std::vector<double> s8(vis.size());
       double m = kNegInf;
       for (size_t k = 0; k < vis.size(); ++k) {
@@ -170,17 +171,19 @@ void attend_row(const Problem& p, const SeqKv& s, const std::vector<double>& qv,
         s8[k] = dot(q8.data(), &s.k8[static_cast<size_t>(j * D)], D) * sq * p.softmax_scale * s.k_tok[static_cast<size_t>(j)];
         m = std::max(m, s8[k]);
       }
+      // P·V as in bf16 compute: p rounded to the query's float dtype (bf16 for an int8 q), the
+      // per-token V scale on p, the per-channel one on O, l the unrounded sum.
+      const DType p_dtype = p.q.dtype == DType::kFloat16 ? DType::kFloat16 : DType::kBFloat16;
       double l = 0;
       for (size_t k = 0; k < vis.size(); ++k) {
         const int64_t j = vis[k];
         const double pj = std::exp(s8[k] - m);
         l += pj;
-        const double p8 = std::nearbyint(pj * 255.0);
-        const double w = p8 * s.v_tok[static_cast<size_t>(j)];
+        const double w = round_to_dtype(pj, p_dtype) * s.v_tok[static_cast<size_t>(j)];
         const double* v8 = &s.v8[static_cast<size_t>(j * D)];
         for (int64_t d = 0; d < D; ++d) acc[static_cast<size_t>(d)] += w * v8[d];
       }
-      for (int64_t d = 0; d < D; ++d) o[d] = acc[static_cast<size_t>(d)] * s.v_ch[static_cast<size_t>(d)] / 255.0 / l;
+      for (int64_t d = 0; d < D; ++d) o[d] = acc[static_cast<size_t>(d)] * s.v_ch[static_cast<size_t>(d)] / l;
       lse = m + std::log(l);
       continue;
     }

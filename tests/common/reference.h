@@ -20,8 +20,9 @@ enum class RefCompute {
   kExact,   // fp64 everywhere: the oracle
   kRoundP,  // as kExact, but P = exp(S - max) rounded to the query dtype (bf16/fp16) before P·V,
             // normalised by the unrounded sum: what a bf16 tensor-core kernel computes
-  kInt8,    // SageAttention-style: q' = q*k_scale quantized per (token, head) to int8, S from
-            // int8 products, P quantized as uint8 with scale 1/255, O = (P8·v8) * v_scale / (255 l)
+  kInt8,    // SageAttention-style: q' = q*k_scale quantized per (token, head) to int8 in [-127, 127],
+            // S from the exact int8 products; P·V as kRoundP (P rounded to the query's float dtype,
+            // bf16 for an int8 q), the per-token V scale on p, the per-channel one on O
 };
 
 struct RefOutput {

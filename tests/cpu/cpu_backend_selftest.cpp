@@ -3,8 +3,9 @@
 //
 //   - Fp32Twin: the backend's fp32 numerics are exactly the recipe of docs/design.md §1, written
 //     here as the most naive loops (per row: dot products summed over head_dim in order, exact
-//     row max, p = expf(s - m), l summed in key order, P rounded to the query dtype or to
-//     round(p*255), O summed in key order). The backend's tiled, threaded, vectorized code must
+//     row max, p = expf(s - m), l summed in key order, P rounded to the query dtype, O summed
+//     in key order; int8 compute: q quantized per (token, head), exact int8 products for S, the
+//     per-token V scale on the rounded p, the per-channel one on O). The backend's tiled, threaded, vectorized code must
 //     give the same bits (x86-64 without FMA; within 2 ulp where the compiler may contract).
 //   - Invariance: bit-identical results for any thread count (KVQ_NUM_THREADS), for the SSE2
 //     and AVX2 code paths (KVQ_CPU_SIMD=generic), for HND vs NHD copies of the same cache, and
@@ -122,7 +123,7 @@ TwinOut fp32_twin(const PagedCase& c, const PrefillArgs& a, bool int8_mode) {
           }
           float s_q = amax / 127.f;
           if (s_q < 1e-6f) s_q = 1.f;
-          for (int64_t d = 0; d < dim; ++d) q[d] = static_cast<float>(ref_quantize(q[d], s_q));
+          for (int64_t d = 0; d < dim; ++d) q[d] = static_cast<float>(std::max<int8_t>(-127, ref_quantize(q[d], s_q)));
           row_factor = s_q * sm_scale;
         }
         std::vector<float> s(kv_len, -std::numeric_limits<float>::infinity());
@@ -143,28 +144,23 @@ TwinOut fp32_twin(const PagedCase& c, const PrefillArgs& a, bool int8_mode) {
         if (m == -std::numeric_limits<float>::infinity()) continue;
         float l = 0.f;
         std::vector<float> o(dim, 0.f);
-        std::vector<double> o_int(dim, 0.0);
         for (int64_t j = 0; j < kv_len; ++j) {
           if (s[j] == -std::numeric_limits<float>::infinity()) continue;
           const float pj = std::exp(s[j] - m);
           l += pj;
+          const float pr = round_out(pj, sp.q_dtype);
           if (int8_mode) {
-            const float p8 = std::nearbyint(pj * 255.f);
-            for (int64_t d = 0; d < dim; ++d) {
-              if (vm == ScaleMode::kPerChannel)
-                o_int[d] += static_cast<double>(p8) * v8[j * dim + d];
-              else
-                o[d] += p8 * (v8[j * dim + d] * vs[j * dim + d]);
-            }
+            // The per-token V scale multiplies the rounded p; V stays the exact int8 value.
+            const float w = vm == ScaleMode::kPerToken ? pr * vs[j * dim] : pr;
+            for (int64_t d = 0; d < dim; ++d) o[d] += w * v8[j * dim + d];
           } else {
-            const float pr = round_out(pj, sp.q_dtype);
             for (int64_t d = 0; d < dim; ++d) o[d] += pr * (v8[j * dim + d] * vs[j * dim + d]);
           }
         }
         for (int64_t d = 0; d < dim; ++d) {
           float y;
           if (int8_mode) {
-            float v = (vm == ScaleMode::kPerChannel ? static_cast<float>(o_int[d]) : o[d]) * (1.f / 255.f);
+            float v = o[d];
             if (vm == ScaleMode::kPerChannel) v *= v_channel[d];
             y = v / l;
           } else {
@@ -280,7 +276,13 @@ std::vector<TwinCase> twin_cases() {
     t.spec.k_scale_mode = ScaleMode::kPerToken;
     t.spec.layout = KvLayout::kNHD;
   });
-  add("int8_long_kv", [](TwinCase& t) {  // > 1024 keys: the exact int P·V crosses its fp32 chunk
+  add("int8_fp16q_kch_vtok_bf16scale", [](TwinCase& t) {  // P rounded to fp16; s_v on the rounded p
+    t.compute = ComputeMode::kInt8;
+    t.spec.q_dtype = DType::kFloat16;
+    t.spec.v_scale_mode = ScaleMode::kPerToken;
+    t.spec.scale_dtype = DType::kBFloat16;
+  });
+  add("int8_long_kv", [](TwinCase& t) {  // > 256 keys: P·V runs over several key tiles
     t.compute = ComputeMode::kInt8;
     t.spec.q_lens = {40, 3};
     t.spec.kv_lens = {2600, 1500};

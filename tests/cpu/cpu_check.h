@@ -19,8 +19,12 @@ namespace kvq::test {
 
 // Our criterion for bf16 compute against the fp64 reference (docs/design.md §5).
 constexpr double kTolNative = 1e-2;
-// int8 compute against the fp64 reference.
-constexpr double kTolInt8 = 3e-2;
+// int8 compute against the fp64 reference. The contract says 1e-2 (docs/design.md §5); the int8
+// recipe meets it only narrowly on randn data, its error growing with the spread of the logits
+// (PrefillInt8Grid: median 8.1e-3, p90 9.7e-3, max 1.05e-2; the seed matrix 6.9-7.8e-3), so the
+// randomized tests hold it to 1.5e-2 (the retired uint8-P recipe was held to 3e-2). The contract's
+// 1e-2 itself is asserted by tests/cpu/int8_accuracy_test.cpp, K outlier channels a known gap.
+constexpr double kTolInt8 = 1.5e-2;
 // kNative against the reference that models its numerics (P rounded to the query dtype). The
 // output itself is rounded to bf16 (relative rms ~2^-9/sqrt(3) = 1.1e-3), so this cannot be much
 // tighter than ~1.5e-3 in bf16 (1.7e-3 measured on the seed matrix; small cases with per-token V
@@ -112,7 +116,9 @@ namespace kvq::test {
 
 // Runs paged_prefill with `args` on case c and checks it against the reference models that
 // apply: kNative vs fp64 (kTolNative) and vs the P-rounded model; kInt8 (or int8 q) vs fp64
-// (kTolInt8) and vs the int8-compute model (kTolNative). Returns the fp64 relative error.
+// (kTolInt8) and vs the int8-compute model. Both models round P as the backend does, so the
+// backend matches either to output rounding (kTolNativeVsRoundP; fp16 outputs 1e-3). Returns the
+// fp64 relative error.
 inline double check_prefill(PagedCase& c, const PrefillArgs& args, const char* what = "prefill") {
   const bool int8 = args.compute == ComputeMode::kInt8 || args.q.dtype == DType::kInt8;
   std::vector<RefOutput> refs =
@@ -120,7 +126,7 @@ inline double check_prefill(PagedCase& c, const PrefillArgs& args, const char* w
   const RunResult run = run_prefill(c, args);
   expect_prefill_matches(c, run, refs[0], int8 ? kTolInt8 : kTolNative, what, int8 ? &refs[1] : nullptr);
   const ErrorStats model = compare_output(c.out.view(), refs[1], c.cu_q_lens_host);
-  double model_tol = int8 ? kTolNative : (args.out.dtype == DType::kFloat16 ? 1e-3 : kTolNativeVsRoundP);
+  double model_tol = args.out.dtype == DType::kFloat16 ? 1e-3 : kTolNativeVsRoundP;
   // Few elements per (sequence, head): single roundings do not average out.
   if (c.spec.head_dim < 8) model_tol *= 3;
   EXPECT_TRUE(model.ok(model_tol)) << what << ": vs " << (int8 ? "int8" : "P-rounded") << " model (tol " << model_tol

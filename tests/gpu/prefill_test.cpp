@@ -18,7 +18,13 @@ namespace kvq::test {
 namespace {
 
 constexpr double kTolNative = 1e-2;
-constexpr double kTolInt8 = 3e-2;
+// int8 compute vs fp64: the contract says 1e-2 (docs/design.md §5), which the int8 recipe meets
+// only narrowly on randn data (the CPU backend's int8 grid: median 8.1e-3, max 1.05e-2; the retired
+// uint8-P recipe was held to 3e-2 here). The GPU runs the same recipe (kTolInt8VsCpu below).
+constexpr double kTolInt8 = 1.5e-2;
+// int8 compute vs the CPU backend's own int8 recipe (fp32): only rounding differs (p rounded against
+// the running max on the GPU, the exact max on the CPU; output rounding), expected ~2.5e-3.
+constexpr double kTolInt8VsCpu = 5e-3;
 // Above this many multiply-adds the CPU oracle runs on a sample of the rows (naive fp64 reference).
 constexpr double kFullOracleCost = 3e10;
 
@@ -311,10 +317,10 @@ TEST_P(SmallPrefill, Int8Compute) {
   GpuRun run = run_gpu_prefill(c, dc, host, GetParam());
   if (!run.served) GTEST_SKIP() << run.refusal;
   expect_prefill_matches(c, run, ref, kTolInt8, path_name(GetParam()));
-  // Against the CPU's own int8 recipe (fp32) the gap is smaller than against the exact result.
+  // Against the CPU's own int8 recipe (fp32): the same recipe, so only rounding differs.
   const RefOutput ref_int8 = cpu_prefill(host, false);
   const ErrorStats st = compare_output(run.out.view(), ref_int8, c.cu_q_lens_host);
-  EXPECT_TRUE(st.ok(kTolInt8)) << st.describe();
+  EXPECT_TRUE(st.ok(kTolInt8VsCpu)) << st.describe();
 }
 
 std::string path_param_name(const testing::TestParamInfo<PrefillPath>& info) { return path_name(info.param); }

@@ -25,6 +25,10 @@ needs_compile = pytest.mark.skipif(not hasattr(torch, "compile"), reason="torch.
 # lse of bf16 tensor-core attention: the per-channel K scale is folded into q before its bf16
 # rounding, so scores carry ~2^-8 relative error; |S| of a few units gives lse errors of ~1e-2.
 LSE_ATOL = 1.5e-2
+# compute="int8" vs fp64: the contract says 1e-2 (docs/design.md §5); the int8 recipe (int8 Q·Kᵀ,
+# 16-bit P·V) reaches 1.05e-2 on randn data (median 8.1e-3, the C++ PrefillInt8Grid), so randomized
+# int8 checks hold it to 1.5e-2 (the retired uint8-P recipe was held to 3e-2).
+INT8_TOL = 1.5e-2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -179,11 +183,11 @@ def test_torch_cpu_int8_query_compute():
     qd = q8.double() * q_scale.double()[..., None]
     ref, _ = torch_ref(qd, dense_kv(c, "k"), dense_kv(c, "v"), c["q_lens"], c["kv_lens_list"], Hkv=2)
     err, finite = rel_errs(out, ref, c["q_lens"])
-    assert finite and err <= 3e-2, err
+    assert finite and err <= INT8_TOL, err
     out2 = run_prefill(c, compute="int8")
     ref2, _ = torch_ref(c["q"], dense_kv(c, "k"), dense_kv(c, "v"), c["q_lens"], c["kv_lens_list"], Hkv=2)
     err, finite = rel_errs(out2, ref2, c["q_lens"])
-    assert finite and err <= 3e-2, err
+    assert finite and err <= INT8_TOL, err
 
 
 def test_torch_cpu_errors_map_to_python_exceptions():
@@ -288,7 +292,7 @@ def test_cuda_int8_compute_and_int8_query():
     ref, _ = torch_ref(c["q"], dense_kv(c, "k"), dense_kv(c, "v"), c["q_lens"], c["kv_lens_list"], Hkv=2)
     out = run_prefill(c, compute="int8")
     err, finite = rel_errs(out, ref, c["q_lens"])
-    assert finite and err <= 3e-2, err
+    assert finite and err <= INT8_TOL, err
     qf = c["q"].float()
     amax = qf.abs().amax(dim=2)
     q_scale = torch.where(amax / 127 < 1e-6, torch.ones_like(amax), amax / 127)
@@ -297,7 +301,7 @@ def test_cuda_int8_compute_and_int8_query():
     ref8, _ = torch_ref(q8.double() * q_scale.double()[..., None], dense_kv(c, "k"), dense_kv(c, "v"), c["q_lens"],
                         c["kv_lens_list"], Hkv=2)
     err, finite = rel_errs(out8, ref8, c["q_lens"])
-    assert finite and err <= 3e-2, err
+    assert finite and err <= INT8_TOL, err
 
 
 @needs_cuda
@@ -450,7 +454,7 @@ def test_cuda_compat_seed_prefill_int8_compute(case_id):
     out = mojo.prefill(c["q"], c["k_cache"], c["v_cache"], c["k_scale"], c["v_scale"], c["block_tables"],
                        c["cu_q_lens"], c["cu_kv_lens"], compute_dtype="int8")
     ref, _ = torch_ref(c["q"], dense_kv(c, "k"), dense_kv(c, "v"), c["q_lens"], c["kv_lens_list"], Hkv=c["Hkv"])
-    check_seed_and_ours(out, ref, c["q_lens"], sc.PREFILL_TOL, 3e-2)
+    check_seed_and_ours(out, ref, c["q_lens"], sc.PREFILL_TOL, INT8_TOL)
 
 
 @needs_cuda

@@ -163,7 +163,7 @@ TEST(Reference, PerTokenScales) {
 }
 
 TEST(Reference, Int8ModelIsExactOnOneKey) {
-  // One key: p = 1 exactly -> P8 = 127, so O = v8 * v_scale exactly.
+  // One key: p = 1 exactly (exact in bf16 too), so O = v8 * v_scale exactly.
   PagedCase c = tiny({1}, {1});
   set_kv(c, 0, 0, 0, 3, 1, -7, 100);
   const RefOutput r = reference_prefill(c.prefill_args({}, GqaLayout::kGrouped, ComputeMode::kInt8), RefCompute::kInt8);

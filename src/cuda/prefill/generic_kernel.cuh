@@ -20,9 +20,11 @@
 // times the score, times softmax_scale), exp in fp32. kNative rounds p to the output (query)
 // dtype before P·V, like FlashAttention; per-token V scale multiplies p after that rounding,
 // per-channel V scale multiplies O in the epilogue. kInt8 (docs/design.md §1): q' = q * k_scale is
-// quantized per (row, head) to q8 with s_q = max|q'|/127 (1 if < 1e-6), scores are
-// (q8·k8) * s_q * softmax_scale (an int8 q with q_scale is taken as is when K is not
-// per-channel), p is quantized to round(p * 255) (uint8) and O = (P8·v8) / 255 * v_scale / l.
+// quantized per (row, head) to q8 = clamp(round(q'/s_q), -127, 127) with s_q = max|q'|/127 (1 if
+// < 1e-6), scores are (q8·k8) * s_q * softmax_scale (* the per-token K scale), the q8·k8 sums exact
+// integers in fp32 (each lane's <= 8 products and the butterfly stay below 2^24, as int32 would;
+// an int8 q with q_scale is taken as is when K is not per-channel); P·V is kNative's (p rounded to
+// DTypeO, V scales on p / on O as above). The uint8-P recipe (round(p * 255), O / 255) is retired.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -160,7 +162,7 @@ __device__ void generic_prefill_device(const GenericPrefillParams& prm) {
     float s_q = amax / 127.f;
     if (s_q < 1e-6f) s_q = 1.f;
 #pragma unroll
-    for (int k = 0; k < kDpl; ++k) qf[k] = static_cast<float>(quantize_int8(qf[k], s_q));
+    for (int k = 0; k < kDpl; ++k) qf[k] = static_cast<float>(max(-127, static_cast<int>(quantize_int8(qf[k], s_q))));
     // fmaxf skips a NaN and quantize maps it to 0: carry it in the score scale (src/cpu does too).
     score_scale *= __any_sync(0xffffffffu, has_nan) ? __int_as_float(0x7fc00000) : s_q;
   }
@@ -229,7 +231,7 @@ __device__ void generic_prefill_device(const GenericPrefillParams& prm) {
       const float p = expf(s - m_use);
       l = l * alpha + p;
       m = m_new;
-      float pv = int8_math ? rintf(p * 255.f) : round_to<DTypeO>(p);
+      float pv = round_to<DTypeO>(p);  // both compute modes: P·V in 16 bits
       if (v_per_token) pv *= load_scale(c.v_scale, v_token_scale_offset(c, block, offset, kv_head), c.v_scale_dtype);
       const DTypeKV* v_row = v_base + v_elem_offset(c, block, offset, kv_head);
 #pragma unroll
@@ -245,7 +247,7 @@ __device__ void generic_prefill_device(const GenericPrefillParams& prm) {
   const bool empty = !seen;
   const bool nan_row = seen && !(l > 0.f);
   const float kNaN = __int_as_float(0x7fc00000);
-  const float inv_l = (empty || nan_row) ? 0.f : (int8_math ? 1.f / 255.f : 1.f) / l;
+  const float inv_l = (empty || nan_row) ? 0.f : 1.f / l;
   DTypeO* o_row = static_cast<DTypeO*>(prm.out) + t * prm.o_stride_t + h * prm.o_stride_h;
 #pragma unroll
   for (int k = 0; k < kDpl; ++k) {
