@@ -166,6 +166,11 @@ PagedCase make_paged_case(const PagedCaseSpec& spec) {
   return c;
 }
 
+void requantize(PagedCase& c) {
+  quantize_cache(c.spec, c.num_blocks, c.spec.k_scale_mode, c.k_orig, c.k_cache, c.k_scale);
+  quantize_cache(c.spec, c.num_blocks, c.spec.v_scale_mode, c.v_orig, c.v_cache, c.v_scale);
+}
+
 PagedKvCache PagedCase::kv() const {
   PagedKvCache kv;
   kv.k_cache = k_cache.view();

@@ -89,6 +89,10 @@ struct PagedCase {
 };
 
 PagedCase make_paged_case(const PagedCaseSpec& spec);
+// Re-derives k_cache/v_cache and their scales from k_orig/v_orig, the way make_paged_case does
+// (per-channel amax over the whole cache, per-token amax per row): for tests that shape the
+// values after make_paged_case drew them.
+void requantize(PagedCase& c);
 
 // Element offset of (block, kv head, position, dim) in a cache of the given layout.
 int64_t cache_offset(const TensorView& cache, KvLayout layout, int64_t block, int64_t head, int64_t pos, int64_t dim);
