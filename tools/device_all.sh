@@ -13,7 +13,7 @@ set -u
 OUT=${OUT:-./device_out}
 LOGS="$OUT/logs"
 mkdir -p "$LOGS"
-STEPS=${STEPS:-"suite suite_other_decode python demo peers"}
+STEPS=${STEPS:-"suite suite_other_decode suite_other_prefill python demo peers"}
 summary="$OUT/summary.txt"
 : > "$summary"
 say() { echo "$*" | tee -a "$summary"; }
@@ -35,6 +35,16 @@ for step in $STEPS; do
         KVQ_DECODE_PATH=$route timeout 120 .devbin/kvq_gpu_tests --gtest_filter='*Decode*:*Graph*:-*Mma*' --gtest_brief=1 \
           > "$LOGS/suite_${route}_decode.log" 2>&1 || rc=1
         echo "KVQ_DECODE_PATH=$route: $(grep -E "^\[  (PASSED|FAILED) " "$LOGS/suite_${route}_decode.log" | head -3 | tr '\n' ' ')" >> "$summary"
+      done ;;
+    suite_other_prefill)
+      # The prefill tests again with the tensor-core prefill's mainloop forced each way: the Hopper
+      # wgmma kernel for every shape (also the small ones the default leaves to mma.sync), and the
+      # mma.sync kernel (the default below 4096 packed rows and on GPUs other than sm_90).
+      rc=0
+      for k in wgmma mma; do
+        KVQ_PREFILL_KERNEL=$k timeout 200 .devbin/kvq_gpu_tests --gtest_filter='*Prefill*:Tc*:*Fused*:*Hostile*:*Soak*:-*Decode*' \
+          --gtest_brief=1 > "$LOGS/suite_${k}_prefill.log" 2>&1 || rc=1
+        echo "KVQ_PREFILL_KERNEL=$k: $(grep -E "^\[  (PASSED|FAILED) " "$LOGS/suite_${k}_prefill.log" | head -3 | tr '\n' ' ')" >> "$summary"
       done ;;
     python)
       KVQ_HF_TEST_OUT="$OUT/transformers_test.json" timeout ${PY_TIMEOUT:-240} python3 -m pytest tests/python -q -ra -s \

@@ -23,11 +23,13 @@ bool current_device_is_sm90() {
 }
 }  // namespace
 
-bool wg_prefill_selected(int padded_head_dim) {
+bool wg_prefill_selected(int padded_head_dim, int64_t max_packed_rows) {
   if (padded_head_dim != 64 && padded_head_dim != 128 && padded_head_dim != 256) return false;
   const char* env = std::getenv("KVQ_PREFILL_KERNEL");
-  if (env == nullptr || std::strcmp(env, "wgmma") != 0) return false;  // not the default yet: see the header
-  return current_device_is_sm90();
+  if (env != nullptr && std::strcmp(env, "mma") == 0) return false;
+  if (!current_device_is_sm90()) return false;
+  if (env != nullptr && std::strcmp(env, "wgmma") == 0) return true;
+  return max_packed_rows >= kWgMinPackedRows;
 }
 
 void launch_wg_prefill(tc::TcPrefillParams params, int64_t max_packed_rows, int batch_size, int padded_head_dim,

@@ -6,10 +6,16 @@
 
 namespace kvq::cuda::hopper {
 
-// Which mainloop the tensor-core prefill runs: KVQ_PREFILL_KERNEL=wgmma selects the Hopper kernel
-// on sm_90 GPUs for the head dims it serves; otherwise (unset, or =mma) the mma.sync (sm_80)
-// kernel runs, which stays the default until the Hopper kernel beats it (docs/perf-notes.md).
-bool wg_prefill_selected(int padded_head_dim);
+// Below this many packed query rows (max q_len x GQA group) of the longest sequence, the
+// mma.sync kernel stays faster (H200: B16 q512 Hq32/Hkv8 D128 int8, 0.38 ms vs 0.44 ms: few KV
+// tiles per CTA do not fill the Hopper kernel's pipeline); at 8192 rows the Hopper kernel wins
+// (B8 q2048: 1.45 ms vs 1.66 ms). docs/perf-notes.md, "Hopper prefill".
+constexpr int64_t kWgMinPackedRows = 4096;
+
+// Which mainloop the tensor-core prefill runs. On sm_90 GPUs the Hopper kernel serves padded head
+// dims 64, 128 and 256 when the longest sequence has >= kWgMinPackedRows packed rows;
+// KVQ_PREFILL_KERNEL=wgmma selects it whatever the rows, =mma keeps the mma.sync (sm_80) kernel.
+bool wg_prefill_selected(int padded_head_dim, int64_t max_packed_rows);
 
 // Launches over the same params as the tensor-core prefill (num_q_tiles is recomputed for
 // 128-row tiles from max_q_len * group); padded_head_dim in {64, 128, 256}.

@@ -227,14 +227,18 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, uint
     };
     // Token ptid of tile `it`: validity, row offsets and per-token scales (K's with softmax_scale *
     // log2 e); returns whether it is inside kv_len without a valid block.
-    auto token_meta = [&](int it, int slot) -> bool {
+    // `offsets`: the producer's row offsets (s_off[slot]); `consumer`: what the consumers read
+    // (validity, scales), only once the ring slot is free.
+    auto token_meta = [&](int it, int slot, bool offsets, bool consumer) -> bool {
       if (ptid >= kTileKv) return false;
       int block;
       uint32_t off;
       const int j = tile_of(it) * kTileKv + ptid;
       const bool ok = locate(j, block, off);
+      if (offsets)
+        s_off[slot * kTileKv + ptid] = ok ? (block * p.k_stride_block + off * p.k_stride_pos) * kElemBytes : -1;
+      if (!consumer) return false;
       s_valid[slot * kTileKv + ptid] = ok ? 1 : 0;
-      s_off[slot * kTileKv + ptid] = ok ? (block * p.k_stride_block + off * p.k_stride_pos) * kElemBytes : -1;
       if constexpr (Tr::kKvInt8) {
         float ks = 0.f, vs = 0.f;
         if (ok && k_per_token)
@@ -255,36 +259,50 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, uint
     };
     // Every producer thread: the tile's metadata into `slot`, visible to the producer warpgroup
     // (the barrier also ORs the "has an invalid token" flag the consumers read).
-    auto write_token_meta = [&](int it, int slot) {
-      const bool any_invalid = wg::named_sync_or(1, 128, token_meta(it, slot));
+    auto write_token_meta = [&](int it, int slot, bool offsets = true) {
+      const bool any_invalid = wg::named_sync_or(1, 128, token_meta(it, slot, offsets, true));
       if (ptid == 0) s_flag[slot] = any_invalid ? 1 : 0;
     };
 
     if constexpr (Tr::kKvInt8) {
-      // Tile it + 1's int8 rows are staged (cp.async) while the consumers work on tile it; at the
-      // top of iteration it the staged tile is converted into ring slot it % kStages.
-      auto stage_tile = [&](int it) {
-        const int slot = it % kStages;
-        wg::mbar_wait(&empty[slot], ((it / kStages) & 1) ^ 1);
-        write_token_meta(it, slot);
-        issue(slot, false, stag_at(s_stag_k));
-        issue(slot, true, stag_at(s_stag_v));
+      // int8 rows are staged by cp.async (one K and one V staging tile), then converted into the
+      // ring. Groups in flight at the top of iteration it, oldest first: K(it), V(it). K(it + 1) is
+      // issued as soon as K(it) is converted, so its latency hides under V(it)'s conversion and the
+      // consumers' work; the producer's row offsets of tile it + 1 (s_off[(it + 1) % 2], read by
+      // the producer only) are computed before the ring slot of it + 1 is free.
+      const auto offsets_of = [&](int it) {
+        token_meta(it, it % kStages, true, false);
+        wg::named_sync(1, 128);
       };
-      if (n_iter > 0) stage_tile(0);
-      tc::cp_async_commit();
+      if (n_iter > 0) {
+        offsets_of(0);
+        issue(0, false, stag_at(s_stag_k));
+        tc::cp_async_commit();
+        issue(0, true, stag_at(s_stag_v));
+        tc::cp_async_commit();
+      }
       for (int it = 0; it < n_iter; ++it) {
         const int slot = it % kStages;
+        const bool more = it + 1 < n_iter;
         uint8_t* s_k = stage_k(slot);
-        tc::cp_async_wait<0>();
-        wg::named_sync(1, 128);  // tile it staged by every producer thread
+        wg::mbar_wait(&empty[slot], ((it / kStages) & 1) ^ 1);
+        write_token_meta(it, slot, false);
+        if (more) offsets_of(it + 1);
+        tc::cp_async_wait<1>();
+        wg::named_sync(1, 128);  // K(it) staged by every producer thread
         convert(s_stag_k, s_k);
         wg::fence_async_smem();
         wg::mbar_arrive(&full_k[slot]);
+        wg::named_sync(1, 128);  // staging K read by everyone
+        if (more) issue((it + 1) % kStages, false, stag_at(s_stag_k));
+        tc::cp_async_commit();
+        tc::cp_async_wait<1>();
+        wg::named_sync(1, 128);  // V(it) staged
         convert(s_stag_v, s_k + Tr::kKvTileBytes);
         wg::fence_async_smem();
         wg::mbar_arrive(&full_v[slot]);
-        wg::named_sync(1, 128);  // staging read by everyone
-        if (it + 1 < n_iter) stage_tile(it + 1);
+        wg::named_sync(1, 128);  // staging V read by everyone
+        if (more) issue((it + 1) % kStages, true, stag_at(s_stag_v));
         tc::cp_async_commit();
       }
     } else {

@@ -142,7 +142,7 @@ void launch_tc_prefill(const PrefillArgs& args, const detail::AttnProblem& p, co
   // The Hopper kernel computes one row offset per token for K and V: their strides must agree.
   const bool kv_strides_agree = prm.k_stride_block == prm.v_stride_block && prm.k_stride_pos == prm.v_stride_pos &&
                                 prm.k_stride_head == prm.v_stride_head;
-  if (kv_strides_agree && hopper::wg_prefill_selected(padded)) {
+  if (kv_strides_agree && hopper::wg_prefill_selected(padded, max_q_len * p.group_size)) {
     hopper::launch_wg_prefill(prm, max_q_len * p.group_size, static_cast<int>(p.batch_size), padded, q_fp16, kv_int8,
                               stream);
     return;
