@@ -1,5 +1,5 @@
-// tests/gpu/soak_test.cpp — a bounded serving soak: a few hundred steps of a small scheduler over
-// one shared paged cache (int8 or bf16), checked against the CPU backend.
+// tests/gpu/soak_test.cpp — a bounded serving soak: a few thousand steps (3050 over three caches)
+// of a small scheduler over one shared paged cache (int8 or bf16), checked against the CPU backend.
 //
 // Per step: sequences arrive (prompt 1..kMaxPrompt tokens, 1..kMaxGen generated tokens) while the
 // page pool can reserve their full length, and leave when done; their pages go back to a free list
@@ -14,14 +14,24 @@
 // Free pages are poisoned (from the start, and again when freed): their per-token scales (int8) or
 // their K and V (bf16) are NaN, on the device and on the host mirror alike, so a kernel that reads
 // a key past kv_len of a page's new owner makes a NaN row.
-// Checked: every step, every output row finite and padding rows never written; every kCheckEvery-th
-// step (and the last), the device cache bit for bit against a host mirror kept with the CPU
-// backend's append, and out/lse against the CPU backend (fp64) over that mirror within the
-// docs/design.md §5 bound.
-// Run: kvq_gpu_tests --gtest_filter='ServingSoak*' (650 steps over three caches; host work per step is
-// small: on a 2-core machine the CPU self-check below takes 9 s, 1 s of it the fp64 oracle).
+// Checked: every step, every output row finite and padding rows never written; every
+// kCacheCheckEvery-th step (3; and the last), the device cache bit for bit against a host mirror
+// kept with the CPU backend's append; every kOracleEvery-th step (14; and the last), out/lse
+// against the CPU backend (fp64) over that mirror within the docs/design.md §5 bound. 14 is coprime
+// with the 5 (int8) and 3 (bf16) prefill paths taken in turn, so every path meets the oracle, and
+// gives about as many oracle steps (~218) as the 650-step version had at every third step: the
+// oracle's cost stays bounded while the steps grew 4.7x. Step tensors are rows copied from a pool
+// of random bf16 values at random offsets (not a normal draw per element), and the every-step
+// checks scan raw bf16 bits, so the host work per step stays small.
+// Run: kvq_gpu_tests --gtest_filter='ServingSoak*' (3050 steps: 1400 / 950 / 700). On a 2-core
+// machine the CPU self-check below takes 16.5 s, 0.9 s of it the fp64 oracle (the 650-step
+// version: 8.4 s, 0.9 s oracle): 5.4 ms a step with the CPU backend as the backend under test.
 // The harness itself runs on the CPU backend (no GPU) when built with -DKVQ_SOAK_HARNESS_SELFTEST
-// into a gtest_main binary: ServingSoakHarness.OnCpuBackend.
+// into a gtest_main binary: ServingSoakHarness.OnCpuBackend. With a CPU-only build in build-cpu:
+//   g++ -std=c++17 -O2 -DKVQ_SOAK_HARNESS_SELFTEST -I. -Iinclude -Ibuild-cpu/generated -I/usr/local/cuda/include
+//     tests/gpu/soak_test.cpp tests/gpu/gpu_util.cpp build-cpu/tests/libkvq_test_common.a build-cpu/libkvq.a
+//     -lgtest_main -lgtest -L/usr/local/cuda/lib64 -lcudart_static -lpthread -ldl -lrt -o soak_selftest
+//   ./soak_selftest --gtest_filter='ServingSoakHarness*'
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -47,7 +57,8 @@ constexpr int64_t kMaxLen = kMaxPrompt + kMaxGen;
 constexpr int64_t kTableWidth = (kMaxLen + kPage - 1) / kPage;
 constexpr int kMaxSeqs = 12;
 constexpr int64_t kPrefillBudget = 256;  // prefill tokens per step
-constexpr int kCheckEvery = 3;
+constexpr int kCacheCheckEvery = 3;   // the device cache against the CPU-append mirror, bit for bit
+constexpr int kOracleEvery = 14;      // out/lse against the CPU backend (coprime with 3 and 5 paths)
 constexpr double kTol = 1e-2;            // bf16 compute (docs/design.md §5)
 
 struct SoakConfig {
@@ -136,8 +147,49 @@ HostTensor random_bf16(Rng& rng, std::vector<int64_t> shape) {
   return t;
 }
 
+// A pool of random bf16 values (randn, never 0), drawn once; a step's tensors take their rows
+// from it at random offsets (a memcpy per row), so no two rows are alike in practice.
+class Bf16Pool {
+ public:
+  Bf16Pool(Rng& rng, int64_t n) : pool_(random_bf16(rng, {n})) {}
+  HostTensor take(Rng& rng, std::vector<int64_t> shape) const {
+    HostTensor t(DType::kBFloat16, std::move(shape));
+    const int64_t rows = t.size(0), row = rows > 0 ? t.numel() / rows : 0;
+    const int64_t n = pool_.numel();
+    if (row > n) throw std::runtime_error("Bf16Pool: row larger than the pool");
+    for (int64_t r = 0; r < rows; ++r)
+      std::memcpy(t.ptr<uint16_t>() + r * row, pool_.ptr<uint16_t>() + rng.randint(0, n - row + 1),
+                  static_cast<size_t>(row) * sizeof(uint16_t));
+    return t;
+  }
+
+ private:
+  HostTensor pool_;
+};
+
+bool contiguous(const HostTensor& t) {
+  int64_t expect = 1;
+  for (int d = t.ndim() - 1; d >= 0; --d) {
+    if (t.size(d) > 1 && t.strides()[static_cast<size_t>(d)] != expect) return false;
+    expect *= t.size(d);
+  }
+  return t.storage_elements() == t.numel();
+}
+
+// Rows [0, rows) of `out` holding a non-finite value (bf16: scanned as raw bits).
 int64_t count_nonfinite_rows(const HostTensor& out, int64_t rows) {
   int64_t n = 0;
+  if (out.dtype() == DType::kBFloat16 && contiguous(out)) {
+    const int64_t row = out.size(1) * out.size(2);
+    const uint16_t* p = out.ptr<uint16_t>();
+    for (int64_t t = 0; t < rows; ++t)
+      for (int64_t e = 0; e < row; ++e)
+        if ((p[t * row + e] & 0x7f80) == 0x7f80) {  // exponent all ones: Inf or NaN
+          ++n;
+          break;
+        }
+    return n;
+  }
   for (int64_t t = 0; t < rows; ++t)
     for (int64_t h = 0; h < out.size(1); ++h)
       for (int64_t d = 0; d < out.size(2); ++d)
@@ -148,13 +200,25 @@ int64_t count_nonfinite_rows(const HostTensor& out, int64_t rows) {
   return n;
 }
 
+// count_written_outside (tests/common) for a contiguous tensor: only the storage past the valid
+// rows is scanned.
+int64_t written_past_rows(const HostTensor& t, int64_t rows) {
+  if (!contiguous(t) || t.ndim() == 0) return count_written_outside(t, rows);
+  const int64_t row = t.size(0) > 0 ? t.numel() / t.size(0) : 0;
+  int64_t written = 0;
+  for (int64_t off = rows * row; off < t.storage_elements(); ++off) written += !t.is_poison(off);
+  return written;
+}
+
 bool same_bytes(const HostTensor& a, const HostTensor& b) {
   return a.nbytes() == b.nbytes() && std::memcmp(a.data(), b.data(), a.nbytes()) == 0;
 }
 
 struct SoakStats {
   int64_t steps = 0, checks = 0, arrived = 0, finished = 0, prefill_calls = 0, decode_calls = 0,
-          mixed_calls = 0, chunked = 0, recycled_pages = 0, tokens = 0, path_refusals = 0;
+          mixed_calls = 0, chunked = 0, recycled_pages = 0, tokens = 0, path_refusals = 0, oracle_checks = 0;
+  // Per prefill path (PrefillPath as an index): calls it served, and those checked by the oracle.
+  int64_t path_served[8] = {}, path_oracle[8] = {};
   double seconds = 0, oracle_seconds = 0;
 };
 
@@ -210,6 +274,7 @@ void run_soak(const SoakConfig& cfg, bool cuda, SoakStats& stats) {
   std::vector<Seq> running;
   int64_t next_id = 0;
   Placement place(cuda);
+  const Bf16Pool pool(rng, 1 << 20);
   // Prefill paths in turn (the dequant path reads int8 caches only).
   const std::vector<PrefillPath> paths =
       int8 ? std::vector<PrefillPath>{PrefillPath::kAuto, PrefillPath::kFused, PrefillPath::kAuto, PrefillPath::kDequant,
@@ -218,7 +283,8 @@ void run_soak(const SoakConfig& cfg, bool cuda, SoakStats& stats) {
 
   for (int step = 0; step < cfg.steps; ++step) {
     SCOPED_TRACE(std::string(cfg.name) + " step " + std::to_string(step));
-    const bool check = step % kCheckEvery == 0 || step == cfg.steps - 1;
+    const bool cache_check = step % kCacheCheckEvery == 0 || step == cfg.steps - 1;
+    const bool oracle = step % kOracleEvery == 0 || step == cfg.steps - 1;
     place.clear();
 
     // ---- arrivals ----
@@ -288,7 +354,7 @@ void run_soak(const SoakConfig& cfg, bool cuda, SoakStats& stats) {
     }
     const int64_t N = static_cast<int64_t>(slots.size());
     stats.tokens += N;
-    HostTensor k_new = random_bf16(rng, {N, kHkv, kD}), v_new = random_bf16(rng, {N, kHkv, kD});
+    HostTensor k_new = pool.take(rng, {N, kHkv, kD}), v_new = pool.take(rng, {N, kHkv, kD});
     HostTensor slot_t(DType::kInt64, {N});
     for (int64_t t = 0; t < N; ++t) slot_t.store(t, static_cast<double>(slots[t]));
     {
@@ -324,7 +390,7 @@ void run_soak(const SoakConfig& cfg, bool cuda, SoakStats& stats) {
       }
       b.rows = b.cu_host.back();
       b.pad = prefill ? rng.randint(0, 4) : 0;
-      b.q = random_bf16(rng, {b.rows + b.pad, kHq, kD});
+      b.q = pool.take(rng, {b.rows + b.pad, kHq, kD});
       b.out = HostTensor(DType::kBFloat16, {b.rows + b.pad, kHq, kD});
       b.lse = HostTensor(DType::kFloat32, {b.rows + b.pad, kHq});
       b.out.poison();
@@ -379,9 +445,12 @@ void run_soak(const SoakConfig& cfg, bool cuda, SoakStats& stats) {
       place.get(a.lse, lse);
       ++stats.prefill_calls;
       EXPECT_EQ(count_nonfinite_rows(out, b.rows), 0) << "prefill, path " << to_string(a.path);
-      EXPECT_EQ(count_written_outside(out, b.rows), 0) << "prefill padding rows written";
-      EXPECT_EQ(count_written_outside(lse, b.rows), 0) << "prefill padding lse written";
-      if (check) {
+      EXPECT_EQ(written_past_rows(out, b.rows), 0) << "prefill padding rows written";
+      EXPECT_EQ(written_past_rows(lse, b.rows), 0) << "prefill padding lse written";
+      const size_t pi = static_cast<size_t>(a.path);
+      if (pi < 8) ++stats.path_served[pi];
+      if (oracle) {
+        if (pi < 8) ++stats.path_oracle[pi];
         const auto t0 = std::chrono::steady_clock::now();
         const RefOutput ref = cpu_prefill(host, true);
         stats.oracle_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -419,7 +488,7 @@ void run_soak(const SoakConfig& cfg, bool cuda, SoakStats& stats) {
       place.get(a.lse, lse);
       ++stats.decode_calls;
       EXPECT_EQ(count_nonfinite_rows(out, b.rows), 0) << "decode";
-      if (check) {
+      if (oracle) {
         const auto t0 = std::chrono::steady_clock::now();
         const RefOutput ref = cpu_decode(host, true);
         stats.oracle_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -430,7 +499,8 @@ void run_soak(const SoakConfig& cfg, bool cuda, SoakStats& stats) {
         EXPECT_LE(ls.max_abs, 2e-2) << ls.describe();
       }
     }
-    if (check) {
+    if (oracle) ++stats.oracle_checks;
+    if (cache_check) {
       // The backend's cache (appends of every step so far) equals the CPU backend's, bit for bit.
       ++stats.checks;
       sk.download();
@@ -485,27 +555,42 @@ void run_soak(const SoakConfig& cfg, bool cuda, SoakStats& stats) {
 }
 
 void expect_soak_exercised(const SoakConfig& cfg, const SoakStats& st) {
-  std::printf("[%s] %lld steps, %lld checks, %lld sequences (%lld finished), %lld prefill / %lld decode calls "
+  std::printf("[%s] %lld steps, %lld cache checks, %lld oracle steps, %lld sequences (%lld finished), %lld prefill / %lld decode calls "
               "(%lld mixed, %lld forced paths refused), %lld chunked prefills, %lld recycled pages, %lld tokens, "
               "%.1f s (oracle %.1f s)\n",
               cfg.name, static_cast<long long>(st.steps), static_cast<long long>(st.checks),
+              static_cast<long long>(st.oracle_checks),
               static_cast<long long>(st.arrived), static_cast<long long>(st.finished),
               static_cast<long long>(st.prefill_calls), static_cast<long long>(st.decode_calls),
               static_cast<long long>(st.mixed_calls), static_cast<long long>(st.path_refusals),
               static_cast<long long>(st.chunked),
               static_cast<long long>(st.recycled_pages), static_cast<long long>(st.tokens), st.seconds,
               st.oracle_seconds);
-  EXPECT_GT(st.finished, 10) << "sequences must come and go";
-  EXPECT_GT(st.recycled_pages, 50) << "freed pages must be reused";
-  EXPECT_GT(st.mixed_calls, 0);
-  EXPECT_GT(st.chunked, 10);
+  for (int p = 0; p < 4; ++p)
+    if (st.path_served[p] > 0)
+      std::printf("[%s]   prefill path %s: %lld calls, %lld checked by the oracle\n", cfg.name,
+                  to_string(static_cast<PrefillPath>(p)), static_cast<long long>(st.path_served[p]),
+                  static_cast<long long>(st.path_oracle[p]));
+  EXPECT_GT(st.finished, cfg.steps / 30) << "sequences must come and go";
+  EXPECT_GT(st.recycled_pages, cfg.steps / 2) << "freed pages must be reused";
+  EXPECT_GT(st.mixed_calls, cfg.steps / 20);
+  EXPECT_GT(st.chunked, cfg.steps / 20);
   EXPECT_GT(st.decode_calls, cfg.steps / 3);
+  EXPECT_GE(st.oracle_checks, cfg.steps / kOracleEvery / 2);  // steps without work are not checked
+  EXPECT_GE(st.checks, cfg.steps / kCacheCheckEvery / 2);
+  // Every path that served a fair share of the calls met the oracle (kOracleEvery is coprime with
+  // the number of paths taken in turn).
+  for (int p = 0; p < 4; ++p) {
+    if (st.path_served[p] >= 3 * kOracleEvery) {
+      EXPECT_GT(st.path_oracle[p], 0) << to_string(static_cast<PrefillPath>(p));
+    }
+  }
 }
 
 const SoakConfig kConfigs[] = {
-    {"Int8PerTokenKV", DType::kInt8, ScaleMode::kPerToken, ScaleMode::kPerToken, 300, 9001},
-    {"Int8PerChannelKPerTokenV", DType::kInt8, ScaleMode::kPerChannel, ScaleMode::kPerToken, 200, 9002},
-    {"Bf16Cache", DType::kBFloat16, ScaleMode::kNone, ScaleMode::kNone, 150, 9003},
+    {"Int8PerTokenKV", DType::kInt8, ScaleMode::kPerToken, ScaleMode::kPerToken, 1400, 9001},
+    {"Int8PerChannelKPerTokenV", DType::kInt8, ScaleMode::kPerChannel, ScaleMode::kPerToken, 950, 9002},
+    {"Bf16Cache", DType::kBFloat16, ScaleMode::kNone, ScaleMode::kNone, 700, 9003},
 };
 constexpr int kNumConfigs = static_cast<int>(sizeof(kConfigs) / sizeof(kConfigs[0]));
 
