@@ -5,7 +5,12 @@
 // CPU oracle; padding rows stay poisoned. GraphDecodeMaxBatch.* is the serving pattern: one graph
 // at the maximum batch and table width, replayed with live sequences scattered over the batch slots,
 // new lengths, new queries and freshly shuffled block tables written in place (dead slots: kv_len
-// 0, table row -1, so an empty row).
+// 0, table row -1, so an empty row). GraphPrefillMaxBatch.* is the same pattern for prefill: one
+// plan and one graph at 8 sequences x q_len 64 over 32-page tables (int8 per-channel and bf16
+// caches, each prefill path), replayed with live batches written in place: sequences with q_len 0
+// (a repeated cu_q_lens entry), dead slots (q_len 0, kv_len 0, table row -1), a live sequence with
+// kv_len 0 (causal q_len > kv_len: empty rows, docs/api.md), new queries and reshuffled tables each
+// round. Rows past cu_q_lens[B] are bucket padding and stay the sentinel (never written).
 // Run: kvq_gpu_tests --gtest_filter='Graph*' (under each KVQ_DECODE_PATH for the decode ones).
 #include <gtest/gtest.h>
 
@@ -14,6 +19,7 @@
 #include <limits>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "tests/gpu/gpu_util.h"
@@ -314,6 +320,174 @@ TEST_P(GraphDecodeMaxBatch, ReplaysEqualEagerRunsBitForBit) {
 INSTANTIATE_TEST_SUITE_P(Caches, GraphDecodeMaxBatch,
                          testing::Values(GraphCache::kInt8PerChannel, GraphCache::kInt8PerToken, GraphCache::kBf16),
                          [](const testing::TestParamInfo<GraphCache>& info) { return std::string(graph_cache_name(info.param)); });
+
+class GraphPrefillMaxBatch : public testing::TestWithParam<std::tuple<GraphCache, PrefillPath>> {};
+
+TEST_P(GraphPrefillMaxBatch, ReplaysEqualEagerRunsBitForBit) {
+  constexpr int64_t kMaxBatch = 8, kMaxQ = 64, kPages = 32, kPage = 16, kMaxKv = kPages * kPage;
+  const GraphCache cache = std::get<0>(GetParam());
+  const PrefillPath path = std::get<1>(GetParam());
+  PagedCaseSpec s;
+  s.q_lens.assign(kMaxBatch, kMaxQ);
+  s.kv_lens.assign(kMaxBatch, kMaxKv);  // plan and cache at the maximum batch and table width
+  s.num_qo_heads = 8;
+  s.num_kv_heads = 2;
+  s.head_dim = 128;
+  s.page_size = kPage;
+  s.padding_rows = 16;  // bucket padding past the maximum batch's rows
+  s.with_lse = true;
+  s.seed = 701;
+  if (cache == GraphCache::kBf16) s.kv_dtype = DType::kBFloat16;
+  if (cache == GraphCache::kInt8PerToken) s.k_scale_mode = s.v_scale_mode = ScaleMode::kPerToken;
+  PagedCase c = make_paged_case(s);
+  ASSERT_EQ(c.max_blocks_per_seq, kPages);
+  ASSERT_EQ(c.total_q, kMaxBatch * kMaxQ);
+  DeviceCase dc(c);
+  PrefillArgs a = dc.prefill_args(c.prefill_args());
+  a.path = path;
+  PrefillPlan plan;
+  try {
+    plan = plan_prefill(a, c.cu_q_lens_host.data(), c.kv_lens.ptr<int32_t>());
+  } catch (const Error& e) {
+    if (e.argument() != "path") throw;
+    GTEST_SKIP() << e.what();
+  }
+  DeviceTensor ws = DeviceTensor::bytes(plan.workspace_bytes);
+  a.plan = &plan;
+  a.workspace = {ws.data(), plan.workspace_bytes};
+  cudaStream_t stream;
+  KVQ_TEST_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  a.stream = stream;
+  // Eager once at the maximum batch (also proves the path serves the shape), then the capture.
+  try {
+    paged_prefill(a);
+  } catch (const Error& e) {
+    cudaStreamDestroy(stream);
+    if (e.argument() == "path") GTEST_SKIP() << e.what();
+    throw;
+  }
+  KVQ_TEST_CUDA(cudaStreamSynchronize(stream));
+  cudaGraph_t graph;
+  KVQ_TEST_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+  paged_prefill(a);
+  KVQ_TEST_CUDA(cudaStreamEndCapture(stream, &graph));
+  cudaGraphExec_t exec;
+  KVQ_TEST_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+
+  // One run on the device metadata as it stands: outputs poisoned (the sentinel) first.
+  auto run = [&](bool replay) {
+    c.poison_outputs();
+    dc.out.upload(c.out);
+    dc.lse.upload(c.lse);
+    if (replay) {
+      if (cudaGraphLaunch(exec, stream) != cudaSuccess) throw std::runtime_error("cudaGraphLaunch");
+    } else {
+      paged_prefill(a);
+    }
+    if (cudaStreamSynchronize(stream) != cudaSuccess) throw std::runtime_error("cudaStreamSynchronize");
+    Outputs o{c.out, c.lse};
+    dc.out.download(o.out);
+    dc.lse.download(o.lse);
+    return o;
+  };
+
+  Rng rng(702);
+  const std::vector<int64_t> live_counts = {8, 5, 1, 6, 0, 8, 3, 7};
+  for (size_t round = 0; round < live_counts.size(); ++round) {
+    const int64_t live = live_counts[round];
+    SCOPED_TRACE("round " + std::to_string(round) + ", " + std::to_string(live) + " live sequences");
+    // Live sequences scattered over the batch slots. Among them: one resting this step (q_len 0,
+    // its cache kept), one with kv_len 0 (q_len > kv_len: empty rows) on odd rounds, and the
+    // edges (q_len 1 and 64; kv_len q_len, a page, a page + 1, the table's full width).
+    const std::vector<int32_t> slots = rng.permutation(kMaxBatch);
+    std::vector<int32_t> q_lens(kMaxBatch, 0), kv_lens(kMaxBatch, 0);
+    for (int64_t i = 0; i < live; ++i) {
+      const size_t b = static_cast<size_t>(slots[static_cast<size_t>(i)]);
+      int32_t ql = static_cast<int32_t>(rng.randint(1, kMaxQ + 1));
+      int32_t kl = static_cast<int32_t>(rng.randint(ql, kMaxKv + 1));
+      if (live > 1 && i == 0) {
+        ql = 0;  // resting: no rows this step
+        kl = static_cast<int32_t>(rng.randint(1, kMaxKv + 1));
+      } else if (live > 2 && i == 1 && round % 2 == 1) {
+        kl = 0;  // no key yet: every row empty (zeros, lse -inf), as the CPU backend
+      } else if (round % 2 == 0 && i >= 2 && i < 6) {
+        const int32_t edge_q[] = {1, static_cast<int32_t>(kMaxQ), 7, static_cast<int32_t>(kMaxQ)};
+        const int32_t edge_kv[] = {1, static_cast<int32_t>(kPage), static_cast<int32_t>(kPage + 1),
+                                   static_cast<int32_t>(kMaxKv)};
+        ql = std::min(edge_q[i - 2], edge_kv[i - 2]);
+        kl = edge_kv[i - 2];
+      }
+      q_lens[b] = ql;
+      kv_lens[b] = kl;
+    }
+    // Fresh tables: the physical blocks shuffled and dealt to the sequences, unused entries -1.
+    const std::vector<int32_t> perm = rng.permutation(c.num_blocks);
+    size_t next = 0;
+    c.cu_q_lens_host.assign(1, 0);
+    for (int64_t b = 0; b < kMaxBatch; ++b) {
+      const int64_t pages = (kv_lens[static_cast<size_t>(b)] + kPage - 1) / kPage;
+      for (int64_t i = 0; i < kPages; ++i) c.block_tables.set({b, i}, i < pages ? perm[next++] : -1);
+      c.kv_lens.ptr<int32_t>()[b] = kv_lens[static_cast<size_t>(b)];
+      c.cu_q_lens_host.push_back(c.cu_q_lens_host.back() + q_lens[static_cast<size_t>(b)]);
+      c.cu_q_lens.ptr<int32_t>()[b + 1] = c.cu_q_lens_host.back();
+      c.spec.q_lens[static_cast<size_t>(b)] = q_lens[static_cast<size_t>(b)];
+      c.spec.kv_lens[static_cast<size_t>(b)] = kv_lens[static_cast<size_t>(b)];
+    }
+    ASSERT_LE(next, perm.size());
+    c.total_q = c.cu_q_lens_host.back();
+    const int64_t rows = c.total_q;
+    // New queries for every row (padding rows included: never read for results).
+    for (int64_t i = 0; i < c.q.storage_elements(); ++i) {
+      double x = rng.normal();
+      if (x == 0) x = 0.5;
+      c.q.store(i, x);
+    }
+    dc.q.upload(c.q);
+    dc.cu_q_lens.upload(c.cu_q_lens);
+    dc.kv_lens.upload(c.kv_lens);
+    dc.block_tables.upload(c.block_tables);
+
+    const Outputs eager = run(false);
+    const Outputs replay = run(true);
+    const Outputs replay2 = run(true);
+    EXPECT_TRUE(same_rows(replay.out, eager.out)) << "graph replay differs from the eager run";
+    EXPECT_TRUE(same_rows(replay.lse, eager.lse)) << "graph replay lse differs from the eager run";
+    EXPECT_TRUE(same_rows(replay2.out, replay.out)) << "two replays differ";
+    EXPECT_TRUE(same_rows(replay2.lse, replay.lse)) << "two replays' lse differ";
+    // Nothing outside the live rows [0, cu_q_lens[B]) is written.
+    EXPECT_EQ(count_written_outside(replay.out, rows), 0) << "rows past cu_q_lens[B] written";
+    EXPECT_EQ(count_written_outside(replay.lse, rows), 0) << "lse rows past cu_q_lens[B] written";
+    EXPECT_EQ(count_written_outside(eager.out, rows), 0) << "eager: rows past cu_q_lens[B] written";
+    if (rows > 0) {
+      const RefOutput ref = cpu_prefill(c.prefill_args(), true);
+      const ErrorStats st = compare_output(replay.out.view(), ref, c.cu_q_lens_host);
+      EXPECT_TRUE(st.ok(kTolNative)) << st.describe();
+      const LseStats ls = compare_lse(replay.lse.view(), ref, rows);
+      EXPECT_EQ(ls.num_mismatch, 0) << ls.describe();
+      EXPECT_LE(ls.max_abs, 2e-2) << ls.describe();
+    }
+    // Rows of a live sequence without keys: empty rows.
+    for (int64_t b = 0; b < kMaxBatch; ++b) {
+      if (kv_lens[static_cast<size_t>(b)] != 0) continue;
+      for (int64_t t = c.cu_q_lens_host[b]; t < c.cu_q_lens_host[b + 1]; ++t)
+        for (int64_t h = 0; h < s.num_qo_heads; ++h) {
+          EXPECT_EQ(replay.lse.at({t, h}), -std::numeric_limits<double>::infinity()) << "slot " << b << " row " << t;
+          for (int64_t d = 0; d < s.head_dim; ++d) ASSERT_EQ(replay.out.at({t, h, d}), 0.0) << "slot " << b << " row " << t;
+        }
+    }
+  }
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(stream);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    CachesPaths, GraphPrefillMaxBatch,
+    testing::Combine(testing::Values(GraphCache::kInt8PerChannel, GraphCache::kBf16),
+                     testing::Values(PrefillPath::kAuto, PrefillPath::kFused, PrefillPath::kDequant, PrefillPath::kGeneric)),
+    [](const testing::TestParamInfo<std::tuple<GraphCache, PrefillPath>>& info) {
+      return std::string(graph_cache_name(std::get<0>(info.param))) + "_" + to_string(std::get<1>(info.param));
+    });
 
 }  // namespace
 }  // namespace kvq::test
