@@ -42,7 +42,7 @@ for step in $STEPS; do
       # mma.sync kernel (the default below 4096 packed rows and on GPUs other than sm_90).
       rc=0
       for k in wgmma mma; do
-        KVQ_PREFILL_KERNEL=$k timeout 200 .devbin/kvq_gpu_tests --gtest_filter='*Prefill*:Tc*:*Fused*:*Hostile*:*Soak*:-*Decode*' \
+        KVQ_PREFILL_KERNEL=$k timeout 240 .devbin/kvq_gpu_tests --gtest_filter='*Prefill*:Tc*:*Fused*:*HostilePrefill*:*ServingSoak*' \
           --gtest_brief=1 > "$LOGS/suite_${k}_prefill.log" 2>&1 || rc=1
         echo "KVQ_PREFILL_KERNEL=$k: $(grep -E "^\[  (PASSED|FAILED) " "$LOGS/suite_${k}_prefill.log" | head -3 | tr '\n' ' ')" >> "$summary"
       done ;;
