@@ -3,17 +3,22 @@
 #
 # Build here first (no GPU needed), into the git-ignored folder .devbin that the call carries:
 #   tools/device_prep.sh            (CUDA 90a build: kvq_gpu_tests, the kvq CLI, the Python module for 3.12)
-# Then: device run, command "tools/device_all.sh", carry [".devbin"].
+# Then: device run, command "tools/device_all.sh", carry what the steps need (".devbin/kvq_gpu_tests"
+# for the suites, ".devbin/py" for python/peers/hf_bench, ".devbin/kvq" for demo: the three together
+# exceed a call's 64 MiB, so split the steps over two calls).
 # Steps, each logged under $OUT/logs (returned as one archive, logs.tgz, plus summary.txt):
-#   1. nvidia-smi; 2. the GPU suite + compute-sanitizer memcheck/racecheck (tools/gpu_check.sh);
-#   3. the Python suite on CUDA tensors (torch 2.11 there); 4. `kvq demo --json` on the GPU;
-#   5. bench/peers.py: kvq vs torch SDPA flash/cuDNN and the mojo_opset PR #361 design, same process, same GPU.
+#   suite: the GPU suite + compute-sanitizer memcheck/racecheck/synccheck/initcheck (tools/gpu_check.sh);
+#   suite_other_decode / suite_other_prefill: the decode tests under the other decode routes, the
+#   prefill tests under each prefill mainloop; sanitize_wgmma: the sanitizers forced through the
+#   Hopper prefill; python: the Python suite on CUDA tensors (torch there); demo: `kvq demo --json`;
+#   peers: bench/peers.py (kvq vs torch SDPA flash/cuDNN and the mojo_opset PR #361 design, same
+#   process, same GPU); hf_bench: bench/transformers_e2e.py.
 # STEPS (env) picks a subset, e.g. STEPS="suite peers".
 set -u
 OUT=${OUT:-./device_out}
 LOGS="$OUT/logs"
 mkdir -p "$LOGS"
-STEPS=${STEPS:-"suite suite_other_decode suite_other_prefill python demo peers"}
+STEPS=${STEPS:-"suite suite_other_decode suite_other_prefill sanitize_wgmma python demo peers"}
 summary="$OUT/summary.txt"
 : > "$summary"
 say() { echo "$*" | tee -a "$summary"; }
@@ -45,6 +50,16 @@ for step in $STEPS; do
         KVQ_PREFILL_KERNEL=$k timeout 240 .devbin/kvq_gpu_tests --gtest_filter='*Prefill*:Tc*:*Fused*:*HostilePrefill*:*ServingSoak*' \
           --gtest_brief=1 > "$LOGS/suite_${k}_prefill.log" 2>&1 || rc=1
         echo "KVQ_PREFILL_KERNEL=$k: $(grep -E "^\[  (PASSED|FAILED) " "$LOGS/suite_${k}_prefill.log" | head -3 | tr '\n' ' ')" >> "$summary"
+      done ;;
+    sanitize_wgmma)
+      # compute-sanitizer on the small and hostile prefill cases with every one forced through the
+      # Hopper kernel (the default sends small shapes to the mma.sync kernel, which "suite" covers).
+      rc=0
+      for tool in ${KVQ_SANITIZER_TOOLS:-memcheck racecheck synccheck initcheck}; do
+        KVQ_PREFILL_KERNEL=wgmma timeout ${KVQ_SANITIZER_TIMEOUT:-60} compute-sanitizer --tool $tool --error-exitcode 1 \
+          .devbin/kvq_gpu_tests --gtest_filter='SmallPrefill*:*HostilePrefill*:SmallWgmma*:TcPrefill.*' --gtest_brief=1 \
+          > "$LOGS/sanitize_wgmma_$tool.log" 2>&1 || rc=1
+        echo "wgmma $tool: $(grep -E "SUMMARY|^\[  (PASSED|FAILED) " "$LOGS/sanitize_wgmma_$tool.log" | tail -2 | tr '\n' ' ')" >> "$summary"
       done ;;
     python)
       KVQ_HF_TEST_OUT="$OUT/transformers_test.json" timeout ${PY_TIMEOUT:-240} python3 -m pytest tests/python -q -ra -s \
