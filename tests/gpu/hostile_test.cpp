@@ -117,9 +117,26 @@ bool rows_untouched(const PrefillRun& r, int64_t lo, int64_t hi) {
   return true;
 }
 
-void expect_refused(const PrefillRun& r, const std::string& arg) {
+// check=true on the CPU backend over the same host tensors: its refusal's words.
+std::string cpu_refusal(const PrefillArgs& host) {
+  PrefillArgs a = host;
+  a.check = true;
+  try {
+    paged_prefill(a);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(the CPU backend accepted the call)";
+}
+
+// cpu_what (when given): the CUDA backend must word the refusal exactly as the CPU backend does
+// (both run core/validate.cpp's device-data checks, the CUDA one over host copies).
+void expect_refused(const PrefillRun& r, const std::string& arg, const std::string& cpu_what = "") {
   EXPECT_TRUE(r.threw) << "check=true must refuse the call";
   EXPECT_EQ(r.arg, arg) << r.what;
+  if (!cpu_what.empty()) {
+    EXPECT_EQ(r.what, cpu_what) << "CUDA and CPU backends word the same bad input alike";
+  }
   EXPECT_EQ(count_not_poison(r.out), 0) << "out written although the call was refused";
   EXPECT_EQ(count_not_poison(r.lse), 0) << "lse written although the call was refused";
 }
@@ -198,7 +215,7 @@ void block_id_case(HPath path, int32_t bad_id_or_offset, bool past) {
   const int32_t bad = past ? static_cast<int32_t>(c.num_blocks + bad_id_or_offset) : bad_id_or_offset;
   c.block_tables.set({0, 2}, bad);  // sequence 0, keys 32..47, inside its 70 keys
   const PrefillArgs host = c.prefill_args();
-  expect_refused(run_prefill(c, host, path, true), "block_tables");
+  expect_refused(run_prefill(c, host, path, true), "block_tables", cpu_refusal(host));
   const PrefillRun r = run_prefill(c, host, path, false);
   expect_matches(r, masked_oracle(c, c.cu_q_lens_host, true), c.cu_q_lens_host, "invalid block masked");
   EXPECT_EQ(count_written_outside(r.out, c.total_q), 0);
@@ -221,7 +238,7 @@ TEST_P(HostilePrefill, KvLenPastTheTableIsClampedAndReturnsFast) {
   MaskOptions mo;
   mo.causal = false;
   const PrefillArgs host = c.prefill_args(mo);
-  expect_refused(run_prefill(c, host, path(), true), "kv_lens");
+  expect_refused(run_prefill(c, host, path(), true), "kv_lens", cpu_refusal(host));
   const PrefillRun r = run_prefill(c, host, path(), false);
   EXPECT_LT(r.seconds, 5.0) << "a hostile kv_len must not iterate past the table";
   for (int64_t t = 0; t < 40; ++t)
@@ -234,7 +251,7 @@ TEST_P(HostilePrefill, CausalKvLenPastTheTableUsesTheClampedPositions) {
   PagedCase c = make_paged_case(base_spec(path(), {20, 5}, {48, 30}, 103));
   c.kv_lens.ptr<int32_t>()[0] = 1000;  // table: 3 pages of 16 -> clamped to 48
   const PrefillArgs host = c.prefill_args();
-  expect_refused(run_prefill(c, host, path(), true), "kv_lens");
+  expect_refused(run_prefill(c, host, path(), true), "kv_lens", cpu_refusal(host));
   const PrefillRun r = run_prefill(c, host, path(), false);
   expect_matches(r, masked_oracle(c, c.cu_q_lens_host, true), c.cu_q_lens_host, "causal, kv_len clamped to 48");
 }
@@ -250,7 +267,7 @@ void cu_case(HPath path, std::vector<int32_t> cu, int64_t rows, std::vector<int3
   PagedCase c = make_paged_case(s);
   for (int64_t b = 0; b <= B; ++b) c.cu_q_lens.ptr<int32_t>()[b] = cu[b];
   const PrefillArgs host = c.prefill_args();
-  expect_refused(run_prefill(c, host, path, true), "cu_q_lens");
+  expect_refused(run_prefill(c, host, path, true), "cu_q_lens", cpu_refusal(host));
   const PrefillRun r = run_prefill(c, host, path, false);
   // Rows the well-formed prefix covers are computed; every other row is left as it was.
   const RefOutput ref = masked_oracle(c, computed_cu, true);
@@ -291,7 +308,7 @@ void expect_matches_cpu(PagedCase& c, const PrefillArgs& host, HPath path, const
 TEST_P(HostilePrefill, CausalQLenAboveKvLenGivesEmptyRows) {
   PagedCase c = make_paged_case(base_spec(path(), {30, 4}, {12, 50}, 105));  // positions -18..11
   const PrefillArgs host = c.prefill_args();
-  expect_refused(run_prefill(c, host, path(), true), "kv_lens");
+  expect_refused(run_prefill(c, host, path(), true), "kv_lens", cpu_refusal(host));
   expect_matches_cpu(c, host, path(), "q_len > kv_len");
   const PrefillRun r = run_prefill(c, host, path(), false);
   for (int64_t i = 0; i < 18; ++i)
