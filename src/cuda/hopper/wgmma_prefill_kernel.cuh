@@ -122,19 +122,10 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, uint
   const int tok_max = min(q_len - 1, static_cast<int>(p.group_div.div(row0 + kTileQ - 1)));
   const int pos_min = delta + tok_min;
   const int pos_max = delta + tok_max;
-  int kv_hi = p.causal ? min(kv_len, pos_max + 1) : kv_len;
-  kv_hi = max(kv_hi, 0);
-  const int n_tiles = (kv_hi + kTileKv - 1) / kTileKv;
-  int n_global = 0, first_win = 0;
-  if (p.local_window >= 0) {
-    const int lo = pos_min < 0 ? 0 : max(pos_min - p.local_window, 0);
-    first_win = min(lo / kTileKv, n_tiles);
-    const int global_keys = min(p.global_window, kv_hi);
-    n_global = min((global_keys + kTileKv - 1) / kTileKv, n_tiles);
-    if (first_win <= n_global) first_win = n_global = 0;
-  }
-  const int n_iter = n_global + (n_tiles - first_win);
-  auto tile_of = [&](int it) { return it < n_global ? it : it - n_global + first_win; };
+  const KvTileRange range =
+      kv_tile_range(kv_len, pos_min, pos_max, kTileKv, p.causal != 0, p.local_window, p.global_window);
+  const int n_iter = range.n_iter;
+  auto tile_of = [&](int it) { return range.tile(it); };
 
   const bool k_per_token = Tr::kKvInt8 && p.k_scale_mode == tc::kScalePerToken;
   const bool v_per_token = Tr::kKvInt8 && p.v_scale_mode == tc::kScalePerToken;
@@ -408,11 +399,9 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, uint
     // ---- scale, mask, online softmax (log2 domain): the tensor-core prefill's, one m16 tile ----
     const float* s_ks = s_scale + slot * 2 * kTileKv;
     const float* s_vs = s_ks + kTileKv;
-    const int kv_end = kv0 + kTileKv;
     const bool tile_has_invalid = s_flag[slot] != 0;
-    const bool need_mask = tile_has_invalid || kv_end > kv_len || (p.causal && kv_end - 1 > pos_min) ||
-                           (p.local_window >= 0 && pos_max >= 0 && kv0 < pos_max - p.local_window &&
-                            kv_end > p.global_window);
+    const bool need_mask = tile_has_invalid || tile_needs_mask(kv0, kTileKv, kv_len, pos_min, pos_max, p.causal != 0,
+                                                               p.local_window, p.global_window);
     const float sc_mul = k_per_token ? 1.f : p.sm_scale_log2;
     if (k_per_token) {
 #pragma unroll
@@ -430,8 +419,7 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, uint
 #pragma unroll
       for (int rr = 0; rr < 2; ++rr) {
         const int pos = row_pos(rr);
-        const int hi = p.causal ? min(kv_len - 1, pos) : kv_len - 1;
-        const int lo = p.local_window >= 0 && pos >= 0 ? pos - p.local_window : 0;
+        const RowBounds rb = row_bounds(pos, kv_len, p.causal != 0, p.local_window);
         bool any = false;
 #pragma unroll
         for (int nb = 0; nb < kNbKv; ++nb) {
@@ -439,7 +427,7 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, uint
           for (int e = 0; e < 2; ++e) {
             const int c = nb * 8 + 2 * (lane % 4) + e;
             const int j = kv0 + c;
-            const bool vis = j <= hi && (j >= lo || j < p.global_window) && valid[c] != 0;
+            const bool vis = key_visible(j, rb, p.global_window) && valid[c] != 0;
             if (!vis) s[4 * nb + 2 * rr + e] = kNegInf;
             any = any || vis;
           }

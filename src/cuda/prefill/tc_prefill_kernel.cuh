@@ -51,6 +51,7 @@
 
 #include <cstdint>
 
+#include "src/cuda/common/attn_tile.cuh"
 #include "src/cuda/common/mma_int8.cuh"
 
 namespace kvq::cuda::tc {
@@ -203,21 +204,10 @@ __device__ __forceinline__ void tc_prefill_device(const TcPrefillParams& p, uint
   const int tok_max = min(q_len - 1, static_cast<int>(p.group_div.div(row0 + kTileQ - 1)));
   const int pos_min = delta + tok_min;
   const int pos_max = delta + tok_max;
-  int kv_hi = p.causal ? min(kv_len, pos_max + 1) : kv_len;
-  kv_hi = max(kv_hi, 0);
-  const int n_tiles = (kv_hi + kTileKv - 1) / kTileKv;
-  int n_global = 0, first_win = 0;
-  if (p.local_window >= 0) {
-    // pos_min - local_window cannot overflow: pos_min >= 0 there (a row at a negative position
-    // sees no key under causal, which a local window implies).
-    const int lo = pos_min < 0 ? 0 : max(pos_min - p.local_window, 0);
-    first_win = min(lo / kTileKv, n_tiles);
-    const int global_keys = min(p.global_window, kv_hi);  // global_window >= 0 (validated)
-    n_global = min((global_keys + kTileKv - 1) / kTileKv, n_tiles);
-    if (first_win <= n_global) first_win = n_global = 0;  // contiguous from tile 0
-  }
-  const int n_iter = n_global + (n_tiles - first_win);
-  auto tile_of = [&](int it) { return it < n_global ? it : it - n_global + first_win; };
+  const KvTileRange range =
+      kv_tile_range(kv_len, pos_min, pos_max, kTileKv, p.causal != 0, p.local_window, p.global_window);
+  const int n_iter = range.n_iter;
+  auto tile_of = [&](int it) { return range.tile(it); };
 
   T* s_q = reinterpret_cast<T*>(smem);
   uint8_t* s_stage = smem + Tr::kQBytes;
@@ -482,10 +472,8 @@ __device__ __forceinline__ void tc_prefill_device(const TcPrefillParams& p, uint
     // ---- scale, mask, online softmax (log2 domain) ----
     const float* s_ks = s_scale + slot * 2 * kTileKv;
     const float* s_vs = s_ks + kTileKv;
-    const int kv_end = kv0 + kTileKv;
-    const bool need_mask = tile_has_invalid || kv_end > kv_len || (p.causal && kv_end - 1 > pos_min) ||
-                           (p.local_window >= 0 && pos_max >= 0 && kv0 < pos_max - p.local_window &&
-                            kv_end > p.global_window);
+    const bool need_mask = tile_has_invalid || tile_needs_mask(kv0, kTileKv, kv_len, pos_min, pos_max, p.causal != 0,
+                                                               p.local_window, p.global_window);
     // Without per-token K scales the constant scale is folded into exp2's FFMA: exp2(s*c - m).
     const float sc_mul = k_per_token ? 1.f : p.sm_scale_log2;
     if (k_per_token) {
@@ -513,9 +501,7 @@ __device__ __forceinline__ void tc_prefill_device(const TcPrefillParams& p, uint
 #pragma unroll
         for (int rr = 0; rr < 2; ++rr) {
           const int pos = row_pos(mq, rr);
-          const int hi = p.causal ? min(kv_len - 1, pos) : kv_len - 1;
-          // pos < 0 sees nothing (hi < 0), so the difference is only taken where it cannot overflow.
-          const int lo = p.local_window >= 0 && pos >= 0 ? pos - p.local_window : 0;
+          const RowBounds rb = row_bounds(pos, kv_len, p.causal != 0, p.local_window);
           bool any = false;
 #pragma unroll
           for (int nb = 0; nb < kNbKv; ++nb) {
@@ -523,7 +509,7 @@ __device__ __forceinline__ void tc_prefill_device(const TcPrefillParams& p, uint
             for (int e = 0; e < 2; ++e) {
               const int c = nb * 8 + 2 * (lane % 4) + e;
               const int j = kv0 + c;
-              const bool vis = j <= hi && (j >= lo || j < p.global_window) && valid[c] != 0;
+              const bool vis = key_visible(j, rb, p.global_window) && valid[c] != 0;
               if (!vis) s[mq][nb][2 * rr + e] = kNegInf;
               any = any || vis;
             }
