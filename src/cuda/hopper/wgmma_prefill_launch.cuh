@@ -1,6 +1,7 @@
 // src/cuda/hopper/wgmma_prefill_launch.cuh — the instantiation list of the Hopper prefill: per head
-// dim, q in {bf16, fp16} x cache in {q's dtype, int8}, plus fp16 q over int8 with per-token V
-// scales (kFactorV). One translation unit per head dim (wgmma_prefill_hd<D>.cu).
+// dim, q in {bf16, fp16} x cache in {q's dtype, int8}; int8 caches with per-token V scales take the
+// kFactorV variant; bf16 q over int8 runs its MMAs in fp16 (kFp16Math). One translation unit per
+// head dim (wgmma_prefill_hd<D>.cu).
 #pragma once
 #include <cuda_runtime.h>
 
@@ -30,8 +31,10 @@ void launch_wg_hd(const TcPrefillParams& params, int batch_size, bool q_fp16, bo
     else
       launch_wg_traits<WgPrefillTraits<kHeadDim, __half, false>>(params, batch_size, stream);
   } else {
-    if (kv_int8)
-      launch_wg_traits<WgPrefillTraits<kHeadDim, __nv_bfloat16, true>>(params, batch_size, stream);
+    if (kv_int8 && params.v_scale_mode == tc::kScalePerToken)
+      launch_wg_traits<WgPrefillTraits<kHeadDim, __nv_bfloat16, true, true, true>>(params, batch_size, stream);
+    else if (kv_int8)
+      launch_wg_traits<WgPrefillTraits<kHeadDim, __nv_bfloat16, true, false, true>>(params, batch_size, stream);
     else
       launch_wg_traits<WgPrefillTraits<kHeadDim, __nv_bfloat16, false>>(params, batch_size, stream);
   }
