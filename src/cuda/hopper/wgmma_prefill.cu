@@ -23,13 +23,6 @@ bool current_device_is_sm90() {
 }
 }  // namespace
 
-bool int8_fp16_math() {
-  const char* env = std::getenv("KVQ_HOPPER_INT8_MATH");
-  if (env != nullptr && std::strcmp(env, "bf16") == 0) return false;
-  if (env != nullptr && std::strcmp(env, "fp16") == 0) return true;
-  return kInt8Fp16MathDefault;
-}
-
 bool wg_prefill_selected(int padded_head_dim, int64_t max_packed_rows) {
   if (padded_head_dim != 64 && padded_head_dim != 128 && padded_head_dim != 256) return false;
   const char* env = std::getenv("KVQ_PREFILL_KERNEL");
@@ -45,11 +38,10 @@ void launch_wg_prefill(tc::TcPrefillParams params, int64_t max_packed_rows, int 
   params.num_q_tiles = static_cast<int>(tiles);
   if (tiles == 0 || batch_size == 0) return;
   auto s = static_cast<cudaStream_t>(stream);
-  const bool fp16 = kv_int8 && !q_fp16 && int8_fp16_math();
   switch (padded_head_dim) {
-    case 64: launch_wg_hd64(params, batch_size, q_fp16, kv_int8, fp16, s); break;
-    case 128: launch_wg_hd128(params, batch_size, q_fp16, kv_int8, fp16, s); break;
-    case 256: launch_wg_hd256(params, batch_size, q_fp16, kv_int8, fp16, s); break;
+    case 64: launch_wg_hd64(params, batch_size, q_fp16, kv_int8, s); break;
+    case 128: launch_wg_hd128(params, batch_size, q_fp16, kv_int8, s); break;
+    case 256: launch_wg_hd256(params, batch_size, q_fp16, kv_int8, s); break;
     default:
       throw Error(ErrorKind::kNotImplemented, "paged_prefill", "head_dim",
                   "not implemented: the Hopper prefill has no instantiation for padded head dim " +

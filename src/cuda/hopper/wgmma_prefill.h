@@ -17,12 +17,6 @@ constexpr int64_t kWgMinPackedRows = 4096;
 // KVQ_PREFILL_KERNEL=wgmma selects it whatever the rows, =mma keeps the mma.sync (sm_80) kernel.
 bool wg_prefill_selected(int padded_head_dim, int64_t max_packed_rows);
 
-// bf16 q over an int8 cache: whether the Hopper kernel runs its MMAs in fp16 (int8 K/V convert to
-// fp16 exactly with half the instructions of bf16; Q is scaled by a power of two per warpgroup and
-// rounded to fp16, P to fp16) or in bf16. KVQ_HOPPER_INT8_MATH=fp16|bf16 overrides the default.
-constexpr bool kInt8Fp16MathDefault = false;
-bool int8_fp16_math();
-
 // Launches over the same params as the tensor-core prefill (num_q_tiles is recomputed for
 // 128-row tiles from max_q_len * group); padded_head_dim in {64, 128, 256}.
 void launch_wg_prefill(tc::TcPrefillParams params, int64_t max_packed_rows, int batch_size, int padded_head_dim,

@@ -2,8 +2,7 @@
 #include "src/cuda/hopper/wgmma_prefill_launch.cuh"
 
 namespace kvq::cuda::hopper {
-void launch_wg_hd128(const TcPrefillParams& params, int batch_size, bool q_fp16, bool kv_int8, bool fp16_math,
-                     cudaStream_t stream) {
-  launch_wg_hd<128>(params, batch_size, q_fp16, kv_int8, fp16_math, stream);
+void launch_wg_hd128(const TcPrefillParams& params, int batch_size, bool q_fp16, bool kv_int8, cudaStream_t stream) {
+  launch_wg_hd<128>(params, batch_size, q_fp16, kv_int8, stream);
 }
 }  // namespace kvq::cuda::hopper

@@ -30,7 +30,6 @@
 #include <cuda_fp16.h>
 
 #include <cstdint>
-#include <type_traits>
 
 #include "src/cuda/common/mma_int8.cuh"
 #include "src/cuda/common/wgmma.cuh"
@@ -43,18 +42,10 @@ using tc::TcPrefillParams;
 constexpr int wg_tile_q() { return 128; }
 constexpr int wg_tile_kv(int head_dim) { return head_dim <= 128 ? 128 : 64; }
 
-// kFp16Math (bf16 q over an int8 cache): the MMAs run in fp16 — int8 K/V convert to fp16 with half
-// the instructions of bf16 (common/mma_int8.cuh) and are exact in it; Q (with the per-channel K
-// scale folded in) is scaled by a power of two per warpgroup so its largest finite |value| lands in
-// [2^14, 2^15) and rounded to fp16 (11 significant bits against bf16's 8); P is rounded to fp16
-// (finer than bf16); per-token V scales are factored out of P as for fp16 q (kFactorV). out and lse
-// are bf16/fp32 as always.
-template <int kHeadDim_, typename DTypeQ_, bool kKvInt8_, bool kFactorV_ = false, bool kFp16Math_ = false>
+template <int kHeadDim_, typename DTypeQ_, bool kKvInt8_, bool kFactorV_ = false>
 struct WgPrefillTraits {
   static constexpr int kHeadDim = kHeadDim_;
   using DTypeQ = DTypeQ_;
-  static constexpr bool kFp16Math = kFp16Math_;
-  using DTypeMma = std::conditional_t<kFp16Math_, __half, DTypeQ_>;
   static constexpr bool kKvInt8 = kKvInt8_;
   static constexpr bool kFactorV = kFactorV_;
   static constexpr int kTileQ = wg_tile_q();
@@ -76,15 +67,13 @@ struct WgPrefillTraits {
   static constexpr int kValidOff = kVmaxOff + kStages * (kTileKv / 32) * 4;  // uint8 [kStages][kTileKv]
   static constexpr int kOffOff = (kValidOff + kStages * kTileKv + 15) / 16 * 16;  // int64 [kStages][kTileKv]
   static constexpr int kFlagOff = kOffOff + kStages * kTileKv * 8;  // int [kStages]
-  static constexpr int kQmaxOff = kFlagOff + kStages * 4;             // float [2 consumers][4 warps]
-  static constexpr int kBarOff = (kQmaxOff + 8 * 4 + 7) / 8 * 8;  // uint64 full_k, full_v, empty [kStages]
+  static constexpr int kBarOff = (kFlagOff + kStages * 4 + 7) / 8 * 8;  // uint64 full_k, full_v, empty [kStages]
   // The dynamic shared memory base is 1024-aligned on sm_90 (checked by the kernel).
   static constexpr int kSmemBytes = kBarOff + 3 * kStages * 8;
 
   static_assert(kHeadDim % 64 == 0 && kHeadDim <= 256, "head dims are whole 64-column panels up to 256");
   static_assert(kTileKv <= 128 && kTileKv % 32 == 0, "one producer thread per token; whole warps of V scales");
   static_assert(kKvTileBytes % 1024 == 0 && kQBytes % 1024 == 0, "panels start at 1024-byte boundaries");
-  static_assert(!kFp16Math || (kKvInt8 && std::is_same_v<DTypeQ_, __nv_bfloat16>), "fp16 math is for bf16 q over int8");
   static_assert(kSmemBytes <= 232448, "shared memory of one CTA on sm_90");
   static_assert(kProducerRegs * 128 + kConsumerRegs * 256 <= 168 * 384, "setmaxnreg within the launch allocation");
 };
@@ -92,8 +81,7 @@ struct WgPrefillTraits {
 template <typename Tr>
 __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, uint8_t* smem_raw) {
 #if KVQ_SM90_ENABLED
-  using T = typename Tr::DTypeMma;  // operands of the MMAs
-  using TQ = typename Tr::DTypeQ;   // q and out
+  using T = typename Tr::DTypeQ;
   constexpr int kHeadDim = Tr::kHeadDim;
   constexpr int kTileQ = Tr::kTileQ;
   constexpr int kTileKv = Tr::kTileKv;
@@ -339,67 +327,32 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, uint
   };
 
   // ---- Q rows of this warpgroup -> shared (swizzled panels; K's per-channel scale folded in) ----
-  float q_pow2 = 1.f;  // kFp16Math: Q was stored times 1 / q_pow2 (a power of two)
   {
-    const TQ* q_ptr = static_cast<const TQ*>(p.q);
+    const T* q_ptr = static_cast<const T*>(p.q);
     constexpr int kQChunks = kHeadDim / 8;
-    // Chunk idx of this warpgroup's rows as fp32 (q * k_scale for per-channel K); false: zeros.
-    auto load_chunk = [&](int idx, float (&x)[8]) -> bool {
-      const int r = cw * 64 + idx / kQChunks;
-      const int ch = idx % kQChunks;
-      const int pr = row0 + r;
-      if (!(pr < packed_len && ch * 8 < p.head_dim)) return false;
-      uint32_t tok, hin;
-      p.group_div.divmod(static_cast<uint32_t>(pr), tok, hin);
-      const TQ* src = q_ptr + (static_cast<int64_t>(q_start) + tok) * p.q_stride_n +
-                      static_cast<int64_t>(q_head_of(static_cast<int>(hin))) * p.q_stride_h + ch * 8;
-      const uint4 v = *reinterpret_cast<const uint4*>(src);
-      const uint32_t* w = reinterpret_cast<const uint32_t*>(&v);
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const float2 f = tc::unpack2<TQ>(w[e]);
-        x[2 * e] = f.x;
-        x[2 * e + 1] = f.y;
-        if (k_per_channel) {
-          const int d = ch * 8 + 2 * e;
-          x[2 * e] *= tc::load_scale_any(p.k_scale, kv_head * p.ks_stride_a + d * p.ks_stride_b, p.k_scale_dtype);
-          x[2 * e + 1] *=
-              tc::load_scale_any(p.k_scale, kv_head * p.ks_stride_a + (d + 1) * p.ks_stride_b, p.k_scale_dtype);
-        }
-      }
-      return true;
-    };
-    float q_inv = 1.f;
-    if constexpr (Tr::kFp16Math) {
-      // Largest finite |q'| of the warpgroup's rows (non-finite values keep their own rows NaN).
-      float amax = 0.f;
-      for (int idx = ctid; idx < 64 * kQChunks; idx += 128) {
-        float x[8];
-        if (load_chunk(idx, x)) {
-#pragma unroll
-          for (int e = 0; e < 8; ++e)
-            if (fabsf(x[e]) <= 3.402823466e38f) amax = fmaxf(amax, fabsf(x[e]));
-        }
-      }
-      const unsigned wmax = __reduce_max_sync(0xffffffffu, __float_as_uint(amax));  // non-negative floats
-      float* s_qmax = reinterpret_cast<float*>(smem + Tr::kQmaxOff) + cw * 4;
-      if (lane == 0) s_qmax[warp_in] = __uint_as_float(wmax);
-      wg::named_sync(2 + cw, 128);
-      amax = fmaxf(fmaxf(s_qmax[0], s_qmax[1]), fmaxf(s_qmax[2], s_qmax[3]));
-      const int e = amax > 0.f ? min(max(ilogbf(amax) - 14, -100), 100) : 0;
-      q_pow2 = ldexpf(1.f, e);
-      q_inv = ldexpf(1.f, -e);
-    }
     for (int idx = ctid; idx < 64 * kQChunks; idx += 128) {
       const int r = cw * 64 + idx / kQChunks;
       const int ch = idx % kQChunks;
-      float x[8];
+      const int pr = row0 + r;
       uint4 v = make_uint4(0, 0, 0, 0);
-      if (load_chunk(idx, x)) {
-        v.x = tc::pack2<T>(x[0] * q_inv, x[1] * q_inv);
-        v.y = tc::pack2<T>(x[2] * q_inv, x[3] * q_inv);
-        v.z = tc::pack2<T>(x[4] * q_inv, x[5] * q_inv);
-        v.w = tc::pack2<T>(x[6] * q_inv, x[7] * q_inv);
+      if (pr < packed_len && ch * 8 < p.head_dim) {
+        uint32_t tok, hin;
+        p.group_div.divmod(static_cast<uint32_t>(pr), tok, hin);
+        const T* src = q_ptr + (static_cast<int64_t>(q_start) + tok) * p.q_stride_n +
+                       static_cast<int64_t>(q_head_of(static_cast<int>(hin))) * p.q_stride_h + ch * 8;
+        v = *reinterpret_cast<const uint4*>(src);
+        if (k_per_channel) {
+          uint32_t* w = reinterpret_cast<uint32_t*>(&v);
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int d = ch * 8 + 2 * e;
+            const float2 x = tc::unpack2<T>(w[e]);
+            const float s0 = tc::load_scale_any(p.k_scale, kv_head * p.ks_stride_a + d * p.ks_stride_b, p.k_scale_dtype);
+            const float s1 =
+                tc::load_scale_any(p.k_scale, kv_head * p.ks_stride_a + (d + 1) * p.ks_stride_b, p.k_scale_dtype);
+            w[e] = tc::pack2<T>(x.x * s0, x.y * s1);
+          }
+        }
       }
       *reinterpret_cast<uint4*>(s_q + wg::tile_offset(kTileQ, r, ch * 8)) = v;
     }
@@ -449,15 +402,11 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, uint
     const bool tile_has_invalid = s_flag[slot] != 0;
     const bool need_mask = tile_has_invalid || tile_needs_mask(kv0, kTileKv, kv_len, pos_min, pos_max, p.causal != 0,
                                                                p.local_window, p.global_window);
-    const float sc_mul = k_per_token ? q_pow2 : p.sm_scale_log2 * q_pow2;
+    const float sc_mul = k_per_token ? 1.f : p.sm_scale_log2;
     if (k_per_token) {
 #pragma unroll
       for (int nb = 0; nb < kNbKv; ++nb) {
-        float2 sc = *reinterpret_cast<const float2*>(s_ks + nb * 8 + 2 * (lane % 4));
-        if constexpr (Tr::kFp16Math) {
-          sc.x *= q_pow2;
-          sc.y *= q_pow2;
-        }
+        const float2 sc = *reinterpret_cast<const float2*>(s_ks + nb * 8 + 2 * (lane % 4));
         s[4 * nb + 0] *= sc.x;
         s[4 * nb + 1] *= sc.y;
         s[4 * nb + 2] *= sc.x;
@@ -559,7 +508,7 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, uint
   }
 
   // ---- epilogue: normalize, per-channel V scale, write rows that exist ----
-  TQ* out_ptr = static_cast<TQ*>(p.out);
+  T* out_ptr = static_cast<T*>(p.out);
   constexpr float kLn2 = 0.693147180559945309f;
 #pragma unroll
   for (int rr = 0; rr < 2; ++rr) {
@@ -576,7 +525,7 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, uint
     p.group_div.divmod(static_cast<uint32_t>(pr), tok, hin);
     const int64_t tq = static_cast<int64_t>(q_start) + tok;
     const int qh = q_head_of(static_cast<int>(hin));
-    TQ* orow = out_ptr + tq * p.o_stride_n + static_cast<int64_t>(qh) * p.o_stride_h;
+    T* orow = out_ptr + tq * p.o_stride_n + static_cast<int64_t>(qh) * p.o_stride_h;
 #pragma unroll
     for (int nb = 0; nb < kNbD; ++nb) {
       const int d = nb * 8 + 2 * (lane % 4);
@@ -589,7 +538,7 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, uint
         }
         if (empty_row) v0 = v1 = 0.f;
         if (nan_row) v0 = v1 = kNaN;
-        *reinterpret_cast<uint32_t*>(orow + d) = tc::pack2<TQ>(v0, v1);
+        *reinterpret_cast<uint32_t*>(orow + d) = tc::pack2<T>(v0, v1);
       }
     }
     if (p.lse != nullptr && lane % 4 == 0) {

@@ -1,8 +1,6 @@
 // src/cuda/hopper/wgmma_prefill_launch.cuh — the instantiation list of the Hopper prefill: per head
-// dim, q in {bf16, fp16} x cache in {q's dtype, int8}; int8 caches with per-token V scales take the
-// kFactorV variant; bf16 q over int8 runs its MMAs in bf16, or in fp16 (kFp16Math) when fp16_math
-// is set (KVQ_HOPPER_INT8_MATH, wgmma_prefill.cu). One translation unit per head dim
-// (wgmma_prefill_hd<D>.cu).
+// dim, q in {bf16, fp16} x cache in {q's dtype, int8}, plus fp16 q over int8 with per-token V
+// scales (kFactorV). One translation unit per head dim (wgmma_prefill_hd<D>.cu).
 #pragma once
 #include <cuda_runtime.h>
 
@@ -23,8 +21,7 @@ void launch_wg_traits(const TcPrefillParams& params, int batch_size, cudaStream_
 }
 
 template <int kHeadDim>
-void launch_wg_hd(const TcPrefillParams& params, int batch_size, bool q_fp16, bool kv_int8, bool fp16_math,
-                  cudaStream_t stream) {
+void launch_wg_hd(const TcPrefillParams& params, int batch_size, bool q_fp16, bool kv_int8, cudaStream_t stream) {
   if (q_fp16) {
     if (kv_int8 && params.v_scale_mode == tc::kScalePerToken)
       launch_wg_traits<WgPrefillTraits<kHeadDim, __half, true, true>>(params, batch_size, stream);
@@ -33,11 +30,7 @@ void launch_wg_hd(const TcPrefillParams& params, int batch_size, bool q_fp16, bo
     else
       launch_wg_traits<WgPrefillTraits<kHeadDim, __half, false>>(params, batch_size, stream);
   } else {
-    if (kv_int8 && fp16_math && params.v_scale_mode == tc::kScalePerToken)
-      launch_wg_traits<WgPrefillTraits<kHeadDim, __nv_bfloat16, true, true, true>>(params, batch_size, stream);
-    else if (kv_int8 && fp16_math)
-      launch_wg_traits<WgPrefillTraits<kHeadDim, __nv_bfloat16, true, false, true>>(params, batch_size, stream);
-    else if (kv_int8)
+    if (kv_int8)
       launch_wg_traits<WgPrefillTraits<kHeadDim, __nv_bfloat16, true>>(params, batch_size, stream);
     else
       launch_wg_traits<WgPrefillTraits<kHeadDim, __nv_bfloat16, false>>(params, batch_size, stream);
@@ -45,8 +38,8 @@ void launch_wg_hd(const TcPrefillParams& params, int batch_size, bool q_fp16, bo
 }
 
 // Defined in wgmma_prefill_hd<D>.cu.
-void launch_wg_hd64(const TcPrefillParams&, int, bool, bool, bool, cudaStream_t);
-void launch_wg_hd128(const TcPrefillParams&, int, bool, bool, bool, cudaStream_t);
-void launch_wg_hd256(const TcPrefillParams&, int, bool, bool, bool, cudaStream_t);
+void launch_wg_hd64(const TcPrefillParams&, int, bool, bool, cudaStream_t);
+void launch_wg_hd128(const TcPrefillParams&, int, bool, bool, cudaStream_t);
+void launch_wg_hd256(const TcPrefillParams&, int, bool, bool, cudaStream_t);
 
 }  // namespace kvq::cuda::hopper
