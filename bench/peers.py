@@ -279,9 +279,11 @@ def run_decode(name, B, kv_len, page=16, Hq=32, Hkv=8, D=128, q_len=1, routes=()
         base = "kvq_decode" if q_len == 1 else "kvq_prefill"
         for peer, route in [(base, None)] + ([("kvq_decode_" + r, r) for r in routes] if q_len == 1 else []):
             try:
-                if route is None:
-                    os.environ.pop("KVQ_DECODE_PATH", None)
-                else:
+                os.environ.pop("KVQ_DECODE_PATH", None)
+                os.environ.pop("KVQ_DECODE_KERNEL", None)
+                if route == "v5":  # the tensor-core decode's previous (per-thread cp.async) variant
+                    os.environ["KVQ_DECODE_KERNEL"] = "v5"
+                elif route is not None:
                     os.environ["KVQ_DECODE_PATH"] = route
                 fns, outs = kvq_fns(lambda i: cases[i]["k8"], lambda i: cases[i]["v8"], True)
                 fns[0]()
@@ -291,6 +293,7 @@ def run_decode(name, B, kv_len, page=16, Hq=32, Hkv=8, D=128, q_len=1, routes=()
             except Exception as e:
                 log(f"  {peer:22s} not run: {short(e)}")
         os.environ.pop("KVQ_DECODE_PATH", None)
+        os.environ.pop("KVQ_DECODE_KERNEL", None)
         try:
             c16 = [paged_16bit(c, c["q"].dtype) for c in cases]
             fns, outs = kvq_fns(lambda i: c16[i][0], lambda i: c16[i][1], False)
@@ -373,7 +376,8 @@ def main():
     ap.add_argument("--full", action="store_true", help="also D96 and the page-size sweep")
     ap.add_argument("--only", default="", help="comma-separated shape names")
     ap.add_argument("--paths", default="fused,dequant", help="kvq prefill paths to time")
-    ap.add_argument("--routes", default="split", help="decode kernels forced by KVQ_DECODE_PATH, timed beside the default")
+    ap.add_argument("--routes", default="split", help="decode kernels timed beside the default: KVQ_DECODE_PATH values (split, tc), or v5 "
+                    "(KVQ_DECODE_KERNEL=v5: the tensor-core decode without bulk copies)")
     ap.add_argument("--out", default="bench/results/peers.json")
     a = ap.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False

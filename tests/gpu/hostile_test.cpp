@@ -899,6 +899,57 @@ TEST(HostileDecode, EmptyRowsStayZeroWhateverTheData) {
   }
 }
 
+// Head dim 128, page 16: the shape the tensor-core decode's bulk-copy (TMA) variant serves on sm_90
+// for int8 and bf16 caches. Invalid block ids (negative, past the cache, near INT32_MAX) are masked,
+// and rows of the last page past kv_len holding NaN (bf16: never read as values, int8: NaN scales
+// of per-token rows past the end) change nothing.
+TEST(HostileDecode, BulkShapeInvalidBlocksAndNaNPastTheEnd) {
+  for (DType kv : {DType::kInt8, DType::kBFloat16}) {
+    for (ScaleMode mode : {ScaleMode::kPerChannel, ScaleMode::kPerToken}) {
+      if (kv != DType::kInt8 && mode == ScaleMode::kPerToken) continue;
+      SCOPED_TRACE(std::string(to_string(kv)) + (mode == ScaleMode::kPerToken ? " per-token" : " per-channel"));
+      PagedCaseSpec s = base_spec(kv == DType::kInt8 ? HPath::kFusedInt8 : HPath::kFusedBf16, {1, 1, 1, 1},
+                                  {70, 300, 37, 1000}, 141);
+      s.head_dim = 128;
+      s.num_qo_heads = 8;
+      s.kv_dtype = kv;
+      s.k_scale_mode = mode;
+      s.v_scale_mode = mode;
+      PagedCase c = make_paged_case(s);
+      c.block_tables.set({1, 4}, -1);         // sequence 1, keys 64..79
+      c.block_tables.set({1, 9}, 1 << 20);    // keys 144..159
+      c.block_tables.set({3, 30}, INT32_MAX);  // sequence 3, keys 480..495
+      // Sequence 2 (kv_len 37): rows 37..47 of its third page, every kv head.
+      const int32_t last = c.block_ids[2][2];
+      for (int64_t pos = 37 % 16; pos < 16; ++pos)
+        for (int64_t h = 0; h < s.num_kv_heads; ++h)
+          for (int64_t d = 0; d < s.head_dim; ++d) {
+            if (kv == DType::kInt8) {
+              if (mode == ScaleMode::kPerToken) {
+                const int64_t row = s.layout == KvLayout::kHND ? (last * s.num_kv_heads + h) * 16 + pos
+                                                               : (last * 16 + pos) * s.num_kv_heads + h;
+                c.k_scale.store(row, kNaN);
+                c.v_scale.store(row, kNaN);
+              }
+            } else {
+              c.k_cache.store(cache_offset(c.k_cache.view(), s.layout, last, h, pos, d), kNaN);
+              c.v_cache.store(cache_offset(c.v_cache.view(), s.layout, last, h, pos, d), kNaN);
+            }
+          }
+      const RefOutput ref = decode_oracle(c);
+      for (int splits : kDecodeSplits) {
+        SCOPED_TRACE("num_splits " + std::to_string(splits));
+        DecodeArgs host = c.decode_args();
+        host.num_splits = splits;
+        const DecodeRun r = run_decode(c, host, false);
+        ASSERT_FALSE(r.threw) << r.what;
+        const ErrorStats st = compare_decode_output(r.out.view(), ref);
+        EXPECT_TRUE(st.ok(kTol)) << st.describe();
+      }
+    }
+  }
+}
+
 // ---- decode: hostile kv_lens (check=false: clamped to [0, table width * page_size]) ----
 
 TEST(HostileDecode, NegativeKvLenIsAnEmptyRow) {

@@ -5,13 +5,20 @@
 // (<= 8 for head_dim 256); int8 (any scale modes), bf16 and fp16 caches; q bf16 or fp16; every
 // K/V row 16-byte aligned (pointer and strides). Anything else takes the CUDA-core split kernel.
 // Instantiations: cache dtype {int8, bf16, fp16} x head_dim {64, 128, 256} x n-tiles {1, 2}
-// (head_dim 256: 1) = 15 kernels.
+// (head_dim 256: 1) = 15 kernels, each also as the bulk-copy (TMA) variant where rows are >= 128
+// bytes (14 more). The bulk variant is the default on sm_90 for page_size % 16 == 0 when its tensor
+// maps encode; KVQ_DECODE_KERNEL=v5 keeps the per-thread cp.async kernel everywhere.
 // Workspace (num_splits > 1): [partial_o fp32 [T, Hq, S, D]] [pad to 256 B] [partial_lse fp32 [T, Hq, S]].
 #include "src/cuda/decode/mma_decode.h"
 
 #include <cuda_runtime.h>
 
+#include <cuda.h>
+#include <cudaTypedefs.h>
+
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <vector>
 
@@ -49,9 +56,9 @@ struct KernelInfo {
   int ctas_per_sm = 0;
 };
 
-template <typename KV, int kD, int kNT>
+template <typename KV, int kD, int kNT, bool kBulk>
 KernelInfo info_of() {
-  using Tr = MmaDecodeTraits<KV, kD, kNT>;
+  using Tr = MmaDecodeTraits<KV, kD, kNT, kBulk>;
   static std::once_flag once;
   static int occupancy = 0;
   auto* fn = &mma_decode_kernel<Tr>;
@@ -67,31 +74,91 @@ KernelInfo info_of() {
   return k;
 }
 
-template <typename KV, int kD>
+template <typename KV, int kD, bool kBulk>
 KernelInfo info_nt(int nt) {
   if constexpr (kD == 256) {
-    return info_of<KV, kD, 1>();
+    return info_of<KV, kD, 1, kBulk>();
   } else {
-    return nt == 1 ? info_of<KV, kD, 1>() : info_of<KV, kD, 2>();
+    return nt == 1 ? info_of<KV, kD, 1, kBulk>() : info_of<KV, kD, 2, kBulk>();
   }
+}
+
+template <typename KV, int kD>
+KernelInfo info_b(int nt, bool bulk) {
+  if constexpr (kD * sizeof(KV) >= 128) {
+    if (bulk) return info_nt<KV, kD, true>(nt);
+  }
+  return info_nt<KV, kD, false>(nt);
 }
 
 template <typename KV>
-KernelInfo info_d(int64_t d, int nt) {
+KernelInfo info_d(int64_t d, int nt, bool bulk) {
   switch (d) {
-    case 64: return info_nt<KV, 64>(nt);
-    case 128: return info_nt<KV, 128>(nt);
-    default: return info_nt<KV, 256>(nt);
+    case 64: return info_b<KV, 64>(nt, bulk);
+    case 128: return info_b<KV, 128>(nt, bulk);
+    default: return info_b<KV, 256>(nt, bulk);
   }
 }
 
-KernelInfo kernel_for(const detail::AttnProblem& p, int64_t max_q_len) {
+bool current_device_is_sm90() {
+  int dev = 0, major = 0, minor = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return false;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) return false;
+  if (cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess) return false;
+  return major == 9 && minor == 0;
+}
+
+// The bulk (TMA) variant for this shape on this device: sm_90, rows of >= 128 bytes, 16-key steps
+// inside one page; KVQ_DECODE_KERNEL=v5 turns it off. (The views' tensor maps may still refuse:
+// launch_mma_decode then takes the cp.async kernel.)
+bool bulk_for_shape(const detail::AttnProblem& p) {
+  const char* env = std::getenv("KVQ_DECODE_KERNEL");
+  if (env != nullptr && std::strcmp(env, "v5") == 0) return false;
+  if (p.page_size % 16 != 0 || p.head_dim * static_cast<int64_t>(dtype_size(p.kv_dtype)) < 128) return false;
+  return current_device_is_sm90();
+}
+
+KernelInfo kernel_for(const detail::AttnProblem& p, int64_t max_q_len, bool bulk) {
   const int nt = n_tiles_for(p, max_q_len);
   switch (p.kv_dtype) {
-    case DType::kInt8: return info_d<int8_t>(p.head_dim, nt);
-    case DType::kBFloat16: return info_d<__nv_bfloat16>(p.head_dim, nt);
-    default: return info_d<__half>(p.head_dim, nt);
+    case DType::kInt8: return info_d<int8_t>(p.head_dim, nt, bulk);
+    case DType::kBFloat16: return info_d<__nv_bfloat16>(p.head_dim, nt, bulk);
+    default: return info_d<__half>(p.head_dim, nt, bulk);
   }
+}
+
+PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    void* f = nullptr;
+    cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &q) != cudaSuccess ||
+        q != cudaDriverEntryPointSuccess)
+      f = nullptr;
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f);
+  }();
+  return fn;
+}
+
+// A tensor map over one cache view [blocks, a, b, D] (a, b = heads, positions or the reverse):
+// dims (D, dim1, dim2, blocks), dim1 the smaller-stride one of heads and positions; box 128 bytes of
+// D x 16 positions; 128-byte swizzle; out-of-bounds boxes zero-filled. False when the driver refuses.
+bool encode_cache_map(CUtensorMap* map, const TensorView& t, bool hnd, int64_t page_size, int64_t num_kv_heads,
+                      int64_t eb, bool pos_first) {
+  auto enc = tensor_map_encoder();
+  if (enc == nullptr) return false;
+  const int64_t sh = hnd ? t.strides[1] : t.strides[2], sp = hnd ? t.strides[2] : t.strides[1];
+  const CUtensorMapDataType dt = eb == 1 ? CU_TENSOR_MAP_DATA_TYPE_UINT8 : CU_TENSOR_MAP_DATA_TYPE_UINT16;
+  const cuuint64_t dims[4] = {static_cast<cuuint64_t>(t.shape[3]),
+                              static_cast<cuuint64_t>(pos_first ? page_size : num_kv_heads),
+                              static_cast<cuuint64_t>(pos_first ? num_kv_heads : page_size),
+                              static_cast<cuuint64_t>(t.shape[0])};
+  const cuuint64_t strides[3] = {static_cast<cuuint64_t>((pos_first ? sp : sh) * eb),
+                                 static_cast<cuuint64_t>((pos_first ? sh : sp) * eb),
+                                 static_cast<cuuint64_t>(t.strides[0] * eb)};
+  const cuuint32_t box[4] = {static_cast<cuuint32_t>(128 / eb), pos_first ? 16u : 1u, pos_first ? 1u : 16u, 1u};
+  const cuuint32_t estr[4] = {1, 1, 1, 1};
+  return enc(map, dt, 4, t.data, dims, strides, box, estr, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+             CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
 }  // namespace
@@ -138,7 +205,8 @@ int plan_mma_decode_splits(const detail::AttnProblem& p, int64_t max_q_len, int 
   const int64_t max_kv = p.max_blocks_per_seq * p.page_size;
   const int64_t split_cap =
       std::clamp<int64_t>((max_kv + kMinKeysPerSplit - 1) / kMinKeysPerSplit, 1, kMaxSplits);
-  const int64_t slots = static_cast<int64_t>(current_device_sm_count()) * kernel_for(p, max_q_len).ctas_per_sm;
+  const int64_t slots =
+      static_cast<int64_t>(current_device_sm_count()) * kernel_for(p, max_q_len, bulk_for_shape(p)).ctas_per_sm;
   return static_cast<int>(fullest_wave_splits(p.batch_size * p.num_kv_heads, slots, split_cap));
 }
 
@@ -197,7 +265,17 @@ void launch_mma_decode(const MmaDecodeLaunch& L, const detail::AttnProblem& p, i
   prm.v_blk_bytes = static_cast<uint32_t>(prm.cache.v_stride_block * eb);
   prm.v_head_bytes = static_cast<uint32_t>(prm.cache.v_stride_head * eb);
   prm.v_pos_bytes = static_cast<uint32_t>(prm.cache.v_stride_pos * eb);
-  const KernelInfo k = kernel_for(p, L.max_q_len);
+  bool bulk = bulk_for_shape(p);
+  if (bulk) {
+    const bool hnd = L.kv->layout == KvLayout::kHND;
+    // Position as the map's dim 1 when its stride is the smaller one (HND), heads otherwise.
+    const int64_t sh = hnd ? L.kv->k_cache.strides[1] : L.kv->k_cache.strides[2];
+    const int64_t sp = hnd ? L.kv->k_cache.strides[2] : L.kv->k_cache.strides[1];
+    prm.tma_pos_first = sp < sh;
+    bulk = encode_cache_map(&prm.tma_k, L.kv->k_cache, hnd, p.page_size, p.num_kv_heads, eb, prm.tma_pos_first) &&
+           encode_cache_map(&prm.tma_v, L.kv->v_cache, hnd, p.page_size, p.num_kv_heads, eb, prm.tma_pos_first);
+  }
+  const KernelInfo k = kernel_for(p, L.max_q_len, bulk);
   auto s = static_cast<cudaStream_t>(stream);
   dim3 grid(static_cast<unsigned>(p.batch_size) * num_splits, static_cast<unsigned>(p.num_kv_heads));
   k.fn<<<grid, 128, k.smem, s>>>(prm);

@@ -61,6 +61,9 @@
 #include "src/cuda/common/cp_async.cuh"
 #include "src/cuda/common/mma_int8.cuh"
 #include "src/cuda/common/paged.cuh"
+#include "src/cuda/common/wgmma.cuh"
+
+#include <cuda.h>  // CUtensorMap (the type only; maps are encoded by the host, mma_decode.cu)
 
 namespace kvq::cuda {
 
@@ -95,10 +98,25 @@ struct MmaDecodeParams {
   // strides, all < 2^31 (the planner checks), so per-key addressing is 32-bit but for the block.
   uint32_t k_blk_bytes = 0, k_head_bytes = 0, k_pos_bytes = 0;
   uint32_t v_blk_bytes = 0, v_head_bytes = 0, v_pos_bytes = 0;
+  // Bulk-copy variant (MmaDecodeTraits<..., true>): TMA tensor maps over the K and V caches, dims
+  // (innermost first) head dim, then kv head and in-page position in the order given by
+  // tma_pos_first (position is dim 1 when true), then block; box = 128 bytes of the head dim x 1
+  // head x 16 positions x 1 block, 128-byte swizzle.
+  CUtensorMap tma_k;
+  CUtensorMap tma_v;
+  bool tma_pos_first = false;
 };
 
-template <typename DTypeKV_, int kD_, int kNT_>
+// kBulk_: the K and V tiles of a 16-key step arrive by TMA (one instruction per 128 bytes of head dim
+// for all 16 keys, issued by lane 0 of the warp, completing on the slot's mbarrier) in the 128-byte
+// swizzled layout (16-byte chunk c of row r at chunk c ^ (r % 8) of the row, 16-row boxes of 2 KB),
+// instead of 16-byte cp.async per thread; sm_90, rows of >= 128 bytes, page_size % 16 == 0.
+// Per-token scales still come by cp.async. Element maps of the bulk layout (bank-conflict-free reads):
+// K: thread t reads the 16-byte pieces 2t + (u & 1) + 8 (u >> 1) of rows g and g + 8; V: thread g
+// reads the pieces g + 8u of its four key rows.
+template <typename DTypeKV_, int kD_, int kNT_, bool kBulk_ = false>
 struct MmaDecodeTraits {
+  static constexpr bool kBulk = kBulk_;
   using DTypeKV = DTypeKV_;
   using T = std::conditional_t<std::is_same_v<DTypeKV_, __nv_bfloat16>, __nv_bfloat16, __half>;  // MMA dtype
   static constexpr bool kInt8 = std::is_same_v<DTypeKV_, int8_t>;
@@ -120,10 +138,20 @@ struct MmaDecodeTraits {
   static constexpr int kVBytes = kD * kEB / 8;     // per thread per V row (8, 16, 32, 64)
   static constexpr int kVUnits = kVBytes >= 16 ? 4 * (kVBytes / 16) : 2;
   static constexpr int kUnits = 2 * kKVec + kVUnits + 1;  // 16-byte units per thread per step (+1: scales)
-  static constexpr int kStageBytes = kUnits * 16 * 32 * kWarps;
+  // Bulk variant: per (slot, warp) a K tile and a V tile of 16 rows x kRowBytes (kBoxes boxes of 2 KB)
+  // in the ring, the thread-private scale unit in a second region, the mbarriers after it.
+  static constexpr int kRowBytes = kD_ * kEB;
+  static constexpr int kBoxes = kRowBytes / 128;
+  static constexpr int kTileBytes = 16 * kRowBytes;
+  static constexpr int kStageBytes = kBulk_ ? (2 * kTileBytes + 512) * kWarps : kUnits * 16 * 32 * kWarps;
   static constexpr int kStages = (57344 / kStageBytes) < 2 ? 2 : ((57344 / kStageBytes) > 4 ? 4 : (57344 / kStageBytes));
+  static constexpr int kScaleOff = kStages * kWarps * 2 * kTileBytes;  // bulk: scale units [kStages][kWarps][32] x 16 B
+  static constexpr int kBarOff = kScaleOff + kStages * kWarps * 512;  // bulk: uint64 [kStages][kWarps]
+  static constexpr int kRingBytes = kBulk_ ? kBarOff + kStages * kWarps * 8 : kStages * kStageBytes;
   static constexpr int kMergeBytes = (2 * kWarps * kRows + kWarps * kRows * kD) * 4;
-  static constexpr int kSmemBytes = kStages * kStageBytes > kMergeBytes ? kStages * kStageBytes : kMergeBytes;
+  static constexpr int kSmemBytes = kRingBytes > kMergeBytes ? kRingBytes : kMergeBytes;
+  static_assert(!kBulk_ || (kRowBytes % 128 == 0), "bulk tiles are whole 128-byte boxes");
+  static_assert(!kBulk_ || kMergeBytes <= kBarOff, "the merge area does not overlap the mbarriers");
   static_assert(kD % 64 == 0, "head dims 64, 128, 256");
   static_assert(kKBytes % 16 == 0, "whole 16-byte K pieces");
 };
@@ -213,7 +241,17 @@ __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const _
   // row, so that one cp.async instruction of the warp covers whole 64-byte runs of 8 rows.
   auto k_dim_of = [](int tt, int e) {
     constexpr int kPiece = 16 / Traits::kEB;  // elements per 16-byte piece
-    return kPiece * (tt + 4 * (e / kPiece)) + e % kPiece;
+    const int u = e / kPiece;
+    if constexpr (Traits::kBulk) return kPiece * (2 * tt + (u & 1) + 8 * (u >> 1)) + e % kPiece;
+    return kPiece * (tt + 4 * u) + e % kPiece;
+  };
+  // The d of element e (0 <= e < kD / 8) of thread g's V pieces.
+  auto v_dim_of = [](int gg, int e) {
+    if constexpr (Traits::kBulk) {
+      constexpr int kPiece = 16 / Traits::kEB;
+      return kPiece * (gg + 8 * (e / kPiece)) + e % kPiece;
+    }
+    return gg * (kD / 8) + e;
   };
   auto row_head = [&](int r) {
     const int gi = r % group;
@@ -328,6 +366,20 @@ __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const _
   auto slot_ptr = [&](int slot, int unit) { return smem_u4 + ((slot * kW + warp) * kUnits + unit) * 32 + lane; };
   constexpr int kCR = Traits::kCR;
   auto k_tile = [&](int slot) { return smem_u4 + ((slot * kW + warp) * kUnits) * 32; };  // 16 * kCR chunks
+  // Bulk variant: the K tile (V tile: + kTileBytes) of (slot, warp), the thread's scale unit, the
+  // slot's mbarrier, and the 16-byte chunk c of row r of a tile (box c / 8, swizzled in its box).
+  auto bk_tile = [&](int slot) {
+    return reinterpret_cast<char*>(smem_u4) + (slot * kW + warp) * 2 * Traits::kTileBytes;
+  };
+  auto bk_scale = [&](int slot) {
+    return reinterpret_cast<uint4*>(reinterpret_cast<char*>(smem_u4) + Traits::kScaleOff) + (slot * kW + warp) * 32 + lane;
+  };
+  auto bk_bar = [&](int slot) {
+    return reinterpret_cast<uint64_t*>(reinterpret_cast<char*>(smem_u4) + Traits::kBarOff) + slot * kW + warp;
+  };
+  auto bk_chunk = [](const char* tile, int r, int c) {
+    return reinterpret_cast<const uint4*>(tile + (c >> 3) * 2048 + r * 128 + (((c & 7) ^ (r & 7)) << 4));
+  };
   auto swz = [](int chunk, int row) { return kCR >= 8 ? (chunk ^ (row & 7)) : chunk; };
   const int copy_row = lane / kCR;    // first K row this lane copies
   const int copy_chunk = lane % kCR;  // the chunk of every row it copies
@@ -353,9 +405,50 @@ __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const _
   auto issue = [&](int it, int slot) {
     const int jb = j0 + (warp + it * kW) * 16;
     const int left = j1 - jb;  // keys of the step that exist: >= 1
-    float* sc = reinterpret_cast<float*>(slot_ptr(slot, kUnits - 1));
+    float* sc = Traits::kBulk ? reinterpret_cast<float*>(bk_scale(slot)) : reinterpret_cast<float*>(slot_ptr(slot, kUnits - 1));
     uint32_t bits = 0;
-    if (prm.page_aligned) {
+    if constexpr (Traits::kBulk) {
+#if KVQ_SM90_ENABLED
+      uint32_t page_idx, off0;
+      c.page_div.divmod(static_cast<uint32_t>(jb), page_idx, off0);
+      const int32_t blk = pf_it == it ? pf_blk : table_row[page_idx];
+      if (it + 1 < n_w) {
+        pf_blk = table_row[c.page_div.div(static_cast<uint32_t>(jb + kW * 16))];
+        pf_it = it + 1;
+      }
+      const bool blk_ok = blk >= 0 && blk < c.num_blocks;
+      if (lane == 0) {
+        // An invalid block id reads block -1: out of the tensor map's bounds, so the box is
+        // zero-filled (and still counts its full bytes).
+        uint64_t* bar = bk_bar(slot);
+        (void)::cuda::ptx::mbarrier_arrive_expect_tx(::cuda::ptx::sem_release, ::cuda::ptx::scope_cta, ::cuda::ptx::space_shared,
+                                               bar, 2 * Traits::kTileBytes);
+        const int32_t cb = blk_ok ? blk : -1;
+        const int32_t c1 = prm.tma_pos_first ? static_cast<int32_t>(off0) : kvh;
+        const int32_t c2 = prm.tma_pos_first ? kvh : static_cast<int32_t>(off0);
+        char* kt = bk_tile(slot);
+#pragma unroll
+        for (int bx = 0; bx < Traits::kBoxes; ++bx) {
+          const int32_t crd[4] = {bx * (128 / Traits::kEB), c1, c2, cb};
+          ::cuda::ptx::cp_async_bulk_tensor(::cuda::ptx::space_cluster, ::cuda::ptx::space_global, kt + bx * 2048, &prm.tma_k,
+                                            crd, bar);
+          ::cuda::ptx::cp_async_bulk_tensor(::cuda::ptx::space_cluster, ::cuda::ptx::space_global,
+                                            kt + Traits::kTileBytes + bx * 2048, &prm.tma_v, crd, bar);
+        }
+      }
+      const uint32_t ublk = blk_ok ? static_cast<uint32_t>(blk) : 0u;
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int rel = g + 8 * h;
+        const bool ok = blk_ok && rel < left;
+        bits |= ok ? (1u << h) : 0u;
+        const uint32_t so = ublk * ks_blk + ks_hd + (off0 + rel) * ks_pos;
+        if (k_tok) cp_async_4(sc + h, k_tok_scale + (ok ? so : 0u), ok ? 4 : 0);
+        const uint32_t sv = ublk * vs_blk + vs_hd + (off0 + rel) * vs_pos;
+        if (v_tok) cp_async_4(sc + 2 + h, v_tok_scale + (ok ? sv : 0u), ok ? 4 : 0);
+      }
+#endif
+    } else if (prm.page_aligned) {
       uint32_t page_idx, off0;
       c.page_div.divmod(static_cast<uint32_t>(jb), page_idx, off0);
       // The block id of this step was fetched one issue earlier (its load latency hidden behind a
@@ -446,7 +539,12 @@ __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const _
 #pragma unroll
     for (int h = 0; h < 2; ++h)
 #pragma unroll
-      for (int u = 0; u < kKVec; ++u) kr[h][u] = k_tile(slot)[(g + 8 * h) * kCR + swz(t + 4 * u, g + 8 * h)];
+      for (int u = 0; u < kKVec; ++u) {
+        if constexpr (Traits::kBulk)
+          kr[h][u] = *bk_chunk(bk_tile(slot), g + 8 * h, 2 * t + (u & 1) + 8 * (u >> 1));
+        else
+          kr[h][u] = k_tile(slot)[(g + 8 * h) * kCR + swz(t + 4 * u, g + 8 * h)];
+      }
     float sacc[kNT][4], sacc2[kNT][4];  // even / odd k-steps: two independent MMA chains
 #pragma unroll
     for (int nt = 0; nt < kNT; ++nt)
@@ -480,7 +578,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const _
     for (int nt = 0; nt < kNT; ++nt)
 #pragma unroll
       for (int k = 0; k < 4; ++k) sacc[nt][k] += sacc2[nt][k];
-    const float* scl = reinterpret_cast<const float*>(slot_ptr(slot, kUnits - 1));
+    const float* scl = Traits::kBulk ? reinterpret_cast<const float*>(bk_scale(slot))
+                                     : reinterpret_cast<const float*>(slot_ptr(slot, kUnits - 1));
     const uint32_t bits = (valid_bits >> (2 * slot)) & 3u;
     float ks_key[2] = {1.f, 1.f}, vs_key[2] = {1.f, 1.f};
     if (k_tok) {
@@ -589,7 +688,21 @@ __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const _
     uint32_t vw[4][kVW];
 #pragma unroll
     for (int q4 = 0; q4 < 4; ++q4) {
-      if constexpr (kVBytes >= 16) {
+      if constexpr (Traits::kBulk) {
+        const int row = 2 * t + (q4 & 1) + 8 * (q4 >> 1);
+        // A bf16 / fp16 cache's rows past the sequence's end hold whatever the page holds (the box
+        // copies whole pages' rows); their p is 0, and 0 * NaN would still be NaN: zero them.
+        const bool live = kInt8 || jb + row < j1;
+#pragma unroll
+        for (int u = 0; u < kVBytes / 16; ++u) {
+          uint4 v = *bk_chunk(bk_tile(slot) + Traits::kTileBytes, row, g + 8 * u);
+          if (!live) v = make_uint4(0, 0, 0, 0);
+          vw[q4][4 * u] = v.x;
+          vw[q4][4 * u + 1] = v.y;
+          vw[q4][4 * u + 2] = v.z;
+          vw[q4][4 * u + 3] = v.w;
+        }
+      } else if constexpr (kVBytes >= 16) {
 #pragma unroll
         for (int u = 0; u < kVBytes / 16; ++u) {
           const uint4 v = *slot_ptr(slot, 2 * kKVec + q4 * (kVBytes / 16) + u);
@@ -625,6 +738,15 @@ __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const _
   };
 
   // ---- main loop: a kS-deep cp.async ring per warp, thread-private slots ----
+  if constexpr (Traits::kBulk) {
+#if KVQ_SM90_ENABLED
+    if (threadIdx.x < kS * kW) wg::mbar_init(reinterpret_cast<uint64_t*>(reinterpret_cast<char*>(smem_u4) + Traits::kBarOff) + threadIdx.x, 1);
+    wg::mbar_init_fence();
+    __syncthreads();
+#else
+    __trap();  // the host launches the bulk variant on sm_90 only
+#endif
+  }
 #pragma unroll
   for (int st = 0; st < kS - 1; ++st) {
     if (st < n_w) issue(st, st);
@@ -637,6 +759,9 @@ __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const _
     cp_async_commit();
     cp_async_wait<kS - 1>();
     __syncwarp();  // the K tile of step it, copied by the whole warp, is complete and visible
+#if KVQ_SM90_ENABLED
+    if constexpr (Traits::kBulk) wg::mbar_wait(bk_bar(it % kS), static_cast<uint32_t>(it / kS) & 1u);
+#endif
     compute(it, it % kS);
   }
   cp_async_wait<0>();
@@ -670,7 +795,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const _
       }
 #pragma unroll
       for (int i = 0; i < kSteps; ++i) {
-        const int d = g * (kD / 8) + 2 * i;
+        const int d = v_dim_of(g, 2 * i);  // elements 2i, 2i + 1 are adjacent d's (pieces of >= 8 bytes)
         float* dst = sm_acc + (warp * kRows + r) * kD + d;
         dst[0] = oacc[i][nt][col] * o_fac;
         dst[1] = oacc[i][nt][2 + col] * o_fac;
