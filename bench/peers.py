@@ -261,11 +261,13 @@ def run_decode(name, B, kv_len, page=16, Hq=32, Hkv=8, D=128, q_len=1, routes=()
     torch.cuda.empty_cache()
 
     if HAVE_KVQ:
-        def kvq_fns(k_of, v_of, scaled):
+        def kvq_fns(k_of, v_of, scaled, num_splits=0):
             outs = [torch.empty_like(c["q"]) for c in cases]
             fns = []
             for i, c in enumerate(cases):
                 kw = dict(k_scale=c["ks"], v_scale=c["vs"]) if scaled else {}
+                if num_splits:
+                    kw["num_splits"] = num_splits
                 if q_len == 1:
                     qd = c["q"].view(B, Hq, D)
                     fns.append(lambda c=c, qd=qd, o=outs[i], kw=kw, i=i: kvq.paged_decode(
@@ -281,11 +283,14 @@ def run_decode(name, B, kv_len, page=16, Hq=32, Hkv=8, D=128, q_len=1, routes=()
             try:
                 os.environ.pop("KVQ_DECODE_PATH", None)
                 os.environ.pop("KVQ_DECODE_KERNEL", None)
-                if route == "v5":  # the tensor-core decode's previous (per-thread cp.async) variant
-                    os.environ["KVQ_DECODE_KERNEL"] = "v5"
+                splits = 0
+                if route in ("v5", "v6"):  # the tensor-core decode's earlier variants (KVQ_DECODE_KERNEL)
+                    os.environ["KVQ_DECODE_KERNEL"] = route
+                elif route is not None and route.startswith("splits"):  # a forced split count (tuning)
+                    splits = int(route[len("splits"):])
                 elif route is not None:
                     os.environ["KVQ_DECODE_PATH"] = route
-                fns, outs = kvq_fns(lambda i: cases[i]["k8"], lambda i: cases[i]["v8"], True)
+                fns, outs = kvq_fns(lambda i: cases[i]["k8"], lambda i: cases[i]["v8"], True, splits)
                 fns[0]()
                 torch.cuda.synchronize()
                 err = rel_err(outs[0], ref) if ref is not None else None
@@ -376,8 +381,9 @@ def main():
     ap.add_argument("--full", action="store_true", help="also D96 and the page-size sweep")
     ap.add_argument("--only", default="", help="comma-separated shape names")
     ap.add_argument("--paths", default="fused,dequant", help="kvq prefill paths to time")
-    ap.add_argument("--routes", default="split", help="decode kernels timed beside the default: KVQ_DECODE_PATH values (split, tc), or v5 "
-                    "(KVQ_DECODE_KERNEL=v5: the tensor-core decode without bulk copies)")
+    ap.add_argument("--routes", default="split", help="decode kernels timed beside the default: KVQ_DECODE_PATH values (split, tc), v5 / v6 "
+                    "(KVQ_DECODE_KERNEL: the tensor-core decode without bulk copies / with fp16 Q·Kᵀ), or "
+                    "splitsN (the default kernel with num_splits=N)")
     ap.add_argument("--out", default="bench/results/peers.json")
     a = ap.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False

@@ -620,6 +620,7 @@ int run_bench(const BenchOptions& o) {
       da.block_tables = db.table.view();
       da.kv_lens = db.kv_lens.view();
       da.out = out.view();
+      da.num_splits = o.num_splits;
       size_t ws = kvq::decode_workspace_size(da);
       Buffer wsb(kvq::DType::kUInt8, {static_cast<int64_t>(ws)}, gpu);
       da.workspace = {wsb.data(), ws};

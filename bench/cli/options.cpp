@@ -134,6 +134,7 @@ const std::vector<FlagSpec>& bench_flags() {
       {"kv-dtype", "int8|bf16", "int8", "cache dtype (int8 with per-channel scales, or bf16)"},
       {"causal", "", "true", "causal masking (prefill; a decode query sees every key either way)"},
       {"iters", "N", "20", "timed runs after the warmup; the median is reported"},
+      {"num-splits", "S", "0", "decode: KV splits per sequence (0: the planner's choice)"},
       {"cpu", "", "false", "run on the CPU backend even when a GPU is present"},
       {"json", "", "false", "print one JSON object as the last line"},
   };
@@ -236,6 +237,8 @@ BenchOptions parse_bench(const Flags& flags) {
   else if (layout == "NHD") b.layout = kvq::KvLayout::kNHD;
   else throw UsageError("--layout: expected HND or NHD, got '" + layout + "'");
   b.iters = static_cast<int>(flags.i64("iters", 1, 100000));
+  b.num_splits = static_cast<int>(flags.i64("num-splits", 0, 1024));
+  if (b.num_splits != 0 && !decode) throw UsageError("--num-splits: applies to --mode decode only");
   b.kv_dtype = flags.str("kv-dtype");
   if (b.kv_dtype != "int8" && b.kv_dtype != "bf16")
     throw UsageError("--kv-dtype: expected int8 or bf16, got '" + b.kv_dtype + "'");

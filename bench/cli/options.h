@@ -77,6 +77,7 @@ struct BenchOptions {
   std::string kv_dtype = "int8";
   bool causal = true;
   int iters = 20;
+  int num_splits = 0;  // decode: 0 = the planner's choice
   bool cpu = false, json = false;
 };
 // Validates every flag (range, choice, combination) and throws UsageError naming the flag.

@@ -621,6 +621,23 @@ TEST(FusedPrecision, Fp16PerTokenVScalesWithSmallAmax) {
 
 // ---- decode ----
 
+// The decode tests run at head dim 64 (the tensor-core decode's cp.async variant for int8) and 128
+// (its bulk-copy variant with int8 Q·Kᵀ on sm_90, and the shape most models use).
+int g_decode_hd = 64;
+class HostileDecode : public testing::TestWithParam<int> {
+ protected:
+  void SetUp() override { g_decode_hd = GetParam(); }
+  void TearDown() override { g_decode_hd = 64; }
+};
+INSTANTIATE_TEST_SUITE_P(Hd, HostileDecode, testing::Values(64, 128),
+                         [](const testing::TestParamInfo<int>& i) { return "hd" + std::to_string(i.param); });
+
+PagedCaseSpec dspec(HPath path, std::vector<int32_t> q_lens, std::vector<int32_t> kv_lens, uint64_t seed) {
+  PagedCaseSpec s = base_spec(path, std::move(q_lens), std::move(kv_lens), seed);
+  s.head_dim = g_decode_hd;
+  return s;
+}
+
 struct DecodeRun {
   bool threw = false;
   std::string arg, what;
@@ -661,7 +678,7 @@ DecodeRun run_decode(PagedCase& c, const DecodeArgs& host, bool check, bool sent
 RefOutput decode_oracle(const PagedCase& c) { return masked_oracle(c, c.cu_q_lens_host, true); }
 
 void decode_block_case(int32_t bad) {
-  PagedCase c = make_paged_case(base_spec(HPath::kFusedInt8, {1, 1, 1}, {70, 300, 16}, 120));
+  PagedCase c = make_paged_case(dspec(HPath::kFusedInt8, {1, 1, 1}, {70, 300, 16}, 120));
   c.block_tables.set({1, 4}, bad);  // sequence 1, keys 64..79
   const DecodeArgs host = c.decode_args();
   const DecodeRun refused = run_decode(c, host, true);
@@ -674,12 +691,12 @@ void decode_block_case(int32_t bad) {
   EXPECT_TRUE(st.ok(kTol)) << st.describe();
 }
 
-TEST(HostileDecode, NegativeBlockIdIsMasked) { decode_block_case(-1); }
+TEST_P(HostileDecode, NegativeBlockIdIsMasked) { decode_block_case(-1); }
 
-TEST(HostileDecode, BlockIdPastNumBlocksIsMasked) { decode_block_case(1 << 20); }
+TEST_P(HostileDecode, BlockIdPastNumBlocksIsMasked) { decode_block_case(1 << 20); }
 
-TEST(HostileDecode, KvLenPastTheTableIsClamped) {
-  PagedCase c = make_paged_case(base_spec(HPath::kFusedInt8, {1, 1}, {64, 33}, 121));
+TEST_P(HostileDecode, KvLenPastTheTableIsClamped) {
+  PagedCase c = make_paged_case(dspec(HPath::kFusedInt8, {1, 1}, {64, 33}, 121));
   c.kv_lens.ptr<int32_t>()[0] = INT32_MAX;
   const DecodeArgs host = c.decode_args();
   const DecodeRun refused = run_decode(c, host, true);
@@ -741,19 +758,19 @@ void expect_nan_rows(PagedCase& c, Poison poison_inputs, Pred nan_row, const std
 }
 
 PagedCase decode_case(DType kv_dtype, ScaleMode k_mode, uint64_t seed) {
-  PagedCaseSpec s = base_spec(kv_dtype == DType::kInt8 ? HPath::kFusedInt8 : HPath::kFusedBf16, {1, 1, 1}, {40, 700, 1500}, seed);
+  PagedCaseSpec s = dspec(kv_dtype == DType::kInt8 ? HPath::kFusedInt8 : HPath::kFusedBf16, {1, 1, 1}, {40, 700, 1500}, seed);
   s.kv_dtype = kv_dtype;
   s.k_scale_mode = k_mode;
   return make_paged_case(s);
 }
 
-TEST(HostileDecode, NaNInQMakesItsRowNaN) {
-  PagedCase c = make_paged_case(base_spec(HPath::kFusedInt8, {1, 1, 1}, {70, 300, 16}, 122));
+TEST_P(HostileDecode, NaNInQMakesItsRowNaN) {
+  PagedCase c = make_paged_case(dspec(HPath::kFusedInt8, {1, 1, 1}, {70, 300, 16}, 122));
   expect_nan_rows(c, [](PagedCase& x) { x.q.set({1, 3, 5}, kNaN); },
                   [](int64_t b, int64_t h) { return b == 1 && h == 3; }, "NaN in q");
 }
 
-TEST(HostileDecode, InfInQMakesItsRowNaN) {
+TEST_P(HostileDecode, InfInQMakesItsRowNaN) {
   for (DType kv : {DType::kInt8, DType::kBFloat16}) {
     PagedCase c = decode_case(kv, ScaleMode::kPerChannel, 130);
     expect_nan_rows(c, [](PagedCase& x) { x.q.set({2, 1, 0}, -kInf); },
@@ -761,7 +778,7 @@ TEST(HostileDecode, InfInQMakesItsRowNaN) {
   }
 }
 
-TEST(HostileDecode, NaNKeyReachesEveryRowOfItsKvHead) {
+TEST_P(HostileDecode, NaNKeyReachesEveryRowOfItsKvHead) {
   // int8: a NaN per-channel K scale of kv head 0; bf16: a NaN in key 1000 of sequence 2, kv head 0.
   for (DType kv : {DType::kInt8, DType::kBFloat16}) {
     PagedCase c = decode_case(kv, ScaleMode::kPerChannel, 131);
@@ -778,7 +795,7 @@ TEST(HostileDecode, NaNKeyReachesEveryRowOfItsKvHead) {
   }
 }
 
-TEST(HostileDecode, NonFiniteValueReachesItsDims) {
+TEST_P(HostileDecode, NonFiniteValueReachesItsDims) {
   // int8: a NaN per-channel V scale (kv head 1, dim 9); bf16: +inf in value 600 of sequence 1 (kv
   // head 1, dim 9). That dim of the rows that see it is non-finite; the other dims and lse stay.
   for (DType kv : {DType::kInt8, DType::kBFloat16}) {
@@ -807,7 +824,7 @@ TEST(HostileDecode, NonFiniteValueReachesItsDims) {
           }
           EXPECT_FALSE(std::isfinite(r.out.at({b, h, 9}))) << "sequence " << b << " head " << h;
           EXPECT_EQ(r.lse.at({b, h}), clean.lse.at({b, h})) << "a value does not change the scores";
-          for (int64_t d = 0; d < 64; ++d)
+          for (int64_t d = 0; d < c.spec.head_dim; ++d)
             if (d != 9) EXPECT_EQ(r.out.at({b, h, d}), clean.out.at({b, h, d})) << "sequence " << b << " dim " << d;
         }
     }
@@ -837,7 +854,7 @@ void make_scores_neg_inf(PagedCase& c, int64_t b, int64_t j0, int64_t j1) {
   }
 }
 
-TEST(HostileDecode, AllVisibleScoresNegInfGiveNaN) {
+TEST_P(HostileDecode, AllVisibleScoresNegInfGiveNaN) {
   // Every key of sequence 0 (40 keys) scores -inf for heads 0, 1: 0/0, a NaN row (the CPU backend's
   // rule), not an empty one. Forced splits leave splits with no key at all next to it.
   for (DType kv : {DType::kInt8, DType::kBFloat16}) {
@@ -852,7 +869,7 @@ TEST(HostileDecode, AllVisibleScoresNegInfGiveNaN) {
   }
 }
 
-TEST(HostileDecode, NegInfScoresAmongFiniteOnesWeighZero) {
+TEST_P(HostileDecode, NegInfScoresAmongFiniteOnesWeighZero) {
   // Keys 256..1023 of sequence 2 (1500 keys) score -inf for heads 0, 1: weight exp(-inf) = 0, the
   // row is the softmax over the other keys. With 6 splits of 256 keys, three splits see only -inf
   // scores: their partials must weigh 0 in the merge, not make the row NaN or empty.
@@ -876,7 +893,7 @@ TEST(HostileDecode, NegInfScoresAmongFiniteOnesWeighZero) {
   }
 }
 
-TEST(HostileDecode, EmptyRowsStayZeroWhateverTheData) {
+TEST_P(HostileDecode, EmptyRowsStayZeroWhateverTheData) {
   // Sequence 0: kv_len 0; sequence 1: every table entry -1 (check=false: its keys are masked). Both
   // are empty rows (zeros, lse -inf) even with NaN K and V scales.
   PagedCase c = decode_case(DType::kInt8, ScaleMode::kPerChannel, 135);
@@ -893,7 +910,7 @@ TEST(HostileDecode, EmptyRowsStayZeroWhateverTheData) {
     ASSERT_FALSE(r.threw) << r.what;
     for (int64_t b = 0; b < 2; ++b)
       for (int64_t h = 0; h < 4; ++h) {
-        for (int64_t d = 0; d < 64; ++d) ASSERT_EQ(r.out.at({b, h, d}), 0.0) << "sequence " << b << " head " << h;
+        for (int64_t d = 0; d < c.spec.head_dim; ++d) ASSERT_EQ(r.out.at({b, h, d}), 0.0) << "sequence " << b << " head " << h;
         ASSERT_EQ(r.lse.at({b, h}), -kInf) << "sequence " << b << " head " << h;
       }
   }
@@ -903,12 +920,12 @@ TEST(HostileDecode, EmptyRowsStayZeroWhateverTheData) {
 // for int8 and bf16 caches. Invalid block ids (negative, past the cache, near INT32_MAX) are masked,
 // and rows of the last page past kv_len holding NaN (bf16: never read as values, int8: NaN scales
 // of per-token rows past the end) change nothing.
-TEST(HostileDecode, BulkShapeInvalidBlocksAndNaNPastTheEnd) {
+TEST_P(HostileDecode, BulkShapeInvalidBlocksAndNaNPastTheEnd) {
   for (DType kv : {DType::kInt8, DType::kBFloat16}) {
     for (ScaleMode mode : {ScaleMode::kPerChannel, ScaleMode::kPerToken}) {
       if (kv != DType::kInt8 && mode == ScaleMode::kPerToken) continue;
       SCOPED_TRACE(std::string(to_string(kv)) + (mode == ScaleMode::kPerToken ? " per-token" : " per-channel"));
-      PagedCaseSpec s = base_spec(kv == DType::kInt8 ? HPath::kFusedInt8 : HPath::kFusedBf16, {1, 1, 1, 1},
+      PagedCaseSpec s = dspec(kv == DType::kInt8 ? HPath::kFusedInt8 : HPath::kFusedBf16, {1, 1, 1, 1},
                                   {70, 300, 37, 1000}, 141);
       s.head_dim = 128;
       s.num_qo_heads = 8;
@@ -926,10 +943,8 @@ TEST(HostileDecode, BulkShapeInvalidBlocksAndNaNPastTheEnd) {
           for (int64_t d = 0; d < s.head_dim; ++d) {
             if (kv == DType::kInt8) {
               if (mode == ScaleMode::kPerToken) {
-                const int64_t row = s.layout == KvLayout::kHND ? (last * s.num_kv_heads + h) * 16 + pos
-                                                               : (last * 16 + pos) * s.num_kv_heads + h;
-                c.k_scale.store(row, kNaN);
-                c.v_scale.store(row, kNaN);
+                c.k_scale.store(token_scale_offset(c.k_scale.view(), s.layout, last, h, pos), kNaN);
+                c.v_scale.store(token_scale_offset(c.v_scale.view(), s.layout, last, h, pos), kNaN);
               }
             } else {
               c.k_cache.store(cache_offset(c.k_cache.view(), s.layout, last, h, pos, d), kNaN);
@@ -952,8 +967,8 @@ TEST(HostileDecode, BulkShapeInvalidBlocksAndNaNPastTheEnd) {
 
 // ---- decode: hostile kv_lens (check=false: clamped to [0, table width * page_size]) ----
 
-TEST(HostileDecode, NegativeKvLenIsAnEmptyRow) {
-  PagedCase c = make_paged_case(base_spec(HPath::kFusedInt8, {1, 1, 1}, {30, 50, 300}, 136));
+TEST_P(HostileDecode, NegativeKvLenIsAnEmptyRow) {
+  PagedCase c = make_paged_case(dspec(HPath::kFusedInt8, {1, 1, 1}, {30, 50, 300}, 136));
   c.kv_lens.ptr<int32_t>()[0] = -5;
   c.kv_lens.ptr<int32_t>()[1] = INT32_MIN;
   const DecodeArgs host = c.decode_args();
@@ -978,11 +993,11 @@ TEST(HostileDecode, NegativeKvLenIsAnEmptyRow) {
   }
 }
 
-TEST(HostileDecode, KvLenPastTheTableUsesTheClampedPositionUnderWindows) {
+TEST_P(HostileDecode, KvLenPastTheTableUsesTheClampedPositionUnderWindows) {
   // kv_lens[0] = INT32_MAX over a 4-page table: the query sits at position 63 (the clamped length
   // minus one), which is what a local window counts from. Before the fix the CUDA-core kernel
   // counted from INT32_MAX - 1 and saw only the global window.
-  PagedCase c = make_paged_case(base_spec(HPath::kFusedInt8, {1, 1}, {64, 33}, 137));
+  PagedCase c = make_paged_case(dspec(HPath::kFusedInt8, {1, 1}, {64, 33}, 137));
   ASSERT_EQ(c.max_blocks_per_seq, 4);
   PagedCase clamped = c;
   c.kv_lens.ptr<int32_t>()[0] = INT32_MAX;
@@ -1004,8 +1019,8 @@ TEST(HostileDecode, KvLenPastTheTableUsesTheClampedPositionUnderWindows) {
     }
 }
 
-TEST(HostileDecode, HugeWindowsAreNoWindow) {
-  PagedCase c = make_paged_case(base_spec(HPath::kFusedInt8, {1, 1}, {500, 33}, 123));
+TEST_P(HostileDecode, HugeWindowsAreNoWindow) {
+  PagedCase c = make_paged_case(dspec(HPath::kFusedInt8, {1, 1}, {500, 33}, 123));
   for (int lw : {INT_MAX, 0})
     for (int gw : {0, INT_MAX}) {
       if (lw == 0 && gw == 0) continue;

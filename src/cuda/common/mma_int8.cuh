@@ -92,6 +92,17 @@ __device__ __forceinline__ void mma_16816<__half>(float (&d)[4], const uint32_t 
 }
 
 // Two fp32 -> one 32-bit register of two T (element 0 in the low half), round to nearest even.
+// D (s32) += A (s8, 16 x 32, row) * B (s8, 32 x 8, col); the m16n8k32 fragment layout: a0 / a1 hold
+// rows g / g + 8 at k = 4t .. 4t + 3, a2 / a3 the same rows at k = 16 + 4t ..; b0 / b1 column g at
+// k = 4t .. and 16 + 4t ..; d as for m16n8k16 (rows g, g + 8; columns 2t, 2t + 1). Exact.
+__device__ __forceinline__ void mma_16832_s8(int (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
 template <typename T>
 __device__ __forceinline__ uint32_t pack2(float lo, float hi);
 template <>

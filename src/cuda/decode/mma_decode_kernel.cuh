@@ -114,9 +114,18 @@ struct MmaDecodeParams {
 // Per-token scales still come by cp.async. Element maps of the bulk layout (bank-conflict-free reads):
 // K: thread t reads the 16-byte pieces 2t + (u & 1) + 8 (u >> 1) of rows g and g + 8; V: thread g
 // reads the pieces g + 8u of its four key rows.
-template <typename DTypeKV_, int kD_, int kNT_, bool kBulk_ = false>
+// kS8_ (int8 caches, bulk variant): Q·Kᵀ on the int8 tensor cores (mma m16n8k32 s8, exact s32 sums)
+// with K straight from shared memory (no conversion) and q split into two int8 parts per row:
+// q' = s (h + l / 128), s = max|q'| / 127, h = rint(q' / s), l = rint(128 (q' - s h) / s), |l| <= 64, so
+// q' is carried to s / 256 = max|q'| / 32512 (fp16 q: |q'| / 2048); score = s / 128 (128 S_h + S_l).
+// A row whose q' holds a NaN or an infinity scores NaN (its row is NaN, as through fp16 MMAs).
+// kPair_ (bulk variant): each warp computes two consecutive 16-key steps per iteration (their
+// Q·Kᵀ chains and P·V side by side, one softmax update), on a 4-slot ring.
+template <typename DTypeKV_, int kD_, int kNT_, bool kBulk_ = false, bool kS8_ = false, bool kPair_ = false>
 struct MmaDecodeTraits {
   static constexpr bool kBulk = kBulk_;
+  static constexpr bool kS8 = kS8_;
+  static constexpr bool kPair = kPair_;
   using DTypeKV = DTypeKV_;
   using T = std::conditional_t<std::is_same_v<DTypeKV_, __nv_bfloat16>, __nv_bfloat16, __half>;  // MMA dtype
   static constexpr bool kInt8 = std::is_same_v<DTypeKV_, int8_t>;
@@ -144,7 +153,8 @@ struct MmaDecodeTraits {
   static constexpr int kBoxes = kRowBytes / 128;
   static constexpr int kTileBytes = 16 * kRowBytes;
   static constexpr int kStageBytes = kBulk_ ? (2 * kTileBytes + 512) * kWarps : kUnits * 16 * 32 * kWarps;
-  static constexpr int kStages = (57344 / kStageBytes) < 2 ? 2 : ((57344 / kStageBytes) > 4 ? 4 : (57344 / kStageBytes));
+  static constexpr int kStages =
+      kPair_ ? 4 : ((57344 / kStageBytes) < 2 ? 2 : ((57344 / kStageBytes) > 4 ? 4 : (57344 / kStageBytes)));
   static constexpr int kScaleOff = kStages * kWarps * 2 * kTileBytes;  // bulk: scale units [kStages][kWarps][32] x 16 B
   static constexpr int kBarOff = kScaleOff + kStages * kWarps * 512;  // bulk: uint64 [kStages][kWarps]
   static constexpr int kRingBytes = kBulk_ ? kBarOff + kStages * kWarps * 8 : kStages * kStageBytes;
@@ -152,6 +162,8 @@ struct MmaDecodeTraits {
   static constexpr int kSmemBytes = kRingBytes > kMergeBytes ? kRingBytes : kMergeBytes;
   static_assert(!kBulk_ || (kRowBytes % 128 == 0), "bulk tiles are whole 128-byte boxes");
   static_assert(!kBulk_ || kMergeBytes <= kBarOff, "the merge area does not overlap the mbarriers");
+  static_assert(!kS8_ || (kBulk_ && kInt8), "int8 Q·Kᵀ is a variant of the bulk kernel over int8 caches");
+  static_assert(!kPair_ || kBulk_, "pairs of steps are a variant of the bulk kernel");
   static_assert(kD % 64 == 0, "head dims 64, 128, 256");
   static_assert(kKBytes % 16 == 0, "whole 16-byte K pieces");
 };
@@ -306,6 +318,44 @@ __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const _
     }
     amax = fmaxf(amax, __shfl_xor_sync(kFull, amax, 1));
     amax = fmaxf(amax, __shfl_xor_sync(kFull, amax, 2));
+    if constexpr (Traits::kS8) {
+      // Non-finite q' anywhere in the row (fmaxf skips NaN: test each element).
+      bool bad = false;
+#pragma unroll
+      for (int e = 0; e < kD / 4; ++e) bad = bad || !(fabsf(qf[e]) <= 3.402823466e38f);
+      bad = __shfl_xor_sync(kFull, bad ? 1 : 0, 1) != 0 || bad;
+      bad = __shfl_xor_sync(kFull, bad ? 1 : 0, 2) != 0 || bad;
+      const float s_hi = (amax > 0.f && amax <= 3.402823466e38f) ? amax * (1.f / 127.f) : 1.f;
+      const float inv = 1.f / s_hi;
+      auto q8 = [](float x) { return static_cast<uint32_t>(static_cast<uint8_t>(static_cast<int8_t>(__float2int_rn(fminf(fmaxf(x, -127.f), 127.f))))); };
+#pragma unroll
+      for (int st = 0; st < kD / 32; ++st)
+#pragma unroll
+        for (int hf = 0; hf < 2; ++hf) {
+          uint32_t wh = 0, wl = 0;
+#pragma unroll
+          for (int k = 0; k < 4; ++k) {
+            const float x = qf[8 * st + 4 * hf + k];
+            const float h = rintf(fminf(fmaxf(x * inv, -127.f), 127.f));
+            const float l = (x - h * s_hi) * (128.f * inv);
+            wh |= q8(h) << (8 * k);
+            wl |= q8(l) << (8 * k);
+          }
+          qb[nt][st][hf] = wh;
+          qb[nt][kD / 32 + st][hf] = wl;
+        }
+#pragma unroll
+      for (int k = 0; k < 2; ++k) {
+        const int src = (2 * t + k) * 4;
+        const float s_col = __shfl_sync(kFull, s_hi, src);
+        const bool bad_col = __shfl_sync(kFull, bad ? 1 : 0, src) != 0;
+        const int rc = nt * 8 + 2 * t + k;
+        col_scale[nt][k] = bad_col ? __int_as_float(0x7fc00000) : prm.scale_log2 * s_col * (1.f / 128.f);
+        col_shift[nt][k] = 0.f;
+        col_pos[nt][k] = rc < rows ? static_cast<int>(kv_len - q_len + rc / group) : -1;
+      }
+      continue;
+    }
     float sc = 1.f;
     if (std::is_same_v<T, __half> && amax > 0.f && amax <= 3.0e38f) {
       int ex;
@@ -532,96 +582,129 @@ __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const _
     valid_bits = (valid_bits & ~(3u << (2 * slot))) | (bits << (2 * slot));
   };
 
-  auto compute = [&](int it, int slot) {
-    const int jb = j0 + (warp + it * kW) * 16;
+  // One call computes kSub consecutive steps it, it + 1, .. of the warp (slots (it + u) % kS): their
+  // Q·Kᵀ chains side by side, one softmax update over all their scores, then their P·V.
+  auto compute_n = [&]<int kSub>(int it) {
     // ---- S^T = K Q^T ----
-    uint4 kr[2][kKVec];
+    float x[kSub][kNT][4];
+    float vs_key[kSub][2];
 #pragma unroll
-    for (int h = 0; h < 2; ++h)
+    for (int sb = 0; sb < kSub; ++sb) {
+      const int slot = (it + sb) % kS;
+      const int jb = j0 + (warp + (it + sb) * kW) * 16;
+      uint4 kr[2][kKVec];
 #pragma unroll
-      for (int u = 0; u < kKVec; ++u) {
-        if constexpr (Traits::kBulk)
-          kr[h][u] = *bk_chunk(bk_tile(slot), g + 8 * h, 2 * t + (u & 1) + 8 * (u >> 1));
-        else
-          kr[h][u] = k_tile(slot)[(g + 8 * h) * kCR + swz(t + 4 * u, g + 8 * h)];
-      }
-    float sacc[kNT][4], sacc2[kNT][4];  // even / odd k-steps: two independent MMA chains
+      for (int h = 0; h < 2; ++h)
 #pragma unroll
-    for (int nt = 0; nt < kNT; ++nt)
-#pragma unroll
-      for (int k = 0; k < 4; ++k) sacc[nt][k] = sacc2[nt][k] = 0.f;
-#pragma unroll
-    for (int s = 0; s < kSteps; ++s) {
-      uint32_t a[4];
-      if constexpr (kInt8) {  // fp16 k + 1152 (exact); the 1152 * sum(q) term is removed per column
-        const uint32_t* w0 = reinterpret_cast<const uint32_t*>(&kr[0][0]);
-        const uint32_t* w1 = reinterpret_cast<const uint32_t*>(&kr[1][0]);
-        int8x4_to_biased_f16(w0[s], a[0], a[2]);
-        int8x4_to_biased_f16(w1[s], a[1], a[3]);
-      } else {
-        const uint32_t* w0 = reinterpret_cast<const uint32_t*>(&kr[0][0]);
-        const uint32_t* w1 = reinterpret_cast<const uint32_t*>(&kr[1][0]);
-        a[0] = w0[2 * s];
-        a[2] = w0[2 * s + 1];
-        a[1] = w1[2 * s];
-        a[3] = w1[2 * s + 1];
-      }
-#pragma unroll
-      for (int nt = 0; nt < kNT; ++nt) {
-        if (s & 1)
-          tc::mma_16816<T>(sacc2[nt], a, qb[nt][s][0], qb[nt][s][1]);
-        else
-          tc::mma_16816<T>(sacc[nt], a, qb[nt][s][0], qb[nt][s][1]);
-      }
-    }
-#pragma unroll
-    for (int nt = 0; nt < kNT; ++nt)
-#pragma unroll
-      for (int k = 0; k < 4; ++k) sacc[nt][k] += sacc2[nt][k];
-    const float* scl = Traits::kBulk ? reinterpret_cast<const float*>(bk_scale(slot))
-                                     : reinterpret_cast<const float*>(slot_ptr(slot, kUnits - 1));
-    const uint32_t bits = (valid_bits >> (2 * slot)) & 3u;
-    float ks_key[2] = {1.f, 1.f}, vs_key[2] = {1.f, 1.f};
-    if (k_tok) {
-      ks_key[0] = scl[0];
-      ks_key[1] = scl[1];
-    }
-    if (v_tok) {
-      vs_key[0] = scl[2];
-      vs_key[1] = scl[3];
-    }
-    // ---- scores, masks ----
-    const bool all_valid = __all_sync(kFull, bits == 3u);
-    const bool need_mask = !all_valid || jb + 15 > pos_min || windowed;
-    float x[kNT][4];
-#pragma unroll
-    for (int nt = 0; nt < kNT; ++nt)
-#pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        const int h = k >> 1, col = k & 1;
-        x[nt][k] = fmaf(sacc[nt][k], col_scale[nt][col], col_shift[nt][col]) * ks_key[h];
-        if (need_mask) {
-          const int j = jb + g + 8 * h;
-          const int pos = col_pos[nt][col];
-          bool vis = ((bits >> h) & 1u) && j <= pos;
-          if (windowed) vis = vis && (pos - j <= prm.local_window || j < prm.global_window);
-          x[nt][k] = vis ? x[nt][k] : -INFINITY;
-          valid_bits |= vis ? (1u << (kSeen + nt * 2 + col)) : 0u;
-        } else {
-          valid_bits |= 1u << (kSeen + nt * 2 + col);
+        for (int u = 0; u < kKVec; ++u) {
+          if constexpr (Traits::kBulk)
+            kr[h][u] = *bk_chunk(bk_tile(slot), g + 8 * h, 2 * t + (u & 1) + 8 * (u >> 1));
+          else
+            kr[h][u] = k_tile(slot)[(g + 8 * h) * kCR + swz(t + 4 * u, g + 8 * h)];
         }
+      float sacc[kNT][4], sacc2[kNT][4];  // even / odd k-steps: two independent MMA chains
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+        for (int k = 0; k < 4; ++k) sacc[nt][k] = sacc2[nt][k] = 0.f;
+      const uint32_t* w0 = reinterpret_cast<const uint32_t*>(&kr[0][0]);
+      const uint32_t* w1 = reinterpret_cast<const uint32_t*>(&kr[1][0]);
+      if constexpr (Traits::kS8) {
+        // s32 sums of the high and low q parts (two independent chains), K's int8 words as A.
+        int ih[kNT][4], il[kNT][4];
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+          for (int k = 0; k < 4; ++k) ih[nt][k] = il[nt][k] = 0;
+#pragma unroll
+        for (int st = 0; st < kD / 32; ++st) {
+          const uint32_t a[4] = {w0[2 * st], w1[2 * st], w0[2 * st + 1], w1[2 * st + 1]};
+#pragma unroll
+          for (int nt = 0; nt < kNT; ++nt) {
+            tc::mma_16832_s8(ih[nt], a, qb[nt][st][0], qb[nt][st][1]);
+            tc::mma_16832_s8(il[nt], a, qb[nt][kD / 32 + st][0], qb[nt][kD / 32 + st][1]);
+          }
+        }
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+          for (int k = 0; k < 4; ++k) sacc[nt][k] = static_cast<float>(ih[nt][k] * 128 + il[nt][k]);
+      } else {
+#pragma unroll
+        for (int s = 0; s < kSteps; ++s) {
+          uint32_t a[4];
+          if constexpr (kInt8) {  // fp16 k + 1152 (exact); the 1152 * sum(q) term is removed per column
+            int8x4_to_biased_f16(w0[s], a[0], a[2]);
+            int8x4_to_biased_f16(w1[s], a[1], a[3]);
+          } else {
+            a[0] = w0[2 * s];
+            a[2] = w0[2 * s + 1];
+            a[1] = w1[2 * s];
+            a[3] = w1[2 * s + 1];
+          }
+#pragma unroll
+          for (int nt = 0; nt < kNT; ++nt) {
+            if (s & 1)
+              tc::mma_16816<T>(sacc2[nt], a, qb[nt][s][0], qb[nt][s][1]);
+            else
+              tc::mma_16816<T>(sacc[nt], a, qb[nt][s][0], qb[nt][s][1]);
+          }
+        }
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+          for (int k = 0; k < 4; ++k) sacc[nt][k] += sacc2[nt][k];
       }
+      const float* scl = Traits::kBulk ? reinterpret_cast<const float*>(bk_scale(slot))
+                                       : reinterpret_cast<const float*>(slot_ptr(slot, kUnits - 1));
+      const uint32_t bits = (valid_bits >> (2 * slot)) & 3u;
+      float ks_key[2] = {1.f, 1.f};
+      vs_key[sb][0] = vs_key[sb][1] = 1.f;
+      if (k_tok) {
+        ks_key[0] = scl[0];
+        ks_key[1] = scl[1];
+      }
+      if (v_tok) {
+        vs_key[sb][0] = scl[2];
+        vs_key[sb][1] = scl[3];
+      }
+      // ---- scores, masks ----
+      const bool all_valid = __all_sync(kFull, bits == 3u);
+      const bool need_mask = !all_valid || jb + 15 > pos_min || windowed;
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          const int h = k >> 1, col = k & 1;
+          x[sb][nt][k] = fmaf(sacc[nt][k], col_scale[nt][col], col_shift[nt][col]) * ks_key[h];
+          if (need_mask) {
+            const int j = jb + g + 8 * h;
+            const int pos = col_pos[nt][col];
+            bool vis = ((bits >> h) & 1u) && j <= pos;
+            if (windowed) vis = vis && (pos - j <= prm.local_window || j < prm.global_window);
+            x[sb][nt][k] = vis ? x[sb][nt][k] : -INFINITY;
+            valid_bits |= vis ? (1u << (kSeen + nt * 2 + col)) : 0u;
+          } else {
+            valid_bits |= 1u << (kSeen + nt * 2 + col);
+          }
+        }
+    }
     // ---- online softmax (lazy rescale) ----
     // A column's reference max m_run moves only when some score exceeds it by more than 8 (one
     // vote, no shuffles, in the common case); then the exact column maxima are reduced.
     bool need = false;
 #pragma unroll
-    for (int nt = 0; nt < kNT; ++nt)
+    for (int sb = 0; sb < kSub; ++sb)
 #pragma unroll
-      for (int col = 0; col < 2; ++col) need = need || (fmaxf(x[nt][col], x[nt][2 + col]) > m_run[nt][col] + 8.f);
+      for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+        for (int col = 0; col < 2; ++col)
+          need = need || (fmaxf(x[sb][nt][col], x[sb][nt][2 + col]) > m_run[nt][col] + 8.f);
     float v_fac = 1.f;
-    if (v_tok) {  // the reference V scale moves when the step's largest scale leaves [v_ref / 16, 16 v_ref]
-      const float sv_loc = fmaxf(vs_key[0], vs_key[1]);
+    if (v_tok) {  // the reference V scale moves when the steps' largest scale leaves [v_ref / 16, 16 v_ref]
+      float sv_loc = 0.f;
+#pragma unroll
+      for (int sb = 0; sb < kSub; ++sb) sv_loc = fmaxf(sv_loc, fmaxf(vs_key[sb][0], vs_key[sb][1]));
       const bool big = __any_sync(kFull, sv_loc > 16.f * v_ref);
       const bool small = __all_sync(kFull, sv_loc * 16.f < v_ref);
       if (big || small) {
@@ -642,7 +725,9 @@ __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const _
       for (int nt = 0; nt < kNT; ++nt)
 #pragma unroll
         for (int col = 0; col < 2; ++col) {
-          float mx = fmaxf(x[nt][col], x[nt][2 + col]);
+          float mx = -INFINITY;
+#pragma unroll
+          for (int sb = 0; sb < kSub; ++sb) mx = fmaxf(mx, fmaxf(x[sb][nt][col], x[sb][nt][2 + col]));
           mx = fmaxf(mx, __shfl_xor_sync(kFull, mx, 4));
           mx = fmaxf(mx, __shfl_xor_sync(kFull, mx, 8));
           mx = fmaxf(mx, __shfl_xor_sync(kFull, mx, 16));
@@ -660,80 +745,85 @@ __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const _
           }
         }
     }
-    uint32_t pb[kNT][2];
-    const float vr0 = v_tok ? vs_key[0] * v_ref_inv : 1.f;
-    const float vr1 = v_tok ? vs_key[1] * v_ref_inv : 1.f;
 #pragma unroll
-    for (int nt = 0; nt < kNT; ++nt) {
-      float p[4];
+    for (int sb = 0; sb < kSub; ++sb) {
+      const int slot = (it + sb) % kS;
+      const int jb = j0 + (warp + (it + sb) * kW) * 16;
+      uint32_t pb[kNT][2];
+      const float vr0 = v_tok ? vs_key[sb][0] * v_ref_inv : 1.f;
+      const float vr1 = v_tok ? vs_key[sb][1] * v_ref_inv : 1.f;
 #pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        const float m = m_run[nt][k & 1];
-        p[k] = fast_exp2(x[nt][k] - (m == -INFINITY ? 0.f : m));
-      }
-      l_run[nt][0] += p[0] + p[2];
-      l_run[nt][1] += p[1] + p[3];
-      if (v_tok) {
-        p[0] *= vr0;
-        p[1] *= vr0;
-        p[2] *= vr1;
-        p[3] *= vr1;
-      }
-      const uint32_t x0 = tc::pack2<T>(p[0], p[1]), x1 = tc::pack2<T>(p[2], p[3]);
-      pb[nt][0] = movmatrix_trans(x0);
-      pb[nt][1] = movmatrix_trans(x1);
-    }
-    // ---- O^T += V^T P^T ----
-    constexpr int kVW = kVBytes / 4;  // 32-bit words per V row piece
-    uint32_t vw[4][kVW];
+      for (int nt = 0; nt < kNT; ++nt) {
+        float p[4];
 #pragma unroll
-    for (int q4 = 0; q4 < 4; ++q4) {
-      if constexpr (Traits::kBulk) {
-        const int row = 2 * t + (q4 & 1) + 8 * (q4 >> 1);
-        // A bf16 / fp16 cache's rows past the sequence's end hold whatever the page holds (the box
-        // copies whole pages' rows); their p is 0, and 0 * NaN would still be NaN: zero them.
-        const bool live = kInt8 || jb + row < j1;
-#pragma unroll
-        for (int u = 0; u < kVBytes / 16; ++u) {
-          uint4 v = *bk_chunk(bk_tile(slot) + Traits::kTileBytes, row, g + 8 * u);
-          if (!live) v = make_uint4(0, 0, 0, 0);
-          vw[q4][4 * u] = v.x;
-          vw[q4][4 * u + 1] = v.y;
-          vw[q4][4 * u + 2] = v.z;
-          vw[q4][4 * u + 3] = v.w;
+        for (int k = 0; k < 4; ++k) {
+          const float m = m_run[nt][k & 1];
+          p[k] = fast_exp2(x[sb][nt][k] - (m == -INFINITY ? 0.f : m));
         }
-      } else if constexpr (kVBytes >= 16) {
-#pragma unroll
-        for (int u = 0; u < kVBytes / 16; ++u) {
-          const uint4 v = *slot_ptr(slot, 2 * kKVec + q4 * (kVBytes / 16) + u);
-          vw[q4][4 * u] = v.x;
-          vw[q4][4 * u + 1] = v.y;
-          vw[q4][4 * u + 2] = v.z;
-          vw[q4][4 * u + 3] = v.w;
+        l_run[nt][0] += p[0] + p[2];
+        l_run[nt][1] += p[1] + p[3];
+        if (v_tok) {
+          p[0] *= vr0;
+          p[1] *= vr0;
+          p[2] *= vr1;
+          p[3] *= vr1;
         }
-      } else {
-        const uint2 v = *reinterpret_cast<const uint2*>(reinterpret_cast<const char*>(slot_ptr(slot, 2 * kKVec + (q4 >> 1))) + 8 * (q4 & 1));
-        vw[q4][0] = v.x;
-        vw[q4][1] = v.y;
+        const uint32_t x0 = tc::pack2<T>(p[0], p[1]), x1 = tc::pack2<T>(p[2], p[3]);
+        pb[nt][0] = movmatrix_trans(x0);
+        pb[nt][1] = movmatrix_trans(x1);
       }
-    }
+      // ---- O^T += V^T P^T ----
+      constexpr int kVW = kVBytes / 4;  // 32-bit words per V row piece
+      uint32_t vw[4][kVW];
 #pragma unroll
-    for (int i = 0; i < kSteps; ++i) {
-      uint32_t a[4];
-      if constexpr (kInt8) {
-        const uint32_t sel = (i & 1) ? 0x7362u : 0x5140u;
-        const uint32_t xab = __byte_perm(vw[0][i >> 1], vw[1][i >> 1], sel);
-        const uint32_t xcd = __byte_perm(vw[2][i >> 1], vw[3][i >> 1], sel);
-        tc::int8x4_to_pairs<__half>(xab, a[0], a[1]);  // exact v (a biased v + 1152 measured 4.8e-2 at 128k keys)
-        tc::int8x4_to_pairs<__half>(xcd, a[2], a[3]);
-      } else {
-        a[0] = __byte_perm(vw[0][i], vw[1][i], 0x5410u);
-        a[1] = __byte_perm(vw[0][i], vw[1][i], 0x7632u);
-        a[2] = __byte_perm(vw[2][i], vw[3][i], 0x5410u);
-        a[3] = __byte_perm(vw[2][i], vw[3][i], 0x7632u);
+      for (int q4 = 0; q4 < 4; ++q4) {
+        if constexpr (Traits::kBulk) {
+          const int row = 2 * t + (q4 & 1) + 8 * (q4 >> 1);
+          // A bf16 / fp16 cache's rows past the sequence's end hold whatever the page holds (the box
+          // copies whole pages' rows); their p is 0, and 0 * NaN would still be NaN: zero them.
+          const bool live = kInt8 || jb + row < j1;
+#pragma unroll
+          for (int u = 0; u < kVBytes / 16; ++u) {
+            uint4 v = *bk_chunk(bk_tile(slot) + Traits::kTileBytes, row, g + 8 * u);
+            if (!live) v = make_uint4(0, 0, 0, 0);
+            vw[q4][4 * u] = v.x;
+            vw[q4][4 * u + 1] = v.y;
+            vw[q4][4 * u + 2] = v.z;
+            vw[q4][4 * u + 3] = v.w;
+          }
+        } else if constexpr (kVBytes >= 16) {
+#pragma unroll
+          for (int u = 0; u < kVBytes / 16; ++u) {
+            const uint4 v = *slot_ptr(slot, 2 * kKVec + q4 * (kVBytes / 16) + u);
+            vw[q4][4 * u] = v.x;
+            vw[q4][4 * u + 1] = v.y;
+            vw[q4][4 * u + 2] = v.z;
+            vw[q4][4 * u + 3] = v.w;
+          }
+        } else {
+          const uint2 v = *reinterpret_cast<const uint2*>(reinterpret_cast<const char*>(slot_ptr(slot, 2 * kKVec + (q4 >> 1))) + 8 * (q4 & 1));
+          vw[q4][0] = v.x;
+          vw[q4][1] = v.y;
+        }
       }
 #pragma unroll
-      for (int nt = 0; nt < kNT; ++nt) tc::mma_16816<T>(oacc[i][nt], a, pb[nt][0], pb[nt][1]);
+      for (int i = 0; i < kSteps; ++i) {
+        uint32_t a[4];
+        if constexpr (kInt8) {
+          const uint32_t sel = (i & 1) ? 0x7362u : 0x5140u;
+          const uint32_t xab = __byte_perm(vw[0][i >> 1], vw[1][i >> 1], sel);
+          const uint32_t xcd = __byte_perm(vw[2][i >> 1], vw[3][i >> 1], sel);
+          tc::int8x4_to_pairs<__half>(xab, a[0], a[1]);  // exact v (a biased v + 1152 measured 4.8e-2 at 128k keys)
+          tc::int8x4_to_pairs<__half>(xcd, a[2], a[3]);
+        } else {
+          a[0] = __byte_perm(vw[0][i], vw[1][i], 0x5410u);
+          a[1] = __byte_perm(vw[0][i], vw[1][i], 0x7632u);
+          a[2] = __byte_perm(vw[2][i], vw[3][i], 0x5410u);
+          a[3] = __byte_perm(vw[2][i], vw[3][i], 0x7632u);
+        }
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt) tc::mma_16816<T>(oacc[i][nt], a, pb[nt][0], pb[nt][1]);
+      }
     }
   };
 
@@ -747,22 +837,51 @@ __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const _
     __trap();  // the host launches the bulk variant on sm_90 only
 #endif
   }
+  if constexpr (Traits::kPair) {
+    for (int st = 0; st < 2; ++st)
+      if (st < n_w) issue(st, st);
+    cp_async_commit();
+  } else {
 #pragma unroll
-  for (int st = 0; st < kS - 1; ++st) {
-    if (st < n_w) issue(st, st);
-    cp_async_commit();
+    for (int st = 0; st < kS - 1; ++st) {
+      if (st < n_w) issue(st, st);
+      cp_async_commit();
+    }
   }
-  for (int it = 0; it < n_w; ++it) {
-    const int nxt = it + kS - 1;
-    __syncwarp();  // every lane is done reading the K tile of the slot refilled now (step it - 1)
-    if (nxt < n_w) issue(nxt, nxt % kS);
-    cp_async_commit();
-    cp_async_wait<kS - 1>();
-    __syncwarp();  // the K tile of step it, copied by the whole warp, is complete and visible
+  if constexpr (Traits::kPair) {
+    // Two steps per iteration: steps it + 2, it + 3 are issued (into the slots steps it - 2, it - 1
+    // used) before steps it, it + 1 are computed; kS = 4, so the steps in flight are the two next.
+    static_assert(!Traits::kPair || Traits::kStages == 4, "pairs of steps on a 4-slot ring");
+    for (int it = 0; it < n_w; it += 2) {
+      __syncwarp();  // every lane is done reading the slots refilled now (steps it - 2, it - 1)
+#pragma unroll
+      for (int u = 2; u < 4; ++u)
+        if (it + u < n_w) issue(it + u, (it + u) % kS);
+      cp_async_commit();
+      cp_async_wait<1>();  // scale copies: a group per pair
+      __syncwarp();
 #if KVQ_SM90_ENABLED
-    if constexpr (Traits::kBulk) wg::mbar_wait(bk_bar(it % kS), static_cast<uint32_t>(it / kS) & 1u);
+      wg::mbar_wait(bk_bar(it % kS), static_cast<uint32_t>(it / kS) & 1u);
+      if (it + 1 < n_w) wg::mbar_wait(bk_bar((it + 1) % kS), static_cast<uint32_t>((it + 1) / kS) & 1u);
 #endif
-    compute(it, it % kS);
+      if (it + 1 < n_w)
+        compute_n.template operator()<2>(it);
+      else
+        compute_n.template operator()<1>(it);
+    }
+  } else {
+    for (int it = 0; it < n_w; ++it) {
+      const int nxt = it + kS - 1;
+      __syncwarp();  // every lane is done reading the K tile of the slot refilled now (step it - 1)
+      if (nxt < n_w) issue(nxt, nxt % kS);
+      cp_async_commit();
+      cp_async_wait<kS - 1>();
+      __syncwarp();  // the K tile of step it, copied by the whole warp, is complete and visible
+#if KVQ_SM90_ENABLED
+      if constexpr (Traits::kBulk) wg::mbar_wait(bk_bar(it % kS), static_cast<uint32_t>(it / kS) & 1u);
+#endif
+      compute_n.template operator()<1>(it);
+    }
   }
   cp_async_wait<0>();
 
@@ -848,10 +967,18 @@ __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const _
 // +inf partial (visible keys, all scores -inf) weighs 0 among finite ones and makes the row NaN when
 // no split is finite; only splits that are all -inf (no visible key) give an empty row. Rows past
 // cu_q_lens[batch] (bucket padding) are not written.
+// Parallel over the splits: the LSE max / flags / sum are block reductions (fixed order:
+// deterministic for a fixed split count), and thread i sums the float4 i % (kD / 4) of the splits
+// i / (kD / 4), i / (kD / 4) + kPhases, ... before a shared-memory sum over the phases.
 template <int kD>
 __global__ void __launch_bounds__(128) mma_decode_merge_kernel(const __grid_constant__ MmaDecodeParams prm, int32_t rows_total) {
+  constexpr int kV4 = kD / 4;            // float4 per split row
+  constexpr int kPhases = 128 / kV4;     // splits summed side by side
+  static_assert(128 % kV4 == 0, "head dims 64, 128, 256");
   __shared__ float w_s[256];
-  __shared__ float red[2];
+  __shared__ float red_m[4], red_d[4];
+  __shared__ unsigned red_f[4];
+  __shared__ float4 part[kPhases][kV4];
   const int64_t th = blockIdx.x;
   const int64_t tok = th / prm.num_qo_heads;
   const int h = static_cast<int>(th % prm.num_qo_heads);
@@ -861,41 +988,72 @@ __global__ void __launch_bounds__(128) mma_decode_merge_kernel(const __grid_cons
   const float* lse_s = prm.partial_lse + th * S;
   const float* o_s = prm.partial_o + th * S * kD;
   const float kNaN = __int_as_float(0x7fc00000);
-  if (threadIdx.x == 0) {
-    float m = -INFINITY;
-    bool nan = false, neg_inf_scores = false;
-    for (int s = 0; s < S; ++s) {
-      const float x = lse_s[s];
-      nan = nan || x != x;
-      neg_inf_scores = neg_inf_scores || x == INFINITY;
-      if (x < INFINITY) m = fmaxf(m, x);
-    }
-    float denom = 0.f;
-    if (m != -INFINITY)
-      for (int s = 0; s < S; ++s)
-        if (lse_s[s] > -INFINITY && lse_s[s] < INFINITY) denom += expf(lse_s[s] - m);
-    // NaN: a NaN split, or visible keys in some split and no finite score anywhere.
-    red[0] = (nan || (m == -INFINITY && neg_inf_scores)) ? kNaN : m;
-    red[1] = denom;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  // max over the splits with lse < +inf; flags: bit 0 a NaN split, bit 1 a +inf split
+  float m = -INFINITY;
+  unsigned flags = 0;
+  for (int s = tid; s < S; s += 128) {
+    const float x = lse_s[s];
+    flags |= (x != x) ? 1u : 0u;
+    flags |= (x == INFINITY) ? 2u : 0u;
+    if (x < INFINITY) m = fmaxf(m, x);
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+    flags |= __shfl_xor_sync(0xffffffffu, flags, o);
+  }
+  if (lane == 0) {
+    red_m[warp] = m;
+    red_f[warp] = flags;
   }
   __syncthreads();
-  const float m = red[0], denom = red[1];
-  for (int s = threadIdx.x; s < S; s += blockDim.x) {
+  m = fmaxf(fmaxf(red_m[0], red_m[1]), fmaxf(red_m[2], red_m[3]));
+  flags = red_f[0] | red_f[1] | red_f[2] | red_f[3];
+  float dsum = 0.f;
+  if (m != -INFINITY)
+    for (int s = tid; s < S; s += 128) {
+      const float x = lse_s[s];
+      if (x > -INFINITY && x < INFINITY) dsum += expf(x - m);
+    }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) dsum += __shfl_xor_sync(0xffffffffu, dsum, o);
+  if (lane == 0) red_d[warp] = dsum;
+  __syncthreads();
+  const float denom = (red_d[0] + red_d[1]) + (red_d[2] + red_d[3]);
+  // NaN: a NaN split, or visible keys in some split and no finite score anywhere.
+  if ((flags & 1u) || (m == -INFINITY && (flags & 2u))) m = kNaN;
+  for (int s = tid; s < S; s += 128) {
     const float x = lse_s[s];
     w_s[s] = (m == -INFINITY || m != m || !(x > -INFINITY && x < INFINITY)) ? 0.f : expf(x - m) / denom;
   }
   __syncthreads();
-  for (int d = threadIdx.x; d < kD; d += blockDim.x) {
+  const int f = tid % kV4, ph = tid / kV4;
+  float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+  if (m != -INFINITY && m == m)
+    for (int s = ph; s < S; s += kPhases) {
+      const float w = w_s[s];
+      const float4 v = reinterpret_cast<const float4*>(o_s + static_cast<int64_t>(s) * kD)[f];
+      acc.x += w * v.x;
+      acc.y += w * v.y;
+      acc.z += w * v.z;
+      acc.w += w * v.w;
+    }
+  part[ph][f] = acc;
+  __syncthreads();
+  for (int d = tid; d < kD; d += 128) {
     float o = m != m ? kNaN : 0.f;
-    if (m != -INFINITY && m == m)
-      for (int s = 0; s < S; ++s) o += w_s[s] * o_s[s * kD + d];
+    if (m != -INFINITY && m == m) {
+#pragma unroll
+      for (int p = 0; p < kPhases; ++p) o += reinterpret_cast<const float*>(&part[p][0])[d];
+    }
     const int64_t oi = tok * prm.o_stride_t + h * prm.o_stride_h + d;
     if (prm.q_bf16)
       static_cast<__nv_bfloat16*>(prm.out)[oi] = __float2bfloat16_rn(o);
     else
       static_cast<__half*>(prm.out)[oi] = __float2half_rn(o);
   }
-  if (prm.lse != nullptr && threadIdx.x == 0)
+  if (prm.lse != nullptr && tid == 0)
     prm.lse[tok * prm.lse_stride_t + h * prm.lse_stride_h] = m == -INFINITY ? -INFINITY : m + logf(denom);  // NaN m: NaN
 }
 
