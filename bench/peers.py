@@ -11,14 +11,20 @@ Peers (prefill):
   mojo_design_torch   the mojo_opset PR #361 design composed from torch ops: dequantize the
                       referenced blocks to bf16 (gather + scale), then the fastest SDPA backend
                       of the shape, timed end to end
-  kvq_<path>          kvq.paged_prefill over the int8 cache, path fused (the default) / dequant / ...
-  kvq_bf16cache       kvq.paged_prefill over a bf16 paged cache
+  kvq_<path>          kvq prefill over the int8 cache, path fused (the default) / dequant / ...
+  kvq_bf16cache       kvq prefill over a bf16 paged cache
+  Every kvq prefill is kvq.PagedPrefill planned from the host lengths (as an engine plans each step:
+  the real longest chunk and key count), then run; the planning is not timed.
 Peers (decode; every peer is timed as CUDA-graph replays, rotating over enough copies of the
 inputs that they do not fit in L2):
   sdpa_*              as above, q_len 1 (or the shape's q_len, bottom-right causal)
   kvq_decode          kvq.paged_decode over the int8 cache, the planner's kernel
   kvq_decode_<route>  the same with a decode kernel forced (KVQ_DECODE_PATH)
   kvq_decode_bf16cache  kvq.paged_decode over a bf16 paged cache
+  kvq_prefill         q_len > 1 (multi-token decode): kvq.PagedPrefill planned from the host lengths,
+                      the planner's kernel (the tensor-core decode kernel where it applies; the row's
+                      "kernel" field says which); kvq_prefill_prefill_kernel: the same with
+                      KVQ_SMALL_Q_DECODE=0 (the tensor-core prefill kernel), for A/B
 TFLOP/s counts visible score entries only: 4 * Hq * D * visible_pairs. GB/s counts the bytes that
 must move: the K/V of the referenced tokens in the peer's own cache dtype (int8 for kvq, bf16 for
 the dense peers) + scales + Q + O. Each run also measures the GPU's ceilings (device copy and
@@ -124,7 +130,15 @@ def make_case(B, q_len, kv_len, Hq=32, Hkv=8, D=128, page=64, seed=0, q_dtype=to
     cu_q = torch.arange(0, B + 1, dtype=torch.int32, device=DEV) * q_len
     kv_lens = torch.full((B,), kv_len, dtype=torch.int32, device=DEV)
     return dict(B=B, q_len=q_len, kv_len=kv_len, Hq=Hq, Hkv=Hkv, D=D, page=page, k8=k8, v8=v8, ks=ks, vs=vs,
-                table=table, q=q, cu_q=cu_q, kv_lens=kv_lens)
+                table=table, q=q, cu_q=cu_q, kv_lens=kv_lens,
+                cu_host=[b * q_len for b in range(B + 1)], kv_host=[kv_len] * B)  # what an engine's scheduler knows
+
+
+def kvq_planned(c, k, v, path="auto", **scales):
+    """kvq.PagedPrefill for case c over caches k, v, planned from the case's host lengths."""
+    pp = kvq.PagedPrefill(causal=True, path=path)
+    pp.plan(c["cu_host"], c["kv_host"], c["q"], k, v, c["table"], c["cu_q"], c["kv_lens"], **scales)
+    return pp
 
 
 def gather_dense(c, cache, scale, dtype=torch.bfloat16):
@@ -206,22 +220,25 @@ def run_prefill(name, c, paths):
         try:
             k16, v16 = paged_16bit(c, c["q"].dtype)
             out = torch.empty_like(c["q"])
-            fn = lambda: kvq.paged_prefill(c["q"], k16, v16, c["table"], c["cu_q"], c["kv_lens"], causal=True,
-                                          out=out)
+            pp = kvq_planned(c, k16, v16)
+            fn = lambda: pp.run(c["q"], k16, v16, c["table"], c["cu_q"], c["kv_lens"], out=out)
             fn()
             torch.cuda.synchronize()
-            add("kvq_bf16cache", bench_ms(fn), dict(rel_err_vs_sdpa=rel_err(out, ref) if ref is not None else None))
+            add("kvq_bf16cache", bench_ms(fn), dict(rel_err_vs_sdpa=rel_err(out, ref) if ref is not None else None,
+                                                    kernel=pp.plan_info.kernel))
             del k16, v16
         except Exception as e:
             log(f"  kvq_bf16cache      not run: {short(e)}")
         for path in paths:
             try:
                 out = torch.empty_like(c["q"])
-                fn = lambda: kvq.paged_prefill(c["q"], c["k8"], c["v8"], c["table"], c["cu_q"], c["kv_lens"],
-                                              k_scale=c["ks"], v_scale=c["vs"], causal=True, path=path, out=out)
+                pp = kvq_planned(c, c["k8"], c["v8"], path=path, k_scale=c["ks"], v_scale=c["vs"])
+                fn = lambda: pp.run(c["q"], c["k8"], c["v8"], c["table"], c["cu_q"], c["kv_lens"],
+                                    k_scale=c["ks"], v_scale=c["vs"], out=out)
                 fn()
                 torch.cuda.synchronize()
-                add("kvq_" + path, bench_ms(fn), dict(rel_err_vs_sdpa=rel_err(out, ref) if ref is not None else None))
+                add("kvq_" + path, bench_ms(fn), dict(rel_err_vs_sdpa=rel_err(out, ref) if ref is not None else None,
+                                                      kernel=pp.plan_info.kernel))
             except Exception as e:
                 log(f"  kvq_{path:14s} not run: {short(e)}")
     return rows
@@ -262,8 +279,10 @@ def run_decode(name, B, kv_len, page=16, Hq=32, Hkv=8, D=128, q_len=1, routes=()
 
     if HAVE_KVQ:
         def kvq_fns(k_of, v_of, scaled, num_splits=0):
+            """One call per input copy; q_len > 1: kvq.PagedPrefill planned (untimed, outside the graph)
+            from the host lengths, as an engine plans a step, then run. Returns fns, outs, kernel."""
             outs = [torch.empty_like(c["q"]) for c in cases]
-            fns = []
+            fns, kernel = [], "decode"
             for i, c in enumerate(cases):
                 kw = dict(k_scale=c["ks"], v_scale=c["vs"]) if scaled else {}
                 if num_splits:
@@ -273,13 +292,21 @@ def run_decode(name, B, kv_len, page=16, Hq=32, Hkv=8, D=128, q_len=1, routes=()
                     fns.append(lambda c=c, qd=qd, o=outs[i], kw=kw, i=i: kvq.paged_decode(
                         qd, k_of(i), v_of(i), c["table"], c["kv_lens"], out=o.view(B, Hq, D), **kw))
                 else:
-                    fns.append(lambda c=c, o=outs[i], kw=kw, i=i: kvq.paged_prefill(
-                        c["q"], k_of(i), v_of(i), c["table"], c["cu_q"], c["kv_lens"], causal=True, out=o, **kw))
-            return fns, outs
+                    pp = kvq_planned(c, k_of(i), v_of(i), **kw)
+                    kernel = pp.plan_info.kernel
+                    fns.append(lambda c=c, o=outs[i], kw=kw, i=i, pp=pp: pp.run(
+                        c["q"], k_of(i), v_of(i), c["table"], c["cu_q"], c["kv_lens"], out=o, **kw))
+            return fns, outs, kernel
 
-        # q_len > 1 (multi-token decode) goes through kvq.paged_prefill: the planner's route, named kvq_prefill.
+        # q_len > 1 (multi-token decode) goes through kvq.PagedPrefill: the planner's kernel, named
+        # kvq_prefill; kvq_prefill_prefill_kernel keeps the prefill kernel (KVQ_SMALL_Q_DECODE=0, read
+        # when planning) for A/B.
         base = "kvq_decode" if q_len == 1 else "kvq_prefill"
-        for peer, route in [(base, None)] + ([("kvq_decode_" + r, r) for r in routes] if q_len == 1 else []):
+        if q_len == 1:
+            variants = [(base, None, None)] + [("kvq_decode_" + r, r, None) for r in routes]
+        else:
+            variants = [(base, None, None), (base + "_prefill_kernel", None, "0")]
+        for peer, route, small_q in variants:
             try:
                 os.environ.pop("KVQ_DECODE_PATH", None)
                 os.environ.pop("KVQ_DECODE_KERNEL", None)
@@ -290,22 +317,28 @@ def run_decode(name, B, kv_len, page=16, Hq=32, Hkv=8, D=128, q_len=1, routes=()
                     splits = int(route[len("splits"):])
                 elif route is not None:
                     os.environ["KVQ_DECODE_PATH"] = route
-                fns, outs = kvq_fns(lambda i: cases[i]["k8"], lambda i: cases[i]["v8"], True, splits)
+                if small_q is None:
+                    os.environ.pop("KVQ_SMALL_Q_DECODE", None)
+                else:
+                    os.environ["KVQ_SMALL_Q_DECODE"] = small_q
+                fns, outs, kernel = kvq_fns(lambda i: cases[i]["k8"], lambda i: cases[i]["v8"], True, splits)
                 fns[0]()
                 torch.cuda.synchronize()
                 err = rel_err(outs[0], ref) if ref is not None else None
-                add(peer, bench_graph_ms(fns), int8_bytes, dict(rel_err_vs_sdpa=err, route=route or "auto"))
+                add(peer, bench_graph_ms(fns), int8_bytes, dict(rel_err_vs_sdpa=err, route=route or "auto",
+                                                                kernel=kernel))
             except Exception as e:
                 log(f"  {peer:22s} not run: {short(e)}")
         os.environ.pop("KVQ_DECODE_PATH", None)
         os.environ.pop("KVQ_DECODE_KERNEL", None)
+        os.environ.pop("KVQ_SMALL_Q_DECODE", None)
         try:
             c16 = [paged_16bit(c, c["q"].dtype) for c in cases]
-            fns, outs = kvq_fns(lambda i: c16[i][0], lambda i: c16[i][1], False)
+            fns, outs, kernel = kvq_fns(lambda i: c16[i][0], lambda i: c16[i][1], False)
             fns[0]()
             torch.cuda.synchronize()
             err = rel_err(outs[0], ref) if ref is not None else None
-            add(base + "_bf16cache", bench_graph_ms(fns), bf16_bytes, dict(rel_err_vs_sdpa=err))
+            add(base + "_bf16cache", bench_graph_ms(fns), bf16_bytes, dict(rel_err_vs_sdpa=err, kernel=kernel))
             del c16
         except Exception as e:
             log(f"  kvq_decode_bf16cache   not run: {short(e)}")

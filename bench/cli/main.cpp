@@ -649,6 +649,8 @@ int run_bench(const BenchOptions& o) {
       }
       served_path = kvq::to_string(plan.path);
       if (served_path != path) resolved = path + "->" + served_path;  // e.g. the CPU backend serves every path
+      // Short chunks planned onto the tensor-core decode kernel: auto->fused/mma_decode.
+      if (plan.kernel != kvq::PrefillKernel::kPath) resolved += std::string("/") + kvq::to_string(plan.kernel);
       Buffer wsb(kvq::DType::kUInt8, {static_cast<int64_t>(plan.workspace_bytes)}, gpu);
       pa.plan = &plan;
       pa.workspace = {wsb.data(), plan.workspace_bytes};

@@ -17,6 +17,12 @@ enum class ScaleMode : int8_t { kNone, kPerChannel, kPerToken };
 // kInt8: SageAttention-style int8 products (docs/design.md §1 "Compute modes").
 enum class ComputeMode : int8_t { kNative, kInt8 };
 enum class PrefillPath : int8_t { kAuto, kFused, kDequant, kGeneric };
+// The kernel a prefill plan runs (PrefillPlan::kernel), chosen by the planner. kPath: the path's
+// own kernel (fused: the tensor-core prefill kernel, mma.sync or Hopper wgmma; dequant; generic).
+// kMmaDecode: the tensor-core split-KV decode kernel, for `path=auto` calls whose plan knows every
+// sequence has at most 8 query tokens (multi-token decode, speculative verification); see
+// docs/api.md "Options" for when it applies and KVQ_SMALL_Q_DECODE=0 to keep kPath.
+enum class PrefillKernel : int8_t { kPath, kMmaDecode };
 
 size_t dtype_size(DType dtype);
 const char* to_string(DType dtype);
@@ -26,5 +32,6 @@ const char* to_string(GqaLayout layout);
 const char* to_string(ScaleMode mode);
 const char* to_string(ComputeMode mode);
 const char* to_string(PrefillPath path);
+const char* to_string(PrefillKernel kernel);
 
 }  // namespace kvq

@@ -144,13 +144,16 @@ struct DequantArgs {
 // from host arrays, so run() needs no device-to-host copy.
 struct PrefillPlan {
   PrefillPath path = PrefillPath::kGeneric;  // resolved path
+  // The kernel the path runs: kMmaDecode (the tensor-core decode kernel, path fused) when the host
+  // lengths show at most 8 query tokens per sequence and the call qualifies (docs/api.md "Options").
+  PrefillKernel kernel = PrefillKernel::kPath;
   Device device = Device::kCPU;
   int64_t batch_size = 0;
   int64_t total_q = 0;
   int64_t num_referenced_blocks = 0;  // sum_b ceil(kv_len_b / page_size)
   int64_t max_q_len = 0;
   int64_t max_kv_len = 0;
-  int num_splits = 1;
+  int num_splits = 1;        // split-KV count of kernel kMmaDecode (its partials are in the workspace)
   size_t workspace_bytes = 0;
 };
 

@@ -30,6 +30,15 @@ void append(const AppendArgs& args, int64_t num_tokens, int64_t num_kv_heads, in
 void dequantize_blocks(const DequantArgs& args, int64_t num_kv_heads, int64_t page_size,
                        int64_t head_dim, ScaleMode mode);
 void calibrate(const TensorView& x, const TensorView& scale_out, void* stream);
+// The tensor-core decode kernel (decode/mma_decode.cu) as the kernel of a prefill plan
+// (PrefillKernel::kMmaDecode; core/plan.cpp decides when). plan_prefill_mma_decode: whether it serves
+// the call's shape and views for plan.max_q_len query rows per sequence, and if so sets
+// plan.num_splits and plan.workspace_bytes, sized on the tensors' device (its SM count); false,
+// plan untouched, when it does not serve them or no CUDA device is usable.
+// prefill_mma_decode_serves: the same test of a given plan, its split count and workspace size
+// included (no device needed).
+bool plan_prefill_mma_decode(const PrefillArgs& args, const detail::AttnProblem& p, PrefillPlan& plan);
+bool prefill_mma_decode_serves(const PrefillArgs& args, const detail::AttnProblem& p, const PrefillPlan& plan);
 // Device-data checks (check=true): block ids in [0, num_blocks), kv_len <= table width * page_size,
 // cu_q_lens monotonic; throws kvq::Error naming the argument.
 void check_prefill_data(const PrefillArgs& args, const detail::AttnProblem& p);

@@ -9,6 +9,28 @@
 // picks kFused (the tensor-core kernel, for int8 and bf16/fp16 caches alike) when head_dim has a
 // fast instantiation (KVQ_FAST_HEAD_DIMS) and there is no mask, else kGeneric.
 //
+// Kernel choice (PrefillPlan::kernel). kPath (the path's own kernel) unless every condition below
+// holds; then kMmaDecode: the tensor-core split-KV decode kernel (src/cuda/decode/mma_decode.cu),
+// which serves up to 16 query rows per (sequence, kv head) and reads each K/V byte once per GQA
+// group, where the prefill kernel's 64-row tiles would be mostly empty (multi-token decode,
+// speculative verification). The conditions (small_q_decode_refusal, the one definition):
+//   - the plan has host lengths (cu_q_lens_host): plan.max_q_len is the real longest chunk, 1..8;
+//   - CUDA tensors, path=auto resolved to kFused (a forced path keeps its kernel);
+//   - causal, or max_q_len == 1 (the kernel is causal within the chunk: query i at
+//     kv_len - q_len + i; a single query sees every key either way); no mask; native compute (int8
+//     compute is the prefill kernels' SageAttention recipe, int8 q included);
+//   - the kernel serves the shape and views (cuda::plan_prefill_mma_decode: head dim 64/128/256,
+//     max_q_len * group_size <= 16 (8 at head dim 256), bf16/fp16 q, int8 (fp32 per-token scales)
+//     or bf16/fp16 cache, alignment);
+//   - KVQ_SMALL_Q_DECODE is not "0" (read at planning; "0" keeps kPath, for A/B timing).
+// Everything else the decode kernel computes as the prefill paths do (docs/design.md §1; windows,
+// global window, GQA layouts, lse, empty rows, q_len 0 sequences, non-finite rules, the hostile
+// metadata of docs/api.md). It then takes plan.num_splits from the decode planner (shape and SM
+// count, never device data) and its split partials from the workspace:
+// workspace_bytes = mma_decode_workspace_bytes(total_q rows, num_splits) (0 for one split), so
+// run() stays graph capturable and deterministic for a fixed plan. check_plan_and_workspace holds a
+// given kMmaDecode plan to the same conditions.
+//
 // Workspace layout of the kDequant path (CUDA), offsets from Workspace::data, every part starting
 // on a 256-byte boundary (each part's size is rounded up to a multiple of 256):
 //   part 0  K  [num_referenced_blocks, <block shape of the cache in its layout>] in the output
@@ -27,12 +49,14 @@
 #include "src/core/plan.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
 #include "kvq/error.h"
 #include "kvq/kvq.h"
 #include "kvq_config.h"
+#include "src/core/backend.h"
 #include "src/core/validate.h"
 
 namespace kvq {
@@ -53,7 +77,38 @@ bool is_fast_head_dim(int64_t head_dim) {
   return std::find(dims.begin(), dims.end(), static_cast<int>(head_dim)) != dims.end();
 }
 
+// KVQ_SMALL_Q_DECODE=0: plans keep the path's kernel for short chunks (A/B timing).
+bool small_q_decode_enabled() {
+  const char* env = std::getenv("KVQ_SMALL_Q_DECODE");
+  return env == nullptr || std::string(env) != "0";
+}
+
+// The conditions on the call and its plan, before the kernel's own (shape, views, splits).
+std::string small_q_call_refusal(const PrefillArgs& args, const AttnProblem& p, const PrefillPlan& plan) {
+  if (args.q.device != Device::kCUDA) return "CPU tensors";
+  if (args.path != PrefillPath::kAuto)
+    return std::string("path ") + to_string(args.path) + " (forced paths keep their kernel; the decode kernel is chosen under path auto)";
+  if (plan.path != PrefillPath::kFused) return std::string("path auto resolved to ") + to_string(plan.path);
+  if (plan.max_q_len < 1 || plan.max_q_len > kSmallQDecodeMaxQLen)
+    return "max_q_len " + std::to_string(plan.max_q_len) + " (the decode kernel takes 1.." +
+           std::to_string(kSmallQDecodeMaxQLen) + " query tokens per sequence)";
+  if (p.has_mask) return "a mask";
+  if (!p.causal && plan.max_q_len > 1)
+    return "causal=false with max_q_len " + std::to_string(plan.max_q_len) + " (the decode kernel is causal within the chunk)";
+  if (p.compute != ComputeMode::kNative) return "int8 compute (the decode kernel computes in the query's 16-bit dtype)";
+  return "";
+}
+
 }  // namespace
+
+std::string small_q_decode_refusal(const PrefillArgs& args, const AttnProblem& p, const PrefillPlan& plan) {
+  std::string why = small_q_call_refusal(args, p, plan);
+  if (why.empty() && !cuda::prefill_mma_decode_serves(args, p, plan))
+    why = "a shape, views or split plan the decode kernel does not serve (head_dim 64/128/256, bf16/fp16 q, "
+          "int8/bf16/fp16 cache, max_q_len * group_size <= 16 (8 at head_dim 256), 16-byte aligned K/V rows, "
+          "4-byte aligned q rows, fp32 per-token scales; num_splits and workspace_bytes as its planner sets them)";
+  return why;
+}
 
 PrefillPath resolve_prefill_path(const AttnProblem& p, Device device, PrefillPath requested) {
   if (device == Device::kCPU) return PrefillPath::kGeneric;
@@ -111,9 +166,18 @@ PrefillPlan make_prefill_plan(const PrefillArgs& args, const AttnProblem& p,
   }
 
   plan.path = resolve_prefill_path(p, plan.device, args.path);
+  plan.kernel = PrefillKernel::kPath;
   plan.num_splits = 1;
   plan.workspace_bytes =
       plan.path == PrefillPath::kDequant ? dequant_workspace_bytes(p, plan.num_referenced_blocks) : 0;
+  // Short chunks on the decode kernel (header): only with real host lengths.
+  if (cu_q_lens_host != nullptr && small_q_decode_enabled() && small_q_call_refusal(args, p, plan).empty()) {
+    PrefillPlan trial = plan;
+    if (cuda::plan_prefill_mma_decode(args, p, trial)) {
+      trial.kernel = PrefillKernel::kMmaDecode;
+      plan = trial;
+    }
+  }
   return plan;
 }
 
@@ -141,6 +205,13 @@ void check_plan_and_workspace(const PrefillArgs& args, const AttnProblem& p,
                              << to_string(plan.path));
   KVQ_CHECK(plan.num_splits >= 1, func, "plan",
             "expected num_splits >= 1, got " << plan.num_splits);
+  KVQ_CHECK(plan.kernel == PrefillKernel::kPath || plan.kernel == PrefillKernel::kMmaDecode, func, "plan",
+            "expected kernel path or mma_decode, got " << static_cast<int>(plan.kernel));
+  if (plan.kernel == PrefillKernel::kMmaDecode) {
+    const std::string why = small_q_decode_refusal(args, p, plan);
+    KVQ_CHECK(why.empty(), func, "plan",
+              "expected a call the plan's kernel (mma_decode) serves, got " << why << "; plan again for this call");
+  }
   KVQ_CHECK(args.workspace.bytes >= plan.workspace_bytes, func, "workspace",
             "expected at least " << plan.workspace_bytes << " bytes (plan.workspace_bytes, path "
                                  << to_string(plan.path) << "), got " << args.workspace.bytes);

@@ -85,4 +85,12 @@ const char* to_string(PrefillPath path) {
   return "unknown_path";
 }
 
+const char* to_string(PrefillKernel kernel) {
+  switch (kernel) {
+    case PrefillKernel::kPath: return "path";
+    case PrefillKernel::kMmaDecode: return "mma_decode";
+  }
+  return "unknown_prefill_kernel";
+}
+
 }  // namespace kvq

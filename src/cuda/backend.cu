@@ -2,9 +2,11 @@
 //
 // The dispatcher (src/core/dispatch.cpp) validated shapes, dtypes and options before any call
 // lands here; this file picks kernels and lays out workspaces:
-//   paged_prefill: plan.path kFused -> the tensor-core kernel (tc_prefill.h) when it serves the
-//     problem; with args.path == kAuto it falls back to the generic kernel, a forced fused path
-//     that cannot be served is an error. kDequant -> dequantize the referenced K and V blocks into
+//   paged_prefill: plan.path kFused -> plan.kernel kMmaDecode (chosen by core/plan.cpp, which
+//     checked the call against the plan): the tensor-core decode kernel (decode/mma_decode.h) over
+//     cu_q_lens, with the plan's split count and workspace; else the tensor-core kernel (tc_prefill.h)
+//     when it serves the problem; with args.path == kAuto it falls back to the generic kernel, a
+//     forced fused path that cannot be served is an error. kDequant -> dequantize the referenced K and V blocks into
 //     the workspace (layout: src/core/plan.cpp) with a compact block table, then the tensor-core
 //     kernel over that bf16/fp16 cache. kGeneric -> generic_prefill.
 //   paged_decode: split-KV decode (decode/), num_splits from the planner or args.num_splits.
@@ -201,10 +203,53 @@ bool available() {
   return n > 0;
 }
 
+// ---- short prefill chunks on the tensor-core decode kernel (PrefillKernel::kMmaDecode) ----
+// core/plan.cpp decides (small_q_decode_refusal); these say what the kernel serves and size it.
+
+bool prefill_mma_decode_serves(const PrefillArgs& args, const detail::AttnProblem& p, const PrefillPlan& plan) {
+  if (!mma_decode_supports_shape(p, plan.max_q_len) || !mma_decode_supports_views(args.kv, args.q, p)) return false;
+  if (plan.num_splits < 1 || plan.num_splits > kMmaDecodeMaxSplits) return false;
+  return plan.workspace_bytes >= mma_decode_workspace_bytes(p, p.total_q, plan.num_splits);
+}
+
+bool plan_prefill_mma_decode(const PrefillArgs& args, const detail::AttnProblem& p, PrefillPlan& plan) {
+  if (!mma_decode_supports_shape(p, plan.max_q_len) || !mma_decode_supports_views(args.kv, args.q, p)) return false;
+  if (!available()) return false;  // planning CUDA views without a device: the path's kernel
+  const DeviceGuard device_guard(args.q.device_index);  // the split count follows this device's SM count
+  const int splits = plan_mma_decode_splits(p, plan.max_q_len, 0);
+  plan.num_splits = splits;
+  plan.workspace_bytes = mma_decode_workspace_bytes(p, p.total_q, splits);
+  return true;
+}
+
+namespace {
+
+void run_mma_decode_prefill(const PrefillArgs& args, const detail::AttnProblem& p, const PrefillPlan& plan) {
+  MmaDecodeLaunch L;
+  L.q = args.q;
+  L.out = args.out;
+  if (p.has_lse && args.lse.defined()) L.lse = args.lse;
+  L.kv = &args.kv;
+  L.block_tables = args.block_tables;
+  L.kv_lens = args.kv_lens;
+  L.cu_q_lens = args.cu_q_lens;
+  L.workspace = args.workspace;
+  L.total_rows = p.total_q;
+  L.max_q_len = plan.max_q_len;
+  L.func = "paged_prefill";
+  launch_mma_decode(L, p, plan.num_splits, args.stream);
+}
+
+}  // namespace
+
 void paged_prefill(const PrefillArgs& args, const detail::AttnProblem& p, const PrefillPlan& plan) {
   const DeviceGuard device_guard(args.q.device_index);
   switch (plan.path) {
     case PrefillPath::kFused:
+      if (plan.kernel == PrefillKernel::kMmaDecode) {
+        run_mma_decode_prefill(args, p, plan);
+        return;
+      }
       if (tc_prefill_supports(p) && tc_prefill_supports_views(args, p, args.kv, args.block_tables)) {
         launch_tc_prefill(args, p, args.kv, args.block_tables, args.stream);
         return;

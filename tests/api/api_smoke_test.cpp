@@ -6,7 +6,9 @@
 // ApiPlan.* and ApiBasics.* need no backend.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "tests/api/api_fixture.h"
 
@@ -196,6 +198,7 @@ TEST_F(ApiPlan, CpuPlanFromHostLengths) {
   EXPECT_EQ(plan.num_referenced_blocks, 4);  // ceil(5/4) + ceil(8/4)
   EXPECT_EQ(plan.num_splits, 1);
   EXPECT_EQ(plan.workspace_bytes, 0u);
+  EXPECT_EQ(plan.kernel, kvq::PrefillKernel::kPath);  // the CPU backend serves every call itself
 }
 
 TEST_F(ApiPlan, UpperBoundsWithoutLengths) {
@@ -313,6 +316,31 @@ TEST_F(ApiPlanCuda, RequestedPathIsKept) {
   EXPECT_EQ(kvq::plan_prefill(a, cu_host_, kv_host_).path, kvq::PrefillPath::kFused);
   a.path = kvq::PrefillPath::kGeneric;
   EXPECT_EQ(kvq::plan_prefill(a, cu_host_, kv_host_).path, kvq::PrefillPath::kGeneric);
+}
+
+// Short chunks (q_len <= 8) go to the tensor-core decode kernel only from real host lengths, and
+// never with KVQ_SMALL_Q_DECODE=0; whether a CUDA device is there does not matter for either.
+TEST_F(ApiPlanCuda, ShortChunksKeepThePathKernelWithoutHostLengthsOrWithTheSwitchOff) {
+  const int32_t cu_short[kB + 1] = {0, 4, 4, 7};
+  const kvq::PrefillArgs a = make(128, DType::kInt8);
+  const kvq::PrefillPlan bound = kvq::plan_prefill(a, nullptr, kv_host_);
+  EXPECT_EQ(bound.kernel, kvq::PrefillKernel::kPath);
+  EXPECT_EQ(bound.num_splits, 1);
+  EXPECT_EQ(bound.workspace_bytes, 0u);
+  const char* old = std::getenv("KVQ_SMALL_Q_DECODE");
+  const std::string saved = old ? old : "";
+  setenv("KVQ_SMALL_Q_DECODE", "0", 1);
+  const kvq::PrefillPlan off = kvq::plan_prefill(a, cu_short, kv_host_);
+  if (old) {
+    setenv("KVQ_SMALL_Q_DECODE", saved.c_str(), 1);
+  } else {
+    unsetenv("KVQ_SMALL_Q_DECODE");
+  }
+  EXPECT_EQ(off.kernel, kvq::PrefillKernel::kPath);
+  EXPECT_EQ(off.max_q_len, 4);
+  EXPECT_EQ(off.workspace_bytes, 0u);
+  EXPECT_STREQ(kvq::to_string(kvq::PrefillKernel::kPath), "path");
+  EXPECT_STREQ(kvq::to_string(kvq::PrefillKernel::kMmaDecode), "mma_decode");
 }
 
 // --- basics ---

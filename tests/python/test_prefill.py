@@ -174,7 +174,8 @@ def test_paged_prefill_plan_and_run():
     assert plan.batch_size == 3 and plan.total_q == c.q.shape[0]
     assert plan.max_q_len == 4 and plan.max_kv_len == 9
     assert plan.device == "cpu"
-    assert "PrefillPlan(" in repr(plan)
+    assert plan.kernel == "path"  # the CPU backend serves every call; "mma_decode" is a CUDA plan's choice
+    assert "PrefillPlan(" in repr(plan) and "kernel=path" in repr(plan)
     out = np.empty_like(c.q)
     res, lse = pp.run(c.q, c.k_cache, c.v_cache, c.block_tables, c.cu_q_lens, c.kv_lens, k_scale=c.k_scale,
                       v_scale=c.v_scale, out=out, return_lse=True)

@@ -597,6 +597,46 @@ def test_cuda_graph_replay_with_plan_and_padded_batches():
 
 
 @needs_cuda
+def test_cuda_short_chunks_plan_the_decode_kernel(monkeypatch):
+    # Multi-token decode: PagedPrefill planned from host lengths with <= 8 query tokens per sequence
+    # runs on the tensor-core decode kernel (plan.kernel "mma_decode"), matches fp64 attention, and
+    # replays in a CUDA graph bit for bit; KVQ_SMALL_Q_DECODE=0 at planning keeps the prefill kernel.
+    q_lens, kv_lens = [4, 1, 0, 3], [300, 50, 7, 2000]
+    c = make_case(4, 8, 2, 128, 16, q_lens, kv_lens, device="cuda", k_mode="per_channel", v_mode="per_token",
+                  seed=41, pad_rows=2)
+    cu_host = [0] + [int(x) for x in np.cumsum(q_lens)]
+    args = (c["q"], c["k_cache"], c["v_cache"], c["block_tables"], c["cu_q_lens"], c["kv_lens"])
+    scales = dict(k_scale=c["k_scale"], v_scale=c["v_scale"])
+    pp = kvq.PagedPrefill(causal=True)
+    plan = pp.plan(cu_host, kv_lens, *args, **scales)
+    assert plan.kernel == "mma_decode" and plan.path == "fused" and plan.max_q_len == 4, repr(plan)
+    out = torch.full_like(c["q"], 7.0)
+    pp.run(*args, **scales, out=out)
+    torch.cuda.synchronize()
+    ref, _ = torch_ref(c["q"], dense_kv(c, "k"), dense_kv(c, "v"), q_lens, kv_lens, Hkv=2)
+    err, finite = rel_errs(out, ref, q_lens)
+    assert finite and err <= 1e-2, err
+    assert bool((out[sum(q_lens):] == 7.0).all()), "padding rows written"
+    graph_out = torch.full_like(c["q"], 7.0)
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        pp.run(*args, **scales, out=graph_out)  # warm-up outside capture
+    torch.cuda.current_stream().wait_stream(s)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        pp.run(*args, **scales, out=graph_out)
+    graph_out.fill_(7.0)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(graph_out, out), "graph replay differs from the eager run"
+    monkeypatch.setenv("KVQ_SMALL_Q_DECODE", "0")
+    assert kvq.PagedPrefill(causal=True).plan(cu_host, kv_lens, *args, **scales).kernel == "path"
+    monkeypatch.delenv("KVQ_SMALL_Q_DECODE")
+    assert kvq.PagedPrefill(causal=True).plan(None, None, *args, **scales).kernel == "path"  # no host lengths
+
+
+@needs_cuda
 def test_cuda_graph_capture_of_the_torch_ops():
     c = make_case(4, 8, 2, 128, 16, [1] * 4, [10, 100, 1000, 33], device="cuda", seed=32)
     out = torch.empty_like(c["q"])

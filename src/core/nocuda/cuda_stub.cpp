@@ -29,6 +29,9 @@ void dequantize_blocks(const DequantArgs&, int64_t, int64_t, int64_t, ScaleMode)
   no_cuda("dequantize_blocks");
 }
 void calibrate(const TensorView&, const TensorView&, void*) { no_cuda("calibrate"); }
+// No CUDA backend, no decode kernel: plans keep the path's kernel.
+bool plan_prefill_mma_decode(const PrefillArgs&, const detail::AttnProblem&, PrefillPlan&) { return false; }
+bool prefill_mma_decode_serves(const PrefillArgs&, const detail::AttnProblem&, const PrefillPlan&) { return false; }
 void check_prefill_data(const PrefillArgs&, const detail::AttnProblem&) {
   no_cuda("check_prefill_data");
 }

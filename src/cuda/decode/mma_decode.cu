@@ -19,6 +19,7 @@
 #include <cudaTypedefs.h>
 
 #include <algorithm>
+#include <climits>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -32,7 +33,7 @@
 namespace kvq::cuda {
 namespace {
 
-constexpr int kMaxSplits = 256;
+constexpr int kMaxSplits = kMmaDecodeMaxSplits;
 constexpr int64_t kMinKeysPerSplit = 256;
 
 size_t align256(size_t x) { return (x + 255) / 256 * 256; }
@@ -54,7 +55,7 @@ int n_tiles_for(const detail::AttnProblem& p, int64_t max_q_len) {
 // The kernel of a problem, its dynamic shared memory and its resident CTAs per SM.
 struct KernelInfo {
   void (*fn)(MmaDecodeParams) = nullptr;
-  void (*merge)(MmaDecodeParams, int32_t) = nullptr;
+  void (*merge)(MmaDecodeParams) = nullptr;
   int smem = 0;
   int ctas_per_sm = 0;
 };
@@ -231,7 +232,11 @@ size_t mma_decode_workspace_bytes(const detail::AttnProblem& p, int64_t total_ro
 }
 
 void launch_mma_decode(const MmaDecodeLaunch& L, const detail::AttnProblem& p, int num_splits, void* stream) {
-  if (p.batch_size == 0 || p.num_qo_heads == 0) return;
+  if (p.batch_size == 0 || p.num_qo_heads == 0 || L.max_q_len < 1) return;
+  KVQ_CHECK(mma_decode_supports_shape(p, L.max_q_len) && num_splits >= 1 && num_splits <= kMaxSplits, L.func, "plan",
+            "expected a shape the tensor-core decode kernel serves with 1.." << kMaxSplits << " splits, got head_dim "
+                << p.head_dim << ", " << L.max_q_len << " x " << p.group_size << " rows per kv head, " << num_splits
+                << " splits");
   const size_t need = mma_decode_workspace_bytes(p, L.total_rows, num_splits);
   KVQ_CHECK(need == 0 || (L.workspace.data != nullptr && L.workspace.bytes >= need), L.func, "workspace",
             "expected at least " << need << " bytes for " << num_splits << " splits, got " << L.workspace.bytes
@@ -266,6 +271,8 @@ void launch_mma_decode(const MmaDecodeLaunch& L, const detail::AttnProblem& p, i
   prm.num_kv_heads = static_cast<int32_t>(p.num_kv_heads);
   prm.group_size = static_cast<int32_t>(p.group_size);
   prm.max_q_len = static_cast<int32_t>(L.max_q_len);
+  // cu_q_lens entries are int32: capping the row count there changes no test against it.
+  prm.total_rows = static_cast<int32_t>(std::min<int64_t>(L.total_rows, INT32_MAX));
   prm.num_splits = num_splits;
   prm.scale_log2 = p.softmax_scale * 1.4426950408889634f;
   prm.local_window = p.local_window;
@@ -295,8 +302,9 @@ void launch_mma_decode(const MmaDecodeLaunch& L, const detail::AttnProblem& p, i
   k.fn<<<grid, 128, k.smem, s>>>(prm);
   KVQ_LAUNCH_CHECK(s);
   if (num_splits > 1) {
-    const unsigned rows = static_cast<unsigned>(L.total_rows * p.num_qo_heads);
-    k.merge<<<rows, 128, 0, s>>>(prm, static_cast<int32_t>(L.total_rows));
+    // One CTA per (row, q head); multi-token: per (sequence, row < max_q_len, q head).
+    const int64_t units = L.cu_q_lens.defined() ? p.batch_size * L.max_q_len : L.total_rows;
+    k.merge<<<static_cast<unsigned>(units * p.num_qo_heads), 128, 0, s>>>(prm);
     KVQ_LAUNCH_CHECK(s);
   }
 }

@@ -8,6 +8,9 @@
 
 namespace kvq::cuda {
 
+// Most split-KV partials per row (the merge kernel weighs them in shared memory).
+constexpr int kMmaDecodeMaxSplits = 256;
+
 // The views one launch reads and writes: decode (cu_q_lens undefined: one query row per sequence,
 // q/out [B, Hq, D]) or a multi-token prefill (q/out [T, Hq, D], rows cu_q_lens[b] .. cu_q_lens[b+1]).
 struct MmaDecodeLaunch {
@@ -15,8 +18,8 @@ struct MmaDecodeLaunch {
   const PagedKvCache* kv = nullptr;
   TensorView block_tables, kv_lens, cu_q_lens;
   Workspace workspace;
-  int64_t total_rows = 0;  // rows of q (B for decode, T for prefill)
-  int64_t max_q_len = 1;   // query rows per sequence the launch serves
+  int64_t total_rows = 0;  // rows of q, out and lse (B for decode, T for prefill)
+  int64_t max_q_len = 1;   // query rows per sequence the launch serves (rows past it are not computed)
   const char* func = "paged_decode";
 };
 

@@ -6,6 +6,13 @@
 // <q, k_j> * softmax_scale, times v_j; lse optional. Causal within the chunk, windows as
 // the contract says.
 //
+// Multi-token decode (cu_q_lens given: a paged_prefill plan with PrefillKernel::kMmaDecode) follows
+// docs/api.md "Hostile metadata" as the prefill kernels do: a sequence at or after the first
+// malformed cu_q_lens entry (decreasing, negative, past total_rows) is skipped, its rows (and those
+// before cu_q_lens[0]) left as they were; a q_len past max_q_len (device lengths beyond the plan's)
+// computes and writes only its first max_q_len rows, at the positions of the true q_len; q_len 0
+// writes nothing. The merge kernel writes exactly the rows the main kernel computed.
+//
 // Mapping. grid.x = batch * num_splits (split fastest), grid.y = num_kv_heads; 4 warps. A CTA
 // serves every query row of one (sequence, kv head): rows r = i * group + gi (q token i, head gi of
 // the group), padded to N = 8 * kNT. Split s covers keys [s * chunk, (s + 1) * chunk), chunk a
@@ -62,6 +69,7 @@
 #include "src/cuda/common/mma_int8.cuh"
 #include "src/cuda/common/paged.cuh"
 #include "src/cuda/common/wgmma.cuh"
+#include "src/cuda/decode/mma_decode.h"
 
 #include <cuda.h>  // CUtensorMap (the type only; maps are encoded by the host, mma_decode.cu)
 
@@ -88,6 +96,7 @@ struct MmaDecodeParams {
   int32_t num_kv_heads = 0;
   int32_t group_size = 1;
   int32_t max_q_len = 1;                 // rows served per sequence: max_q_len * group_size <= 8 * kNT
+  int32_t total_rows = 0;                // rows of q / out / lse (and of the partials)
   int32_t num_splits = 1;
   float scale_log2 = 1.f;                // softmax_scale * log2(e)
   int32_t local_window = -1;
@@ -193,6 +202,17 @@ __device__ __forceinline__ void int8x4_to_biased_f16(uint32_t w, uint32_t& lo, u
   hi = __byte_perm(u, 0x64646464u, 0x5342);
 }
 
+// cu_q_lens well formed up to sequence b: 0 <= cu[0] <= ... <= cu[b + 1] <= total_rows. A CTA-wide
+// vote: every thread of the CTA must call it (before any early return that is not CTA-uniform).
+__device__ __forceinline__ bool cu_prefix_ok(const MmaDecodeParams& prm, int b) {
+  bool bad = false;
+  for (int i = threadIdx.x; i <= b; i += blockDim.x) {
+    const int32_t lo = prm.cu_q_lens[i], hi = prm.cu_q_lens[i + 1];
+    bad = bad || hi < lo || lo < 0 || hi > prm.total_rows;
+  }
+  return !__syncthreads_or(bad);
+}
+
 // 2^x (MUFU.EX2; results below 2^-126 flush to zero, which no softmax weight here needs).
 __device__ __forceinline__ float fast_exp2(float x) {
   float r;
@@ -230,14 +250,17 @@ __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const _
   const PagedCacheParams& c = prm.cache;
   const int group = prm.group_size;
 
-  int q_start = b, q_len = 1;
+  // q_len: the sequence's query tokens (positions kv_len - q_len + i); q_rows <= max_q_len of them
+  // are served (CTA-uniform early returns).
+  int q_start = b, q_len = 1, q_rows = 1;
   if (prm.cu_q_lens != nullptr) {
+    if (!cu_prefix_ok(prm, b)) return;  // at or after a malformed entry: skipped
     q_start = prm.cu_q_lens[b];
     q_len = prm.cu_q_lens[b + 1] - q_start;
-    if (q_start < 0 || q_len <= 0) return;  // empty or malformed row: nothing to write
-    q_len = q_len < prm.max_q_len ? q_len : prm.max_q_len;
+    if (q_len <= 0) return;  // no query token: nothing to write
+    q_rows = q_len < prm.max_q_len ? q_len : prm.max_q_len;
   }
-  const int rows = q_len * group;  // <= kRows (planner)
+  const int rows = q_rows * group;  // <= kRows (planner)
 
   const int64_t table_cap = static_cast<int64_t>(prm.max_blocks_per_seq) * c.page_size;
   int64_t kv_len = prm.kv_lens[b];
@@ -965,13 +988,17 @@ __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const _
 // Merge of the splits: one CTA per (query row, q head): O = sum_s w_s O_s / sum_s w_s with
 // w_s = exp(lse_s - max lse) over the splits with a finite lse. A NaN partial makes the row NaN; a
 // +inf partial (visible keys, all scores -inf) weighs 0 among finite ones and makes the row NaN when
-// no split is finite; only splits that are all -inf (no visible key) give an empty row. Rows past
-// cu_q_lens[batch] (bucket padding) are not written.
+// no split is finite; only splits that are all -inf (no visible key) give an empty row.
+// Decode (no cu_q_lens): blockIdx.x = row * Hq + h over total_rows rows. Multi-token:
+// blockIdx.x = (b * max_q_len + i) * Hq + h, the row cu_q_lens[b] + i, merged only where the main
+// kernel computed it (b in the well-formed prefix of cu_q_lens, i < q_len): rows past
+// cu_q_lens[batch] (bucket padding), of skipped sequences or past max_q_len are not written.
 // Parallel over the splits: the LSE max / flags / sum are block reductions (fixed order:
 // deterministic for a fixed split count), and thread i sums the float4 i % (kD / 4) of the splits
 // i / (kD / 4), i / (kD / 4) + kPhases, ... before a shared-memory sum over the phases.
 template <int kD>
-__global__ void __launch_bounds__(128) mma_decode_merge_kernel(const __grid_constant__ MmaDecodeParams prm, int32_t rows_total) {
+__global__ void __launch_bounds__(128) mma_decode_merge_kernel(const __grid_constant__ MmaDecodeParams prm) {
+  static_assert(kMmaDecodeMaxSplits <= 256, "w_s holds one weight per split");
   constexpr int kV4 = kD / 4;            // float4 per split row
   constexpr int kPhases = 128 / kV4;     // splits summed side by side
   static_assert(128 % kV4 == 0, "head dims 64, 128, 256");
@@ -979,11 +1006,17 @@ __global__ void __launch_bounds__(128) mma_decode_merge_kernel(const __grid_cons
   __shared__ float red_m[4], red_d[4];
   __shared__ unsigned red_f[4];
   __shared__ float4 part[kPhases][kV4];
-  const int64_t th = blockIdx.x;
-  const int64_t tok = th / prm.num_qo_heads;
-  const int h = static_cast<int>(th % prm.num_qo_heads);
-  if (prm.cu_q_lens != nullptr && tok >= prm.cu_q_lens[prm.batch_size]) return;
-  if (tok >= rows_total) return;
+  const int h = static_cast<int>(blockIdx.x % prm.num_qo_heads);
+  const int64_t unit = blockIdx.x / prm.num_qo_heads;
+  int64_t tok = unit;
+  if (prm.cu_q_lens != nullptr) {
+    const int b = static_cast<int>(unit / prm.max_q_len), i = static_cast<int>(unit % prm.max_q_len);
+    if (!mma_decode_detail::cu_prefix_ok(prm, b)) return;  // CTA-uniform from here on
+    if (i >= prm.cu_q_lens[b + 1] - prm.cu_q_lens[b]) return;
+    tok = prm.cu_q_lens[b] + i;
+  }
+  if (tok >= prm.total_rows) return;
+  const int64_t th = tok * prm.num_qo_heads + h;
   const int S = prm.num_splits;
   const float* lse_s = prm.partial_lse + th * S;
   const float* o_s = prm.partial_o + th * S * kD;
