@@ -311,7 +311,7 @@ def run_decode(name, B, kv_len, page=16, Hq=32, Hkv=8, D=128, q_len=1, routes=()
                 os.environ.pop("KVQ_DECODE_PATH", None)
                 os.environ.pop("KVQ_DECODE_KERNEL", None)
                 splits = 0
-                if route in ("v5", "v6"):  # the tensor-core decode's earlier variants (KVQ_DECODE_KERNEL)
+                if route in ("v5", "s8"):  # the tensor-core decode's other variants (KVQ_DECODE_KERNEL)
                     os.environ["KVQ_DECODE_KERNEL"] = route
                 elif route is not None and route.startswith("splits"):  # a forced split count (tuning)
                     splits = int(route[len("splits"):])
@@ -414,8 +414,8 @@ def main():
     ap.add_argument("--full", action="store_true", help="also D96 and the page-size sweep")
     ap.add_argument("--only", default="", help="comma-separated shape names")
     ap.add_argument("--paths", default="fused,dequant", help="kvq prefill paths to time")
-    ap.add_argument("--routes", default="split", help="decode kernels timed beside the default: KVQ_DECODE_PATH values (split, tc), v5 / v6 "
-                    "(KVQ_DECODE_KERNEL: the tensor-core decode without bulk copies / with fp16 Q·Kᵀ), or "
+    ap.add_argument("--routes", default="split", help="decode kernels timed beside the default: KVQ_DECODE_PATH values (split, tc), v5 / s8 "
+                    "(KVQ_DECODE_KERNEL: the tensor-core decode without bulk copies / with int8 Q·Kᵀ), or "
                     "splitsN (the default kernel with num_splits=N)")
     ap.add_argument("--out", default="bench/results/peers.json")
     a = ap.parse_args()

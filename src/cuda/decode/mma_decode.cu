@@ -6,10 +6,9 @@
 // K/V row 16-byte aligned (pointer and strides). Anything else takes the CUDA-core split kernel.
 // Instantiations: cache dtype {int8, bf16, fp16} x head_dim {64, 128, 256} x n-tiles {1, 2}
 // (head_dim 256: 1) = 15 kernels, each also as the bulk-copy (TMA) variant where rows are >= 128
-// bytes (14 more), and for int8 caches the bulk variant with int8 Q·Kᵀ, one step or two steps per
-// iteration (3 + 3 more). The bulk variant (int8: int8 Q·Kᵀ on pairs of steps) is the default on
-// sm_90 for page_size % 16 == 0 when its tensor maps encode; KVQ_DECODE_KERNEL=v7 takes one step
-// per iteration, =v6 fp16 Q·Kᵀ, =v5 the per-thread cp.async kernel everywhere.
+// bytes (14 more), and for int8 caches the bulk variant with int8 Q·Kᵀ (3 more). The bulk variant
+// is the default on sm_90 for page_size % 16 == 0 when its tensor maps encode; KVQ_DECODE_KERNEL=s8
+// takes its int8 Q·Kᵀ form for int8 caches, =v5 the per-thread cp.async kernel everywhere.
 // Workspace (num_splits > 1): [partial_o fp32 [T, Hq, S, D]] [pad to 256 B] [partial_lse fp32 [T, Hq, S]].
 #include "src/cuda/decode/mma_decode.h"
 
@@ -60,9 +59,9 @@ struct KernelInfo {
   int ctas_per_sm = 0;
 };
 
-template <typename KV, int kD, int kNT, bool kBulk, bool kS8 = false, bool kPair = false>
+template <typename KV, int kD, int kNT, bool kBulk, bool kS8 = false>
 KernelInfo info_of() {
-  using Tr = MmaDecodeTraits<KV, kD, kNT, kBulk, kS8, kPair>;
+  using Tr = MmaDecodeTraits<KV, kD, kNT, kBulk, kS8>;
   static std::once_flag once;
   static int occupancy = 0;
   auto* fn = &mma_decode_kernel<Tr>;
@@ -78,17 +77,15 @@ KernelInfo info_of() {
   return k;
 }
 
-template <typename KV, int kD, bool kBulk, bool kS8 = false, bool kPair = false>
+template <typename KV, int kD, bool kBulk, bool kS8 = false>
 KernelInfo info_nt(int nt) {
   if constexpr (kD == 256) {
-    return info_of<KV, kD, 1, kBulk, kS8, kPair>();
+    return info_of<KV, kD, 1, kBulk, kS8>();
   } else {
-    return nt == 1 ? info_of<KV, kD, 1, kBulk, kS8, kPair>() : info_of<KV, kD, 2, kBulk, kS8, kPair>();
+    return nt == 1 ? info_of<KV, kD, 1, kBulk, kS8>() : info_of<KV, kD, 2, kBulk, kS8>();
   }
 }
 
-// The int8 variants of the bulk kernel: KVQ_DECODE_KERNEL=v6 fp16 Q·Kᵀ, =v7 int8 Q·Kᵀ one step per
-// iteration; otherwise int8 Q·Kᵀ on pairs of steps.
 bool env_is(const char* v) {
   const char* env = std::getenv("KVQ_DECODE_KERNEL");
   return env != nullptr && std::strcmp(env, v) == 0;
@@ -98,8 +95,8 @@ template <typename KV, int kD>
 KernelInfo info_b(int nt, bool bulk) {
   if constexpr (kD * sizeof(KV) >= 128) {
     if constexpr (std::is_same_v<KV, int8_t>) {
-      if (bulk && env_is("v7")) return info_nt<KV, kD, true, true>(nt);
-      if (bulk && !env_is("v6")) return info_nt<KV, kD, true, true, true>(nt);
+      // KVQ_DECODE_KERNEL=s8: int8 Q·Kᵀ (as fast as fp16 Q·Kᵀ on the H200, docs/perf-notes.md).
+      if (bulk && env_is("s8")) return info_nt<KV, kD, true, true>(nt);
     }
     if (bulk) return info_nt<KV, kD, true>(nt);
   }

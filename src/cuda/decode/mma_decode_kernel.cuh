@@ -128,13 +128,10 @@ struct MmaDecodeParams {
 // q' = s (h + l / 128), s = max|q'| / 127, h = rint(q' / s), l = rint(128 (q' - s h) / s), |l| <= 64, so
 // q' is carried to s / 256 = max|q'| / 32512 (fp16 q: |q'| / 2048); score = s / 128 (128 S_h + S_l).
 // A row whose q' holds a NaN or an infinity scores NaN (its row is NaN, as through fp16 MMAs).
-// kPair_ (bulk variant): each warp computes two consecutive 16-key steps per iteration (their
-// Q·Kᵀ chains and P·V side by side, one softmax update), on a 4-slot ring.
-template <typename DTypeKV_, int kD_, int kNT_, bool kBulk_ = false, bool kS8_ = false, bool kPair_ = false>
+template <typename DTypeKV_, int kD_, int kNT_, bool kBulk_ = false, bool kS8_ = false>
 struct MmaDecodeTraits {
   static constexpr bool kBulk = kBulk_;
   static constexpr bool kS8 = kS8_;
-  static constexpr bool kPair = kPair_;
   using DTypeKV = DTypeKV_;
   using T = std::conditional_t<std::is_same_v<DTypeKV_, __nv_bfloat16>, __nv_bfloat16, __half>;  // MMA dtype
   static constexpr bool kInt8 = std::is_same_v<DTypeKV_, int8_t>;
@@ -162,8 +159,7 @@ struct MmaDecodeTraits {
   static constexpr int kBoxes = kRowBytes / 128;
   static constexpr int kTileBytes = 16 * kRowBytes;
   static constexpr int kStageBytes = kBulk_ ? (2 * kTileBytes + 512) * kWarps : kUnits * 16 * 32 * kWarps;
-  static constexpr int kStages =
-      kPair_ ? 4 : ((57344 / kStageBytes) < 2 ? 2 : ((57344 / kStageBytes) > 4 ? 4 : (57344 / kStageBytes)));
+  static constexpr int kStages = (57344 / kStageBytes) < 2 ? 2 : ((57344 / kStageBytes) > 4 ? 4 : (57344 / kStageBytes));
   static constexpr int kScaleOff = kStages * kWarps * 2 * kTileBytes;  // bulk: scale units [kStages][kWarps][32] x 16 B
   static constexpr int kBarOff = kScaleOff + kStages * kWarps * 512;  // bulk: uint64 [kStages][kWarps]
   static constexpr int kRingBytes = kBulk_ ? kBarOff + kStages * kWarps * 8 : kStages * kStageBytes;
@@ -172,7 +168,6 @@ struct MmaDecodeTraits {
   static_assert(!kBulk_ || (kRowBytes % 128 == 0), "bulk tiles are whole 128-byte boxes");
   static_assert(!kBulk_ || kMergeBytes <= kBarOff, "the merge area does not overlap the mbarriers");
   static_assert(!kS8_ || (kBulk_ && kInt8), "int8 Q·Kᵀ is a variant of the bulk kernel over int8 caches");
-  static_assert(!kPair_ || kBulk_, "pairs of steps are a variant of the bulk kernel");
   static_assert(kD % 64 == 0, "head dims 64, 128, 256");
   static_assert(kKBytes % 16 == 0, "whole 16-byte K pieces");
 };
@@ -606,7 +601,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const _
   };
 
   // One call computes kSub consecutive steps it, it + 1, .. of the warp (slots (it + u) % kS): their
-  // Q·Kᵀ chains side by side, one softmax update over all their scores, then their P·V.
+  // Q·Kᵀ chains side by side, one softmax update over all their scores, then their P·V. (kSub = 2 on
+  // a 4-slot ring measured slower on the H200 than one step at 4 CTAs per SM: docs/perf-notes.md.)
   auto compute_n = [&]<int kSub>(int it) {
     // ---- S^T = K Q^T ----
     float x[kSub][kNT][4];
@@ -860,51 +856,22 @@ __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const _
     __trap();  // the host launches the bulk variant on sm_90 only
 #endif
   }
-  if constexpr (Traits::kPair) {
-    for (int st = 0; st < 2; ++st)
-      if (st < n_w) issue(st, st);
+#pragma unroll
+  for (int st = 0; st < kS - 1; ++st) {
+    if (st < n_w) issue(st, st);
     cp_async_commit();
-  } else {
-#pragma unroll
-    for (int st = 0; st < kS - 1; ++st) {
-      if (st < n_w) issue(st, st);
-      cp_async_commit();
-    }
   }
-  if constexpr (Traits::kPair) {
-    // Two steps per iteration: steps it + 2, it + 3 are issued (into the slots steps it - 2, it - 1
-    // used) before steps it, it + 1 are computed; kS = 4, so the steps in flight are the two next.
-    static_assert(!Traits::kPair || Traits::kStages == 4, "pairs of steps on a 4-slot ring");
-    for (int it = 0; it < n_w; it += 2) {
-      __syncwarp();  // every lane is done reading the slots refilled now (steps it - 2, it - 1)
-#pragma unroll
-      for (int u = 2; u < 4; ++u)
-        if (it + u < n_w) issue(it + u, (it + u) % kS);
-      cp_async_commit();
-      cp_async_wait<1>();  // scale copies: a group per pair
-      __syncwarp();
+  for (int it = 0; it < n_w; ++it) {
+    const int nxt = it + kS - 1;
+    __syncwarp();  // every lane is done reading the K tile of the slot refilled now (step it - 1)
+    if (nxt < n_w) issue(nxt, nxt % kS);
+    cp_async_commit();
+    cp_async_wait<kS - 1>();
+    __syncwarp();  // the K tile of step it, copied by the whole warp, is complete and visible
 #if KVQ_SM90_ENABLED
-      wg::mbar_wait(bk_bar(it % kS), static_cast<uint32_t>(it / kS) & 1u);
-      if (it + 1 < n_w) wg::mbar_wait(bk_bar((it + 1) % kS), static_cast<uint32_t>((it + 1) / kS) & 1u);
+    if constexpr (Traits::kBulk) wg::mbar_wait(bk_bar(it % kS), static_cast<uint32_t>(it / kS) & 1u);
 #endif
-      if (it + 1 < n_w)
-        compute_n.template operator()<2>(it);
-      else
-        compute_n.template operator()<1>(it);
-    }
-  } else {
-    for (int it = 0; it < n_w; ++it) {
-      const int nxt = it + kS - 1;
-      __syncwarp();  // every lane is done reading the K tile of the slot refilled now (step it - 1)
-      if (nxt < n_w) issue(nxt, nxt % kS);
-      cp_async_commit();
-      cp_async_wait<kS - 1>();
-      __syncwarp();  // the K tile of step it, copied by the whole warp, is complete and visible
-#if KVQ_SM90_ENABLED
-      if constexpr (Traits::kBulk) wg::mbar_wait(bk_bar(it % kS), static_cast<uint32_t>(it / kS) & 1u);
-#endif
-      compute_n.template operator()<1>(it);
-    }
+    compute_n.template operator()<1>(it);
   }
   cp_async_wait<0>();
 
@@ -922,6 +889,11 @@ __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const _
       l_run[nt][col] = l;
     }
   __syncthreads();  // every warp is done with its ring
+#if KVQ_SM90_ENABLED
+  if constexpr (Traits::kBulk)
+    if (threadIdx.x < kS * kW)
+      wg::mbar_inval(reinterpret_cast<uint64_t*>(reinterpret_cast<char*>(smem_u4) + Traits::kBarOff) + threadIdx.x);
+#endif
   float* sm_m = reinterpret_cast<float*>(smem_u4);
   float* sm_l = sm_m + kW * kRows;
   float* sm_acc = sm_l + kW * kRows;  // [kW][kRows][kD]
