@@ -768,6 +768,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const _
     for (int sb = 0; sb < kSub; ++sb) {
       const int slot = (it + sb) % kS;
       const int jb = j0 + (warp + (it + sb) * kW) * 16;
+      (void)jb;  // read by the bulk variant's V tail test only
       uint32_t pb[kNT][2];
       const float vr0 = v_tok ? vs_key[sb][0] * v_ref_inv : 1.f;
       const float vr1 = v_tok ? vs_key[sb][1] * v_ref_inv : 1.f;
