@@ -224,7 +224,9 @@ bool plan_prefill_mma_decode(const PrefillArgs& args, const detail::AttnProblem&
 
 namespace {
 
-void run_mma_decode_prefill(const PrefillArgs& args, const detail::AttnProblem& p, const PrefillPlan& plan) {
+// The views of a tensor-core decode launch common to decode and short-chunk prefill calls.
+template <typename Args>
+MmaDecodeLaunch mma_decode_launch_of(const Args& args, const detail::AttnProblem& p) {
   MmaDecodeLaunch L;
   L.q = args.q;
   L.out = args.out;
@@ -232,8 +234,13 @@ void run_mma_decode_prefill(const PrefillArgs& args, const detail::AttnProblem& 
   L.kv = &args.kv;
   L.block_tables = args.block_tables;
   L.kv_lens = args.kv_lens;
-  L.cu_q_lens = args.cu_q_lens;
   L.workspace = args.workspace;
+  return L;
+}
+
+void run_mma_decode_prefill(const PrefillArgs& args, const detail::AttnProblem& p, const PrefillPlan& plan) {
+  MmaDecodeLaunch L = mma_decode_launch_of(args, p);
+  L.cu_q_lens = args.cu_q_lens;
   L.total_rows = p.total_q;
   L.max_q_len = plan.max_q_len;
   L.func = "paged_prefill";
@@ -377,14 +384,7 @@ void paged_decode(const DecodeArgs& args, const detail::AttnProblem& p) {
               "(data pointer and strides), 4-byte aligned q rows and fp32 per-token scales");
   }
   if (via_mma) {
-    MmaDecodeLaunch L;
-    L.q = args.q;
-    L.out = args.out;
-    if (p.has_lse && args.lse.defined()) L.lse = args.lse;
-    L.kv = &args.kv;
-    L.block_tables = args.block_tables;
-    L.kv_lens = args.kv_lens;
-    L.workspace = args.workspace;
+    MmaDecodeLaunch L = mma_decode_launch_of(args, p);
     L.total_rows = p.batch_size;
     L.max_q_len = 1;
     L.func = "paged_decode";

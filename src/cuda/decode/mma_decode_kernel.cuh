@@ -468,6 +468,21 @@ __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const _
   const float* k_tok_scale = static_cast<const float*>(c.k_scale);  // fp32 when per-token (planner)
   const float* v_tok_scale = static_cast<const float*>(c.v_scale);
 
+  // Page-aligned steps: the per-token K / V scales of keys g, g + 8 (block ublk, in-page offset
+  // off0 of the step's first key) into the thread's scale unit, zero-filled past the step's keys or
+  // in an invalid block; bits gets their validity.
+  auto page_scales = [&](uint32_t ublk, uint32_t off0, bool blk_ok, int left, float* sc, uint32_t& bits) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int rel = g + 8 * h;
+      const bool ok = blk_ok && rel < left;
+      bits |= ok ? (1u << h) : 0u;
+      const uint32_t so = ublk * ks_blk + ks_hd + (off0 + rel) * ks_pos;
+      if (k_tok) cp_async_4(sc + h, k_tok_scale + (ok ? so : 0u), ok ? 4 : 0);
+      const uint32_t sv = ublk * vs_blk + vs_hd + (off0 + rel) * vs_pos;
+      if (v_tok) cp_async_4(sc + 2 + h, v_tok_scale + (ok ? sv : 0u), ok ? 4 : 0);
+    }
+  };
   int32_t pf_blk = 0;  // prefetched block id of step pf_it (page-aligned path)
   int pf_it = -1;
   auto issue = [&](int it, int slot) {
@@ -505,16 +520,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const _
         }
       }
       const uint32_t ublk = blk_ok ? static_cast<uint32_t>(blk) : 0u;
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int rel = g + 8 * h;
-        const bool ok = blk_ok && rel < left;
-        bits |= ok ? (1u << h) : 0u;
-        const uint32_t so = ublk * ks_blk + ks_hd + (off0 + rel) * ks_pos;
-        if (k_tok) cp_async_4(sc + h, k_tok_scale + (ok ? so : 0u), ok ? 4 : 0);
-        const uint32_t sv = ublk * vs_blk + vs_hd + (off0 + rel) * vs_pos;
-        if (v_tok) cp_async_4(sc + 2 + h, v_tok_scale + (ok ? sv : 0u), ok ? 4 : 0);
-      }
+      page_scales(ublk, off0, blk_ok, left, sc, bits);
 #endif
     } else if (prm.page_aligned) {
       uint32_t page_idx, off0;
@@ -536,16 +542,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const _
         const bool ok = blk_ok && row < left;
         cp_async_16(k_tile(slot) + row * kCR + swz(copy_chunk, row), kblk + k_copy_const + row * prm.k_pos_bytes, ok ? 16 : 0);
       }
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int rel = g + 8 * h;
-        const bool ok = blk_ok && rel < left;
-        bits |= ok ? (1u << h) : 0u;
-        const uint32_t so = ublk * ks_blk + ks_hd + (off0 + rel) * ks_pos;
-        if (k_tok) cp_async_4(sc + h, k_tok_scale + (ok ? so : 0u), ok ? 4 : 0);
-        const uint32_t sv = ublk * vs_blk + vs_hd + (off0 + rel) * vs_pos;
-        if (v_tok) cp_async_4(sc + 2 + h, v_tok_scale + (ok ? sv : 0u), ok ? 4 : 0);
-      }
+      page_scales(ublk, off0, blk_ok, left, sc, bits);
 #pragma unroll
       for (int q4 = 0; q4 < 4; ++q4) {
         const int rel = 2 * t + (q4 & 1) + 8 * (q4 >> 1);
