@@ -1,62 +1,32 @@
 // src/cuda/common/mma_int8.cuh — warp-level primitives of the tensor-core kernels (sm_80+), shared by the
-// fused prefill and the kernels that come after it (the Hopper kernel, a tensor-core decode):
-// cp.async with zero-fill, ldmatrix (plain and transposed), mma.sync m16n8k16 (bf16 and fp16,
-// fp32 accumulation), packing of fp32 pairs into the operand dtype, an exact int8x4 -> 16-bit
-// float conversion, and a 32-bit fast divisor for runtime divisors (page_size, group_size).
+// fused prefill and the kernels that come after it (the Hopper kernel, the tensor-core decode):
+// ldmatrix (plain and transposed), mma.sync m16n8k16 (bf16 and fp16, fp32 accumulation) and
+// m16n8k32 (s8, s32 accumulation), packing of fp32 pairs into the operand dtype, and the exact
+// int8x4 -> 16-bit conversions of common/convert.cuh as operand registers; the fast divisor and
+// cp.async are common/fastdiv.cuh's and common/cp_async.cuh's.
 //
 // Only sm_80 features are used, so the same code builds for 80 and 90a.
-//
-// int8 -> bf16 (exact): u = b ^ 0x80 is b + 128 as an unsigned byte; the fp32 whose bits are
-// 0x4B0000uu is 2^23 + u exactly, so subtracting 2^23 + 128 gives b exactly, and any integer in
-// [-128, 127] is exact in bf16, so the final cvt.rn.bf16x2.f32 does not round. (A 0x43uu bf16
-// pattern would NOT work: bf16 has 7 mantissa bits, so u >= 128 spills into the exponent.)
-// int8 -> fp16 (exact): 0x64uu is the fp16 1024 + u (10 mantissa bits); subtract 1152 = 1024 + 128.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include <cstdint>
 
+#include "src/cuda/common/convert.cuh"
+#include "src/cuda/common/cp_async.cuh"
+#include "src/cuda/common/fastdiv.cuh"
+
 namespace kvq::cuda::tc {
 
-// n / d for 0 <= n < 2^31 with a precomputed multiplier (CUTLASS FastDivmod's round-up method:
-// p = 31 + ceil(log2 d), m = ceil(2^p / d), n / d = umulhi(n, m) >> (p - 32)).
-struct FastDiv {
-  uint32_t d = 1;
-  uint32_t mul = 0;
-  uint32_t shr = 0;
-
-  FastDiv() = default;
-  __host__ explicit FastDiv(uint32_t divisor) : d(divisor < 1 ? 1 : divisor) {
-    if (d == 1) return;
-    uint32_t log2_ceil = 0;
-    while ((uint64_t{1} << log2_ceil) < d) ++log2_ceil;
-    const uint32_t p = 31 + log2_ceil;
-    mul = static_cast<uint32_t>(((uint64_t{1} << p) + d - 1) / d);
-    shr = p - 32;
-  }
-  __device__ __forceinline__ uint32_t div(uint32_t n) const {
-    return d == 1 ? n : (__umulhi(n, mul) >> shr);
-  }
-  __device__ __forceinline__ void divmod(uint32_t n, uint32_t& q, uint32_t& r) const {
-    q = div(n);
-    r = n - q * d;
-  }
-};
+// The project's one fast divider (common/fastdiv.cuh) and cp.async wrappers (common/cp_async.cuh),
+// under the names the tensor-core kernels use.
+using FastDiv = ::kvq::cuda::UintFastDiv;
+using ::kvq::cuda::cp_async_16;
+using ::kvq::cuda::cp_async_commit;
+using ::kvq::cuda::cp_async_wait;
 
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// 16-byte global -> shared copy; src_bytes 0 zero-fills the destination (src must still be a
-// valid address, it is not read).
-__device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, uint32_t src_bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int kPending>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
 }
 
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
@@ -130,27 +100,20 @@ __device__ __forceinline__ float2 unpack2<__half>(uint32_t v) {
 // 4 int8 (bytes 0..3 of w) -> two registers of two T each: lo = (b0, b1), hi = (b2, b3). Exact.
 template <typename T>
 __device__ __forceinline__ void int8x4_to_pairs(uint32_t w, uint32_t& lo, uint32_t& hi);
+// The exact conversions of common/convert.cuh (tested exhaustively there), as operand registers.
 template <>
 __device__ __forceinline__ void int8x4_to_pairs<__nv_bfloat16>(uint32_t w, uint32_t& lo, uint32_t& hi) {
-  const uint32_t u = w ^ 0x80808080u;
-  constexpr float kBias = 8388736.f;  // 2^23 + 128
-  const float f0 = __uint_as_float(__byte_perm(u, 0x4B000000u, 0x7540)) - kBias;
-  const float f1 = __uint_as_float(__byte_perm(u, 0x4B000000u, 0x7541)) - kBias;
-  const float f2 = __uint_as_float(__byte_perm(u, 0x4B000000u, 0x7542)) - kBias;
-  const float f3 = __uint_as_float(__byte_perm(u, 0x4B000000u, 0x7543)) - kBias;
-  lo = pack2<__nv_bfloat16>(f0, f1);
-  hi = pack2<__nv_bfloat16>(f2, f3);
+  __nv_bfloat162 l, h;
+  ::kvq::cuda::int8x4_to_bf16x4(w, l, h);
+  lo = *reinterpret_cast<const uint32_t*>(&l);
+  hi = *reinterpret_cast<const uint32_t*>(&h);
 }
 template <>
 __device__ __forceinline__ void int8x4_to_pairs<__half>(uint32_t w, uint32_t& lo, uint32_t& hi) {
-  const uint32_t u = w ^ 0x80808080u;
-  uint32_t l = __byte_perm(u, 0x64646464u, 0x5140);
-  uint32_t h = __byte_perm(u, 0x64646464u, 0x5342);
-  const __half2 bias = __floats2half2_rn(1152.f, 1152.f);
-  __half2 lh = __hsub2(*reinterpret_cast<__half2*>(&l), bias);
-  __half2 hh = __hsub2(*reinterpret_cast<__half2*>(&h), bias);
-  lo = *reinterpret_cast<uint32_t*>(&lh);
-  hi = *reinterpret_cast<uint32_t*>(&hh);
+  __half2 l, h;
+  ::kvq::cuda::int8x4_to_half4(w, l, h);
+  lo = *reinterpret_cast<const uint32_t*>(&l);
+  hi = *reinterpret_cast<const uint32_t*>(&h);
 }
 
 // Scale tensors may be fp32 (0), bf16 (1) or fp16 (2).
