@@ -58,8 +58,7 @@ def prefill_table(res):
 
 def decode_table(res):
     shapes = by_shape([r for r in res["rows"] if "gbps" in r])
-    kvq_cols = ["kvq_decode", "kvq_decode_split", "kvq_decode_bf16cache"]
-    lines = ["| shape | kvq_decode ms (GB/s) | kvq_decode_split ms | kvq_decode_bf16cache ms | best peer | best peer ms (GB/s) | kvq_decode / best (time) | kvq_decode_bf16cache / best |",
+    lines = ["| shape | kvq_decode ms (GB/s) | other kvq kernels, same call (ms) | kvq_decode_bf16cache ms | best peer | best peer ms (GB/s) | kvq_decode / best (time) | kvq_decode_bf16cache / best |",
              "|---|---|---|---|---|---|---|---|"]
     for shape, peers in shapes.items():
         bname, b = best_peer(peers)
@@ -74,7 +73,11 @@ def decode_table(res):
             return f"{b['ms'] / peers[k]['ms']:.2f}x" if b and k in peers else ""
         k = "kvq_decode" if "kvq_decode" in peers else "kvq_prefill"  # q_len > 1: multi-token, through paged_prefill
         name = shape if k == "kvq_decode" else shape + " (kvq_prefill)"
-        lines.append(f"| {name} | {cell(k, True)} | {cell('kvq_decode_split')} | {cell(k + '_bf16cache')} | "
+        # Every other kvq row of the shape over the int8 cache (forced routes and kernel variants:
+        # kvq_decode_split, kvq_decode_v5, kvq_prefill_prefill_kernel, ...), by name.
+        others = "; ".join(f"{n[len('kvq_'):]} {peers[n]['ms']:.4f}" for n in sorted(peers)
+                           if n.startswith("kvq_") and n not in (k, k + "_bf16cache"))
+        lines.append(f"| {name} | {cell(k, True)} | {others} | {cell(k + '_bf16cache')} | "
                      f"{bname or ''} | {cell(bname, True) if bname else ''} | {ratio(k)} | {ratio(k + '_bf16cache')} |")
     return "\n".join(lines)
 
