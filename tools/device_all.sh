@@ -8,7 +8,8 @@
 # exceed a call's 64 MiB, so split the steps over two calls).
 # Steps, each logged under $OUT/logs (returned as one archive, logs.tgz, plus summary.txt):
 #   suite: the GPU suite + compute-sanitizer memcheck/racecheck/synccheck/initcheck (tools/gpu_check.sh);
-#   suite_other_decode / suite_other_prefill: the decode tests under the other decode routes, the
+#   suite_other_decode / suite_other_prefill: the decode tests under the other decode routes and
+#   the tensor-core decode's other forms (KVQ_DECODE_KERNEL=v5, s8), the
 #   prefill tests under each prefill mainloop; sanitize_wgmma: the sanitizers forced through the
 #   Hopper prefill; python: the Python suite on CUDA tensors (torch there); demo: `kvq demo --json`;
 #   peers: bench/peers.py (kvq vs torch SDPA flash/cuDNN and the mojo_opset PR #361 design, same
@@ -40,6 +41,12 @@ for step in $STEPS; do
         KVQ_DECODE_PATH=$route timeout 120 .devbin/kvq_gpu_tests --gtest_filter='*Decode*:*Graph*:-*Mma*' --gtest_brief=1 \
           > "$LOGS/suite_${route}_decode.log" 2>&1 || rc=1
         echo "KVQ_DECODE_PATH=$route: $(grep -E "^\[  (PASSED|FAILED) " "$LOGS/suite_${route}_decode.log" | head -3 | tr '\n' ' ')" >> "$summary"
+      done
+      # The tensor-core decode's other forms: per-thread cp.async (v5) and int8 Q·Kᵀ (s8).
+      for kern in v5 s8; do
+        KVQ_DECODE_KERNEL=$kern timeout 120 .devbin/kvq_gpu_tests --gtest_filter='*Decode*:*Graph*:ForceMma*:*MmaDecode*:*SmallQ*' \
+          --gtest_brief=1 > "$LOGS/suite_${kern}_decode.log" 2>&1 || rc=1
+        echo "KVQ_DECODE_KERNEL=$kern: $(grep -E "^\[  (PASSED|FAILED) " "$LOGS/suite_${kern}_decode.log" | head -3 | tr '\n' ' ')" >> "$summary"
       done ;;
     suite_other_prefill)
       # The prefill tests again with the tensor-core prefill's mainloop forced each way: the Hopper
