@@ -112,14 +112,6 @@ KernelInfo info_d(int64_t d, int nt, bool bulk) {
   }
 }
 
-bool current_device_is_sm90() {
-  int dev = 0, major = 0, minor = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess) return false;
-  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) return false;
-  if (cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess) return false;
-  return major == 9 && minor == 0;
-}
-
 // The bulk (TMA) variant for this shape on this device: sm_90, rows of >= 128 bytes, 16-key steps
 // inside one page; KVQ_DECODE_KERNEL=v5 turns it off. (The views' tensor maps may still refuse:
 // launch_mma_decode then takes the cp.async kernel.)

@@ -2,28 +2,12 @@
 // one full wave of resident CTAs, then the split count (up to 8 more) whose last wave is the
 // fullest (512 CTAs on 396 slots: 1 split leaves the second wave 29% full, 3 fill 97% of two).
 #pragma once
-#include <cuda_runtime.h>
-
 #include <algorithm>
 #include <cstdint>
-#include <mutex>
-#include <vector>
 
-#include "src/cuda/common/cuda_check.cuh"
+#include "src/cuda/common/device_info.h"
 
 namespace kvq::cuda {
-
-// SM count of the current device (cached per device).
-inline int current_device_sm_count() {
-  int dev = 0;
-  KVQ_CUDA_CHECK(cudaGetDevice(&dev));
-  static std::mutex mu;
-  static std::vector<int> cache;
-  std::lock_guard<std::mutex> lock(mu);
-  if (static_cast<int>(cache.size()) <= dev) cache.resize(dev + 1, 0);
-  if (cache[dev] == 0) KVQ_CUDA_CHECK(cudaDeviceGetAttribute(&cache[dev], cudaDevAttrMultiProcessorCount, dev));
-  return cache[dev];
-}
 
 // ctas: CTAs of one split; slots: resident CTAs of the device; split_cap >= 1.
 inline int64_t fullest_wave_splits(int64_t ctas, int64_t slots, int64_t split_cap) {

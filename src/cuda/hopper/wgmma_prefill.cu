@@ -8,20 +8,10 @@
 #include <string>
 
 #include "kvq/error.h"
+#include "src/cuda/common/device_info.h"
 #include "src/cuda/hopper/wgmma_prefill_launch.cuh"
 
 namespace kvq::cuda::hopper {
-
-namespace {
-bool current_device_is_sm90() {
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess) return false;
-  int major = 0, minor = 0;
-  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) return false;
-  if (cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess) return false;
-  return major == 9 && minor == 0;
-}
-}  // namespace
 
 bool wg_prefill_selected(int padded_head_dim, int64_t max_packed_rows) {
   if (padded_head_dim != 64 && padded_head_dim != 128 && padded_head_dim != 256) return false;
