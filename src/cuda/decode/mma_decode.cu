@@ -62,13 +62,25 @@ struct KernelInfo {
 template <typename KV, int kD, int kNT, bool kBulk, bool kS8 = false>
 KernelInfo info_of() {
   using Tr = MmaDecodeTraits<KV, kD, kNT, kBulk, kS8>;
-  static std::once_flag once;
-  static int occupancy = 0;
+  // The shared-memory attribute and the occupancy are per device: set and queried once per device
+  // (a process may drive several GPUs, each thread its own current device).
+  static std::mutex mu;
+  static std::vector<int> occupancy_of;  // 0: not yet set on that device
   auto* fn = &mma_decode_kernel<Tr>;
-  std::call_once(once, [&] {
-    KVQ_CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
-    KVQ_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occupancy, fn, Tr::kThreads, Tr::kSmemBytes));
-  });
+  int dev = 0;
+  KVQ_CUDA_CHECK(cudaGetDevice(&dev));
+  int occupancy = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    if (static_cast<int>(occupancy_of.size()) <= dev) occupancy_of.resize(dev + 1, 0);
+    if (occupancy_of[dev] == 0) {
+      KVQ_CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
+      int occ = 0;
+      KVQ_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, fn, Tr::kThreads, Tr::kSmemBytes));
+      occupancy_of[dev] = occ < 1 ? 1 : occ;
+    }
+    occupancy = occupancy_of[dev];
+  }
   KernelInfo k;
   k.fn = fn;
   k.merge = &mma_decode_merge_kernel<kD>;
