@@ -3,9 +3,9 @@
 #
 # Build here first (no GPU needed), into the git-ignored folder .devbin that the call carries:
 #   tools/device_prep.sh            (CUDA 90a build: kvq_gpu_tests, the kvq CLI, the Python module for 3.12)
-# Then: device run, command "tools/device_all.sh", carry what the steps need (".devbin/kvq_gpu_tests"
-# for the suites, ".devbin/py" for python/peers/hf_bench, ".devbin/kvq" for demo: the three together
-# exceed a call's 64 MiB, so split the steps over two calls).
+# Then: device run, command "tools/device_all.sh", carry ".devbin/bundle.tgz" (all three packed,
+# ~31 MB; unpacked they exceed a call's 64 MiB), or only what the steps need (".devbin/kvq_gpu_tests"
+# for the suites, ".devbin/py" for python/peers/hf_bench, ".devbin/kvq" for demo and bench).
 # Steps, each logged under $OUT/logs (returned as one archive, logs.tgz, plus summary.txt):
 #   suite: the GPU suite + compute-sanitizer memcheck/racecheck/synccheck/initcheck (tools/gpu_check.sh);
 #   suite_other_decode / suite_other_prefill: the decode tests under the other decode routes and
@@ -23,6 +23,8 @@ STEPS=${STEPS:-"suite suite_other_decode suite_other_prefill sanitize_wgmma pyth
 summary="$OUT/summary.txt"
 : > "$summary"
 say() { echo "$*" | tee -a "$summary"; }
+# Carry ".devbin/bundle.tgz" (everything, packed) or the unpacked files the steps need.
+if [ -f .devbin/bundle.tgz ]; then tar -C .devbin -xzf .devbin/bundle.tgz; fi
 nvidia-smi -L | tee "$LOGS/nvidia-smi.txt" | tee -a "$summary"
 export PYTHONPATH="$PWD/.devbin/py${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
@@ -57,7 +59,11 @@ for step in $STEPS; do
         KVQ_PREFILL_KERNEL=$k timeout 240 .devbin/kvq_gpu_tests --gtest_filter='*Prefill*:Tc*:*Fused*:*HostilePrefill*:*ServingSoak*' \
           --gtest_brief=1 > "$LOGS/suite_${k}_prefill.log" 2>&1 || rc=1
         echo "KVQ_PREFILL_KERNEL=$k: $(grep -E "^\[  (PASSED|FAILED) " "$LOGS/suite_${k}_prefill.log" | head -3 | tr '\n' ' ')" >> "$summary"
-      done ;;
+      done
+      # The Hopper kernel's previous consumer order (serial), kept selectable for A/B runs.
+      KVQ_PREFILL_KERNEL=wgmma KVQ_WG_MAINLOOP=serial timeout 240 .devbin/kvq_gpu_tests \
+        --gtest_filter='*Prefill*:Tc*:*Fused*:*HostilePrefill*' --gtest_brief=1 > "$LOGS/suite_wgmma_serial_prefill.log" 2>&1 || rc=1
+      echo "KVQ_WG_MAINLOOP=serial: $(grep -E "^\[  (PASSED|FAILED) " "$LOGS/suite_wgmma_serial_prefill.log" | head -3 | tr '\n' ' ')" >> "$summary" ;;
     sanitize_wgmma)
       # compute-sanitizer on the small and hostile prefill cases with every one forced through the
       # Hopper kernel (the default sends small shapes to the mma.sync kernel, which "suite" covers).

@@ -14,5 +14,10 @@ cmake --build "$build/py312" -j"${KVQ_JOBS:-2}"
 rm -rf .devbin && mkdir -p .devbin
 cp "$build/tests/kvq_gpu_tests" "$build/kvq" .devbin/
 cp -r "$build/py312/package" .devbin/py
+# Stripped and packed into one archive: the three together exceed a device call's 64 MiB carry
+# unpacked, about 31 MB packed; tools/device_all.sh unpacks .devbin/bundle.tgz when it is there.
+strip .devbin/kvq .devbin/kvq_gpu_tests
+find .devbin/py -name '*.so' -exec strip {} \;
+tar -C .devbin -czf .devbin/bundle.tgz kvq kvq_gpu_tests py
 grep -qx '/.devbin/' .git/info/exclude 2>/dev/null || echo '/.devbin/' >> .git/info/exclude
 du -sh .devbin

@@ -99,6 +99,10 @@ __device__ __forceinline__ void regs_inc() { asm volatile("setmaxnreg.inc.sync.a
 __device__ __forceinline__ void named_sync(int id, int count) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(count) : "memory");
 }
+// Arrives on named barrier `id` without waiting (the producer side of a named_sync over `count`).
+__device__ __forceinline__ void named_arrive(int id, int count) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+}
 // Named barrier that also ORs a predicate over the participating threads.
 __device__ __forceinline__ bool named_sync_or(int id, int count, bool pred) {
   uint32_t out;

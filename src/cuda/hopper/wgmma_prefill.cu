@@ -13,6 +13,12 @@
 
 namespace kvq::cuda::hopper {
 
+int wg_mainloop_order() {
+  const char* env = std::getenv("KVQ_WG_MAINLOOP");
+  if (env != nullptr && std::strcmp(env, "pingpong") == 0) return kWgPingPong;
+  return kWgSerial;
+}
+
 bool wg_prefill_selected(int padded_head_dim, int64_t max_packed_rows) {
   if (padded_head_dim != 64 && padded_head_dim != 128 && padded_head_dim != 256) return false;
   const char* env = std::getenv("KVQ_PREFILL_KERNEL");
@@ -27,6 +33,7 @@ void launch_wg_prefill(tc::TcPrefillParams params, int64_t max_packed_rows, int 
   const int64_t tiles = (max_packed_rows + wg_tile_q() - 1) / wg_tile_q();
   params.num_q_tiles = static_cast<int>(tiles);
   if (tiles == 0 || batch_size == 0) return;
+  if (const char* diag = std::getenv("KVQ_WG_DIAG")) params.diag = std::atoi(diag);
   auto s = static_cast<cudaStream_t>(stream);
   switch (padded_head_dim) {
     case 64: launch_wg_hd64(params, batch_size, q_fp16, kv_int8, s); break;

@@ -9,21 +9,28 @@
 //
 // Threads: three warpgroups.
 // - Warpgroup 0, the producer (setmaxnreg down to kProducerRegs): for each KV tile of the
-//   iteration order it waits for the ring slot to be free (mbarrier `empty`), loads the K and V
-//   rows of the tile's tokens through the block table with 16-byte loads (any page size, HND/NHD,
-//   invalid blocks and tokens past kv_len zero-filled), converts int8 exactly to the q dtype
-//   (common/mma_int8.cuh int8x4_to_pairs), stores both tiles in the 128-byte swizzled panel layout
-//   wgmma reads (common/wgmma.cuh), writes the tile's per-token scales and validity bytes, fences
-//   the generic-proxy stores for the async proxy, and arrives on the slot's `full` mbarrier.
+//   iteration order it reads the tile's block-table entries and per-token scales one tile ahead
+//   (registers, and row offsets in shared memory), waits for the ring slot's K half to be free
+//   (mbarrier `empty_k`), publishes the tile's validity bytes and scales, loads the K rows through
+//   the block table with 16-byte copies (any page size, HND/NHD, invalid blocks and tokens past
+//   kv_len zero-filled), converts int8 exactly to the q dtype (common/mma_int8.cuh
+//   int8x4_to_pairs) into the 128-byte swizzled panel layout wgmma reads (common/wgmma.cuh),
+//   fences the generic-proxy stores for the async proxy and arrives on `full_k`; then the same for
+//   V once `empty_v` says its half is free, arriving on `full_v`.
 // - Warpgroups 1 and 2, the consumers (setmaxnreg up to kConsumerRegs), 64 rows each: S = Q·Kᵀ by
 //   wgmma m64nNk16 with both operands in shared memory, the online softmax in registers (the
 //   accumulator fragment is mma.sync's, so this is the tensor-core prefill's softmax, verbatim),
-//   P rounded to the q dtype into wgmma A fragments, O += P·V by wgmma with P from registers and
-//   V MN-major (no transpose); then `empty` is arrived. The two consumers run independently, so
-//   one's softmax overlaps the other's MMAs.
-// Ring: kStages slots of (K tile, V tile, scales, validity); full[s] counts the producer's 128
-// threads, empty[s] the consumers' 256. Iteration `it` uses slot it % kStages in phase
-// (it / kStages) & 1; the producer waits on the opposite parity of `empty`, which a fresh barrier
+//   P rounded to the q dtype into wgmma A fragments (then `empty_k` is arrived: the tile's K and
+//   metadata are consumed), O += P·V by wgmma with P from registers and V MN-major (no transpose),
+//   then `empty_v`. Two orders (kOrder): serial (the default: each GEMM waited for before the
+//   softmax or the next tile) and ping-pong (FlashAttention-3's: S(it) and P·V(it - 1) issued
+//   together, the softmax of S(it) under P·V(it - 1), and the two consumers taking turns to issue,
+//   named barriers 4 and 5). They measure the same on the H200 today (docs/perf-notes.md: the
+//   producer's copies and conversion bound the kernel, not the consumers' order).
+// Ring: kStages slots of (K tile, V tile, scales, validity); full_k[s] counts the producer's 128
+// threads (int8) or 128 plain + 128 cp.async arrivals (16-bit caches), full_v[s] 128, empty_k[s]
+// and empty_v[s] the consumers' 256. Iteration `it` uses slot it % kStages in phase
+// (it / kStages) & 1; the producer waits on the opposite parity of `empty_*`, which a fresh barrier
 // reports complete, so the first kStages tiles need no consumer.
 #pragma once
 #include <cuda_bf16.h>
@@ -40,6 +47,11 @@ namespace kvq::cuda::hopper {
 using tc::TcPrefillParams;
 
 constexpr int wg_tile_q() { return 128; }
+
+// The consumers' mainloop orders (KVQ_WG_MAINLOOP=serial|overlap|pingpong).
+constexpr int kWgSerial = 0;    // S(it), softmax(it), P·V(it), each waited for
+constexpr int kWgOverlap = 1;   // FlashAttention-3's intra-warpgroup order
+constexpr int kWgPingPong = 2;  // the same, and the two consumers take turns issuing GEMMs
 constexpr int wg_tile_kv(int head_dim) { return head_dim <= 128 ? 128 : 64; }
 
 template <int kHeadDim_, typename DTypeQ_, bool kKvInt8_, bool kFactorV_ = false>
@@ -52,8 +64,8 @@ struct WgPrefillTraits {
   static constexpr int kTileKv = wg_tile_kv(kHeadDim);
   static constexpr int kStages = 2;
   static constexpr int kNumThreads = 384;
-  static constexpr int kProducerRegs = 56;
-  static constexpr int kConsumerRegs = 224;
+  static constexpr int kProducerRegs = kKvInt8 ? 56 : 40;  // int8: the staging + conversion needs 56 (spills at 40)
+  static constexpr int kConsumerRegs = kKvInt8 ? 224 : 232;  // within 168 x 384 (the launch allocation)
   static constexpr int kQPanelBytes = kTileQ * 128;
   static constexpr int kQBytes = kTileQ * kHeadDim * 2;
   static constexpr int kKvPanelBytes = kTileKv * 128;
@@ -67,9 +79,9 @@ struct WgPrefillTraits {
   static constexpr int kValidOff = kVmaxOff + kStages * (kTileKv / 32) * 4;  // uint8 [kStages][kTileKv]
   static constexpr int kOffOff = (kValidOff + kStages * kTileKv + 15) / 16 * 16;  // int64 [kStages][kTileKv]
   static constexpr int kFlagOff = kOffOff + kStages * kTileKv * 8;  // int [kStages]
-  static constexpr int kBarOff = (kFlagOff + kStages * 4 + 7) / 8 * 8;  // uint64 full_k, full_v, empty [kStages]
+  static constexpr int kBarOff = (kFlagOff + kStages * 4 + 7) / 8 * 8;  // uint64 full_k, full_v, empty_k, empty_v [kStages]
   // The dynamic shared memory base is 1024-aligned on sm_90 (checked by the kernel).
-  static constexpr int kSmemBytes = kBarOff + 3 * kStages * 8;
+  static constexpr int kSmemBytes = kBarOff + 4 * kStages * 8;
 
   static_assert(kHeadDim % 64 == 0 && kHeadDim <= 256, "head dims are whole 64-column panels up to 256");
   static_assert(kTileKv <= 128 && kTileKv % 32 == 0, "one producer thread per token; whole warps of V scales");
@@ -78,7 +90,7 @@ struct WgPrefillTraits {
   static_assert(kProducerRegs * 128 + kConsumerRegs * 256 <= 168 * 384, "setmaxnreg within the launch allocation");
 };
 
-template <typename Tr>
+template <typename Tr, int kOrder>
 __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, uint8_t* smem_raw) {
 #if KVQ_SM90_ENABLED
   using T = typename Tr::DTypeQ;
@@ -142,14 +154,16 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, uint
   int64_t* s_off = reinterpret_cast<int64_t*>(smem + Tr::kOffOff);
   uint64_t* full_k = reinterpret_cast<uint64_t*>(smem + Tr::kBarOff);
   uint64_t* full_v = full_k + kStages;
-  uint64_t* empty = full_v + kStages;
+  uint64_t* empty_k = full_v + kStages;
+  uint64_t* empty_v = empty_k + kStages;
   auto stage_k = [&](int slot) { return smem + Tr::kQBytes + slot * Tr::kStageBytes; };
 
   if (tid == 0) {
     for (int s = 0; s < kStages; ++s) {
       wg::mbar_init(&full_k[s], Tr::kKvInt8 ? 128 : 256);
       wg::mbar_init(&full_v[s], 128);
-      wg::mbar_init(&empty[s], 256);
+      wg::mbar_init(&empty_k[s], 256);
+      wg::mbar_init(&empty_v[s], 256);
     }
     wg::mbar_init_fence();
   }
@@ -184,9 +198,10 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, uint
     uint8_t* s_stag_v = s_stag_k + Tr::kStagTileBytes;
 
     // 16-byte cp.async of this thread's chunk of every row of the tile in `slot` (K or V) into
-    // `dst_at(r)`, from the row offsets write_token_meta left in shared memory; absent tokens and
+    // `dst_at(r)`, from the row offsets fetch() left in shared memory; absent tokens and
     // head-dim padding are zero-filled.
     auto issue = [&](int slot, bool is_v, auto dst_at) {
+      if (p.diag & 1) return;
       const uint8_t* base = is_v ? v_base : k_base;
       const int64_t* offs = s_off + slot * kTileKv;
 #pragma unroll 8
@@ -203,6 +218,7 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, uint
     auto stag_at = [&](uint8_t* stag) { return [=](int r) { return tc::smem_addr(stag + r * kHeadDim + pc * 16); }; };
     // Staged int8 tile -> q dtype, into the ring's swizzled panels (exact).
     auto convert = [&](const uint8_t* stag, uint8_t* dst) {
+      if (p.diag & 4) return;
 #pragma unroll 4
       for (int pass = 0; pass < kPasses; ++pass) {
         const int r = pr0 + pass * kRowsPerPass;
@@ -216,57 +232,64 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, uint
         *reinterpret_cast<uint4*>(dst + wg::tile_offset(kTileKv, r, pc * 16 + 8)) = hi;
       }
     };
-    // Token ptid of tile `it`: validity, row offsets and per-token scales (K's with softmax_scale *
-    // log2 e); returns whether it is inside kv_len without a valid block.
-    // `offsets`: the producer's row offsets (s_off[slot]); `consumer`: what the consumers read
-    // (validity, scales), only once the ring slot is free.
-    auto token_meta = [&](int it, int slot, bool offsets, bool consumer) -> bool {
-      if (ptid >= kTileKv) return false;
+    // Token ptid of a tile, read ahead of its ring slot being free: its block-table lookup, its
+    // row offset written to s_off[slot] (read by the producer's copies only), and what the consumers
+    // will read (validity, per-token scales with K's times softmax_scale * log2 e) kept in registers
+    // until publish() writes it into the slot.
+    struct TokMeta {
+      bool ok = false;    // a valid token
+      bool hole = false;  // inside kv_len without a valid block
+      float ks = 0.f, vs = 0.f;
+    };
+    auto fetch = [&](int it, int slot) {
+      TokMeta t;
+      if (ptid >= kTileKv) return t;
       int block;
       uint32_t off;
       const int j = tile_of(it) * kTileKv + ptid;
-      const bool ok = locate(j, block, off);
-      if (offsets)
-        s_off[slot * kTileKv + ptid] = ok ? (block * p.k_stride_block + off * p.k_stride_pos) * kElemBytes : -1;
-      if (!consumer) return false;
-      s_valid[slot * kTileKv + ptid] = ok ? 1 : 0;
+      t.ok = locate(j, block, off);
+      t.hole = !t.ok && j < kv_len;
+      s_off[slot * kTileKv + ptid] = t.ok ? (block * p.k_stride_block + off * p.k_stride_pos) * kElemBytes : -1;
       if constexpr (Tr::kKvInt8) {
-        float ks = 0.f, vs = 0.f;
-        if (ok && k_per_token)
-          ks = tc::load_scale_any(p.k_scale, block * p.ks_stride_a + kv_head * p.ks_stride_b + off * p.ks_stride_c,
-                                  p.k_scale_dtype) *
-               p.sm_scale_log2;
-        if (ok && v_per_token)
-          vs = tc::load_scale_any(p.v_scale, block * p.vs_stride_a + kv_head * p.vs_stride_b + off * p.vs_stride_c,
-                                  p.v_scale_dtype);
-        s_scale[(slot * 2) * kTileKv + ptid] = ks;
-        s_scale[(slot * 2 + 1) * kTileKv + ptid] = vs;
-        if constexpr (Tr::kFactorV) {
-          const unsigned a = __reduce_max_sync(0xffffffffu, vs == vs ? __float_as_uint(fabsf(vs)) : 0u);
-          if (lane == 0) s_vmax[slot * (kTileKv / 32) + ptid / 32] = __uint_as_float(a);
+        if (t.ok && k_per_token)
+          t.ks = tc::load_scale_any(p.k_scale, block * p.ks_stride_a + kv_head * p.ks_stride_b + off * p.ks_stride_c,
+                                    p.k_scale_dtype) *
+                 p.sm_scale_log2;
+        if (t.ok && v_per_token)
+          t.vs = tc::load_scale_any(p.v_scale, block * p.vs_stride_a + kv_head * p.vs_stride_b + off * p.vs_stride_c,
+                                    p.v_scale_dtype);
+      }
+      return t;
+    };
+    // Every producer thread, once `slot` is free: the consumers' metadata of the tile, and the
+    // "has an invalid token" flag ORed over the warpgroup (the barrier also orders every thread's
+    // s_off writes before the copies that read them).
+    auto publish = [&](const TokMeta& t, int slot) {
+      if (ptid < kTileKv) {  // whole warps
+        s_valid[slot * kTileKv + ptid] = t.ok ? 1 : 0;
+        if constexpr (Tr::kKvInt8) {
+          s_scale[(slot * 2) * kTileKv + ptid] = t.ks;
+          s_scale[(slot * 2 + 1) * kTileKv + ptid] = t.vs;
+          if constexpr (Tr::kFactorV) {
+            const unsigned a = __reduce_max_sync(0xffffffffu, t.vs == t.vs ? __float_as_uint(fabsf(t.vs)) : 0u);
+            if (lane == 0) s_vmax[slot * (kTileKv / 32) + ptid / 32] = __uint_as_float(a);
+          }
         }
       }
-      return !ok && j < kv_len;
-    };
-    // Every producer thread: the tile's metadata into `slot`, visible to the producer warpgroup
-    // (the barrier also ORs the "has an invalid token" flag the consumers read).
-    auto write_token_meta = [&](int it, int slot, bool offsets = true) {
-      const bool any_invalid = wg::named_sync_or(1, 128, token_meta(it, slot, offsets, true));
+      const bool any_invalid = wg::named_sync_or(1, 128, t.hole);
       if (ptid == 0) s_flag[slot] = any_invalid ? 1 : 0;
     };
 
+    TokMeta meta;
     if constexpr (Tr::kKvInt8) {
       // int8 rows are staged by cp.async (one K and one V staging tile), then converted into the
       // ring. Groups in flight at the top of iteration it, oldest first: K(it), V(it). K(it + 1) is
       // issued as soon as K(it) is converted, so its latency hides under V(it)'s conversion and the
-      // consumers' work; the producer's row offsets of tile it + 1 (s_off[(it + 1) % 2], read by
-      // the producer only) are computed before the ring slot of it + 1 is free.
-      const auto offsets_of = [&](int it) {
-        token_meta(it, it % kStages, true, false);
-        wg::named_sync(1, 128);
-      };
+      // consumers' work; tile it + 1's metadata is fetched (s_off[(it + 1) % 2], registers) before
+      // its ring slot is free, under K(it)'s conversion.
       if (n_iter > 0) {
-        offsets_of(0);
+        meta = fetch(0, 0);
+        wg::named_sync(1, 128);
         issue(0, false, stag_at(s_stag_k));
         tc::cp_async_commit();
         issue(0, true, stag_at(s_stag_v));
@@ -276,19 +299,20 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, uint
         const int slot = it % kStages;
         const bool more = it + 1 < n_iter;
         uint8_t* s_k = stage_k(slot);
-        wg::mbar_wait(&empty[slot], ((it / kStages) & 1) ^ 1);
-        write_token_meta(it, slot, false);
-        if (more) offsets_of(it + 1);
+        wg::mbar_wait(&empty_k[slot], ((it / kStages) & 1) ^ 1);
+        publish(meta, slot);
+        if (more) meta = fetch(it + 1, (it + 1) % kStages);
         tc::cp_async_wait<1>();
         wg::named_sync(1, 128);  // K(it) staged by every producer thread
         convert(s_stag_k, s_k);
         wg::fence_async_smem();
         wg::mbar_arrive(&full_k[slot]);
-        wg::named_sync(1, 128);  // staging K read by everyone
+        wg::named_sync(1, 128);  // staging K read by everyone; s_off of it + 1 written
         if (more) issue((it + 1) % kStages, false, stag_at(s_stag_k));
         tc::cp_async_commit();
         tc::cp_async_wait<1>();
         wg::named_sync(1, 128);  // V(it) staged
+        wg::mbar_wait(&empty_v[slot], ((it / kStages) & 1) ^ 1);
         convert(s_stag_v, s_k + Tr::kKvTileBytes);
         wg::fence_async_smem();
         wg::mbar_arrive(&full_v[slot]);
@@ -300,17 +324,21 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, uint
       // q-dtype cache: straight into the ring's swizzled panels, never blocking on the copies: each
       // thread's K copies complete one arrival on full_k (cp.async.mbarrier.arrive.noinc), its V
       // copies one on full_v; a plain arrival on full_k releases the tile's metadata. The consumers
-      // fence the landed tile for the async proxy before wgmma reads it.
+      // fence the landed tile for the async proxy before wgmma reads it. Tile it + 1's metadata is
+      // fetched right after tile it's copies are issued.
+      if (n_iter > 0) meta = fetch(0, 0);
       for (int it = 0; it < n_iter; ++it) {
         const int slot = it % kStages;
-        wg::mbar_wait(&empty[slot], ((it / kStages) & 1) ^ 1);
-        write_token_meta(it, slot);
+        wg::mbar_wait(&empty_k[slot], ((it / kStages) & 1) ^ 1);
+        publish(meta, slot);
         wg::mbar_arrive(&full_k[slot]);
         uint8_t* s_k = stage_k(slot);
         issue(slot, false, ring_at(s_k));
         wg::cp_async_arrive_noinc(&full_k[slot]);
+        wg::mbar_wait(&empty_v[slot], ((it / kStages) & 1) ^ 1);
         issue(slot, true, ring_at(s_k + Tr::kKvTileBytes));
         wg::cp_async_arrive_noinc(&full_v[slot]);
+        if (it + 1 < n_iter) meta = fetch(it + 1, (it + 1) % kStages);
       }
     }
     tc::cp_async_wait<0>();
@@ -371,19 +399,17 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, uint
   float m[2] = {kNegInf, kNegInf};
   float l[2] = {-0.f, -0.f};  // -0 until a visible key is met (tells empty rows from all -inf ones)
   float sigma = 0.f;
+  float o_scale[2] = {1.f, 1.f};  // the rescale of O that the last softmax asks for (applied before its P·V)
+  float v_inv = 1.f;              // kFactorV: 1 / sigma of the last softmax (multiplies P's V scales)
 
   const uint32_t q_addr = tc::smem_addr(s_q) + cw * 64 * 128;
   uint32_t pa[kTileKv / 16][4];
   float s[kTileKv / 2];
-  for (int it = 0; it < n_iter; ++it) {
-    const int slot = it % kStages;
-    const int kv0 = tile_of(it) * kTileKv;
-    wg::mbar_wait(&full_k[slot], (it / kStages) & 1);
-    if constexpr (!Tr::kKvInt8) wg::fence_async_smem();  // tile written by cp.async (generic proxy)
-    const uint32_t k_addr = tc::smem_addr(stage_k(slot));
-    const uint32_t v_addr = k_addr + Tr::kKvTileBytes;
 
-    // ---- S = Q·Kᵀ ----
+  // ---- the mainloop's stages (the orderings below compose them) ----
+  // Issues S = Q·Kᵀ of the tile in `slot` (one committed wgmma group; the caller waits).
+  auto qk_issue = [&](int slot) {
+    const uint32_t k_addr = tc::smem_addr(stage_k(slot));
     wg::fence();
 #pragma unroll
     for (int kk = 0; kk < kHeadDim / 16; ++kk) {
@@ -392,13 +418,23 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, uint
       wg::Mma<kTileKv, T>::template ss<0>(s, da, db, kk > 0 ? 1 : 0);
     }
     wg::commit();
-    wg::wait<0>();
-    wg::fence_operand(s);
-    wg::fence_operand(o);
-
-    // ---- scale, mask, online softmax (log2 domain): the tensor-core prefill's, one m16 tile ----
+  };
+  // Issues O += P·V of the tile in `slot` with P in pa (one committed group).
+  auto pv_issue = [&](int slot) {
+    const uint32_t v_addr = tc::smem_addr(stage_k(slot)) + Tr::kKvTileBytes;
+    wg::fence();
+#pragma unroll
+    for (int kt = 0; kt < kTileKv / 16; ++kt) {
+      const uint64_t dv = wg::desc_mn_major(v_addr + kt * 16 * 128, Tr::kKvPanelBytes);
+      wg::Mma<kHeadDim, T>::template rs<1>(o, pa[kt], dv, 1);
+    }
+    wg::commit();
+  };
+  // Scale, mask, online softmax of S (log2 domain; the tensor-core prefill's, one m16 tile): S
+  // becomes P (fp32), m and l move on, o_scale / v_inv say how O and P must be scaled. Touches
+  // neither O nor pa, so it may run while a P·V is in flight.
+  auto softmax = [&](int slot, int kv0) {
     const float* s_ks = s_scale + slot * 2 * kTileKv;
-    const float* s_vs = s_ks + kTileKv;
     const bool tile_has_invalid = s_flag[slot] != 0;
     const bool need_mask = tile_has_invalid || tile_needs_mask(kv0, kTileKv, kv_len, pos_min, pos_max, p.causal != 0,
                                                                p.local_window, p.global_window);
@@ -435,7 +471,7 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, uint
         row_any[rr] = any;
       }
     }
-    float v_rescale = 1.f, v_inv = 1.f;
+    float v_rescale = 1.f;
     if constexpr (Tr::kFactorV) {
       float tile_max = s_vmax[slot * (kTileKv / 32)];
 #pragma unroll
@@ -466,15 +502,22 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, uint
         sum += p0 + p1;
       }
       l[rr] = row_any[rr] ? l[rr] * alpha + sum : l[rr] * alpha;
-      const float o_scale = alpha * v_rescale;
+      o_scale[rr] = alpha * v_rescale;
+    }
+  };
+  auto rescale_o = [&]() {
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) {
 #pragma unroll
       for (int nb = 0; nb < kNbD; ++nb) {
-        o[4 * nb + 2 * rr] *= o_scale;
-        o[4 * nb + 2 * rr + 1] *= o_scale;
+        o[4 * nb + 2 * rr] *= o_scale[rr];
+        o[4 * nb + 2 * rr + 1] *= o_scale[rr];
       }
     }
-
-    // ---- O += P·V (P rounded to the q dtype, per-token V scale applied first) ----
+  };
+  // P -> wgmma A fragments in the q dtype, the per-token V scale applied first.
+  auto convert_p = [&](int slot) {
+    const float* s_vs = s_scale + slot * 2 * kTileKv + kTileKv;
 #pragma unroll
     for (int kt = 0; kt < kTileKv / 16; ++kt) {
       float2 vs0 = make_float2(1.f, 1.f), vs1 = make_float2(1.f, 1.f);
@@ -493,18 +536,94 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, uint
       pa[kt][2] = tc::pack2<T>(s[8 * kt + 4] * vs1.x, s[8 * kt + 5] * vs1.y);
       pa[kt][3] = tc::pack2<T>(s[8 * kt + 6] * vs1.x, s[8 * kt + 7] * vs1.y);
     }
-    wg::mbar_wait(&full_v[slot], (it / kStages) & 1);
+  };
+  auto wait_k = [&](int it) {
+    wg::mbar_wait(&full_k[it % kStages], (it / kStages) & 1);
+    if constexpr (!Tr::kKvInt8) wg::fence_async_smem();  // tile written by cp.async (generic proxy)
+  };
+  auto wait_v = [&](int it) {
+    wg::mbar_wait(&full_v[it % kStages], (it / kStages) & 1);
     if constexpr (!Tr::kKvInt8) wg::fence_async_smem();
-    wg::fence();
-#pragma unroll
-    for (int kt = 0; kt < kTileKv / 16; ++kt) {
-      const uint64_t dv = wg::desc_mn_major(v_addr + kt * 16 * 128, Tr::kKvPanelBytes);
-      wg::Mma<kHeadDim, T>::template rs<1>(o, pa[kt], dv, 1);
+  };
+
+  if constexpr (kOrder == kWgSerial) {
+    // Serial order: S(it), softmax(it), P·V(it), each waited for before the next.
+    for (int it = 0; it < n_iter; ++it) {
+      const int slot = it % kStages;
+      wait_k(it);
+      qk_issue(slot);
+      wg::wait<0>();
+      wg::fence_operand(s);
+      wg::fence_operand(o);
+      if (!(p.diag & 2)) softmax(slot, tile_of(it) * kTileKv);
+      rescale_o();
+      convert_p(slot);
+      wg::mbar_arrive(&empty_k[slot]);
+      wait_v(it);
+      pv_issue(slot);
+      wg::wait<0>();
+      wg::fence_operand(o);
+      wg::mbar_arrive(&empty_v[slot]);
     }
-    wg::commit();
+  } else if (n_iter > 0) {
+    // FlashAttention-3's order inside a warpgroup: S(it) is issued, then P·V(it - 1), and the
+    // softmax of S(it) runs while P·V(it - 1) is still on the tensor cores. Inside each pair of
+    // (commit, wait) no instruction touches the in-flight accumulators (S, then O and pa), so
+    // ptxas keeps the wgmma pipeline.
+    // kWgPingPong: the two consumers take turns issuing their GEMMs (named barriers 4 + cw; the
+    // other consumer's arrival lets this one go), so one's softmax runs under the other's GEMMs.
+    int phase = 0;
+    const int n_phases = n_iter + 1;
+    auto turn_begin = [&]() {
+      if constexpr (kOrder == kWgPingPong) wg::named_sync(4 + cw, 256);
+    };
+    auto turn_end = [&]() {
+      if constexpr (kOrder == kWgPingPong) {
+        // The second consumer's last turn hands over to no one (every sync is matched by one arrival).
+        if (!(cw == 1 && phase == n_phases - 1)) wg::named_arrive(4 + (cw ^ 1), 256);
+      }
+      ++phase;
+    };
+    if constexpr (kOrder == kWgPingPong) {
+      if (cw == 1) wg::named_arrive(4, 256);  // the first consumer goes first
+    }
+    wait_k(0);
+    turn_begin();
+    qk_issue(0);
+    turn_end();
+    wg::wait<0>();
+    wg::fence_operand(s);
+    softmax(0, tile_of(0) * kTileKv);
+    convert_p(0);
+    wg::mbar_arrive(&empty_k[0]);
+    for (int it = 1; it < n_iter; ++it) {
+      const int slot = it % kStages, prev = (it - 1) % kStages;
+      wait_k(it);
+      rescale_o();
+      wg::fence_operand(o);
+      wait_v(it - 1);
+      turn_begin();
+      qk_issue(slot);
+      pv_issue(prev);
+      turn_end();
+      wg::wait<1>();  // S(it) done; P·V(it - 1) may still run
+      wg::fence_operand(s);
+      softmax(slot, tile_of(it) * kTileKv);
+      wg::wait<0>();
+      wg::fence_operand(o);
+      wg::mbar_arrive(&empty_v[prev]);
+      convert_p(slot);
+      wg::mbar_arrive(&empty_k[slot]);
+    }
+    rescale_o();
+    wg::fence_operand(o);
+    wait_v(n_iter - 1);
+    turn_begin();
+    pv_issue((n_iter - 1) % kStages);
+    turn_end();
     wg::wait<0>();
     wg::fence_operand(o);
-    wg::mbar_arrive(&empty[slot]);
+    wg::mbar_arrive(&empty_v[(n_iter - 1) % kStages]);
   }
 
   // ---- epilogue: normalize, per-channel V scale, write rows that exist ----
@@ -551,10 +670,10 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, uint
 #endif
 }
 
-template <typename Tr>
+template <typename Tr, int kOrder>
 __global__ void __launch_bounds__(Tr::kNumThreads, 1) wg_prefill_kernel(const __grid_constant__ TcPrefillParams p) {
   extern __shared__ __align__(16) uint8_t smem[];
-  wg_prefill_device<Tr>(p, smem);
+  wg_prefill_device<Tr, kOrder>(p, smem);
 }
 
 }  // namespace kvq::cuda::hopper

@@ -10,9 +10,15 @@
 
 namespace kvq::cuda::hopper {
 
+// The consumers' order, from KVQ_WG_MAINLOOP (serial, the default; pingpong), read per
+// launch for A/B runs (docs/perf-notes.md, "Hopper prefill").
+int wg_mainloop_order();
+
 template <typename Tr>
 void launch_wg_traits(const TcPrefillParams& params, int batch_size, cudaStream_t stream) {
-  auto kernel = wg_prefill_kernel<Tr>;
+  const int order = wg_mainloop_order();
+  // (kWgOverlap alone is not instantiated: it measured no faster than serial, docs/perf-notes.md.)
+  auto kernel = order == kWgPingPong ? wg_prefill_kernel<Tr, kWgPingPong> : wg_prefill_kernel<Tr, kWgSerial>;
   KVQ_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
   const dim3 grid(static_cast<unsigned>(params.num_q_tiles) * static_cast<unsigned>(params.num_kv_heads),
                   static_cast<unsigned>(batch_size));

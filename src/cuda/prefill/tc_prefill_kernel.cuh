@@ -94,6 +94,10 @@ struct TcPrefillParams {
   float sm_scale_log2;           // softmax_scale * log2(e)
   FastDiv page_div;              // page_size
   FastDiv group_div;             // group_size
+  // The Hopper prefill only, for measurements (KVQ_WG_DIAG, docs/perf-notes.md): bit 0 skips the
+  // K/V copies, bit 1 the softmax (serial order), bit 2 the int8 conversion. Output is garbage
+  // when set; 0 in normal use.
+  int diag = 0;
 };
 
 // Tile sizes, in one place: read by the traits and by the host launcher (grid size: tc_tile_q
