@@ -37,18 +37,23 @@
 //                    fp32, O accumulated in fp32, output rounded to nearest-even.
 //   kInt8 (fp32):    SageAttention-style (docs/design.md §1): int8 Q·Kᵀ, 16-bit P·V. q' = q *
 //                    k_scale (per-channel K; q' = q for per-token K), s_q = max|q'| / 127 (1 below
-//                    1e-6), q8 = clamp(round(q' / s_q), -127, 127) per (token, head), S = (q8·k8) *
-//                    (s_q * softmax_scale) [* k_scale_j for per-token K]. The int8 products are
-//                    summed exactly: |q8*k8| <= 128 * 128 and head_dim <= 256, so every fp32
-//                    partial sum is an integer of magnitude <= 2^22 (what an int32 accumulator
-//                    holds). K is read as the int8 values themselves, never dequantized. P·V as in
+//                    1e-6), q' split per (token, head) into two int8 parts, hi = clamp(round(q' /
+//                    s_q), -127, 127) and lo = clamp(round((q' / s_q - hi) * 128), -127, 127), so
+//                    q' = s_q (hi + lo / 128) to s_q / 256; S = (hi·k8 + (lo·k8) / 128) * (s_q *
+//                    softmax_scale) [* k_scale_j for per-token K]. Each int8 product sum is exact:
+//                    |q8*k8| <= 128 * 128 and head_dim <= 256, so every fp32 partial sum is an
+//                    integer of magnitude <= 2^22 (what an int32 accumulator holds); hi·k8 +
+//                    (lo·k8) / 128 is one fp32 rounding (= float(128 hi·k8 + lo·k8) / 128 in int32).
+//                    K is read as the int8 values themselves, never dequantized. P·V as in
 //                    kNative: p rounded to the query's float dtype (bf16 for an int8 q), times
 //                    v_scale_j for per-token V, against the exact int8 V values, summed in fp32;
 //                    O = that * v_scale[d] / l for per-channel V, that / l for per-token V. An
-//                    int8 query with q_scale is used as is (q8 = q, s_q = q_scale) with per-token
-//                    K; with per-channel K it is dequantized (q8 * q_scale) and requantized as
-//                    above. (The recipe that quantized P to uint8 with scale 1/255 is retired:
-//                    rows whose mass sits on keys far below the max lost their small p.)
+//                    int8 query with q_scale is used as is (hi = q, lo = 0, s_q = q_scale) with
+//                    per-token K; with per-channel K it is dequantized (q8 * q_scale) and split as
+//                    above. (Retired: the recipe that quantized P to uint8 with scale 1/255, which
+//                    lost the small p of rows whose mass sits on keys far below the max, and the
+//                    single-part q8 = hi, which left the channels of q' beside a few large ones
+//                    (K outlier channels) a few levels.)
 //   fp64 (tests):    set_fp64_accumulation(true): everything in double, no rounding of p, q as
 //                    its real value (q8 * q_scale for int8 q): exact attention over the
 //                    dequantized cache, the oracle of every GPU path. Compute mode is ignored.
@@ -285,8 +290,10 @@ template <typename T>
 struct Scratch {
   std::vector<T> k_panels;    // [n_pad / 8][head_dim][8]
   std::vector<T> v_panels;    // [d_pad / 8][n_pad][8]
-  std::vector<T> q_rows;      // [rows_pad][head_dim]
-  std::vector<T> scores;      // [rows_pad][n_pad]: S, then P
+  std::vector<T> q_rows;      // [rows_pad][head_dim]; int8 mode: the high parts of q
+  std::vector<T> q_lo_rows;   // int8 mode: [rows_pad][head_dim], the low parts of q
+  std::vector<T> scores;      // [rows_pad][n_pad]: S, then P (int8 mode: hi·k8 first)
+  std::vector<T> scores_lo;   // int8 mode: [rows_pad][n_pad], lo·k8
   std::vector<T> o_rows;      // [rows_pad][d_pad]
   std::vector<T> row_max, row_sum;
   std::vector<uint8_t> row_state;    // kRowNormal / kRowEmpty / kRowNaN
@@ -400,10 +407,17 @@ void run_job(const AttnCall& call, const Job& job, Scratch<T>& w) {
   grow(w.row_factor, rows_pad);
   const TensorView& qv = call.q;
   const bool q_is_int8 = qv.dtype == DType::kInt8;
+  // int8 mode splits q into two int8 parts, but for an int8 q taken as is (per-token K: no scale
+  // to fold in), whose low part is 0.
+  const bool q_as_is = int8_mode && q_is_int8 && k_mode != ScaleMode::kPerChannel;
+  const bool two_part = int8_mode && !q_as_is;
+  if (two_part) grow(w.q_lo_rows, static_cast<size_t>(rows_pad * head_dim));
   for (int64_t r = 0; r < rows_pad; ++r) {
     T* qdst = w.q_rows.data() + r * head_dim;
+    T* qlo = two_part ? w.q_lo_rows.data() + r * head_dim : nullptr;
     if (r >= rows) {
       std::fill(qdst, qdst + head_dim, T(0));
+      if (two_part) std::fill(qlo, qlo + head_dim, T(0));
       w.row_factor[r] = 0.f;
       continue;
     }
@@ -420,7 +434,7 @@ void run_job(const AttnCall& call, const Job& job, Scratch<T>& w) {
                             : T(q_is_int8 ? x[d] * qs : x[d]);
       continue;
     }
-    if (q_is_int8 && k_mode != ScaleMode::kPerChannel) {
+    if (q_as_is) {
       for (int64_t d = 0; d < head_dim; ++d) qdst[d] = T(x[d]);
       w.row_factor[r] = qs * p.softmax_scale;
       continue;
@@ -435,7 +449,11 @@ void run_job(const AttnCall& call, const Job& job, Scratch<T>& w) {
       has_nan |= v != v;
     }
     const float s_q = query_scale_of(amax);
-    for (int64_t d = 0; d < head_dim; ++d) qdst[d] = T(static_cast<float>(quantize_q(x[d], s_q)));
+    for (int64_t d = 0; d < head_dim; ++d) {
+      const int8_t hi = quantize_q(x[d], s_q);
+      qdst[d] = T(static_cast<float>(hi));
+      qlo[d] = T(static_cast<float>(quantize_q_lo(x[d], s_q, hi)));
+    }
     // fmax-amax skips a NaN and quantize() maps it to 0: carry it in the row's factor instead, so
     // that it reaches the scores (docs/design.md §1 "Non-finite values").
     w.row_factor[r] = has_nan ? std::numeric_limits<float>::quiet_NaN() : s_q * p.softmax_scale;
@@ -469,6 +487,13 @@ void run_job(const AttnCall& call, const Job& job, Scratch<T>& w) {
   tiles.d_pad = d_pad;
   tiles.num_row_blocks = num_row_blocks;
   score_tiles_dispatch(tiles, call.avx2);
+  if (two_part) {  // lo·k8 over the same panels, into its own buffer
+    grow(w.scores_lo, static_cast<size_t>(rows_pad * n_pad));
+    JobTiles<T> lo_tiles = tiles;
+    lo_tiles.q_rows = w.q_lo_rows.data();
+    lo_tiles.scores = w.scores_lo.data();
+    score_tiles_dispatch(lo_tiles, call.avx2);
+  }
 
   // ---- 3. softmax per row: exact max, p = exp(S - m), l = sum p ----
   grow(w.row_max, rows_pad);
@@ -484,6 +509,7 @@ void run_job(const AttnCall& call, const Job& job, Scratch<T>& w) {
     const int64_t jb = w.span_begin[rb] * kColBlock;
     const int64_t je = w.span_end[rb] * kColBlock;
     T* srow = w.scores.data() + r * n_pad;
+    const T* slo = two_part ? w.scores_lo.data() + r * n_pad : nullptr;
     if (r >= rows) {
       for (int64_t j = jb; j < je; ++j) srow[j] = T(0);
       w.row_max[r] = neg_inf;
@@ -504,7 +530,10 @@ void run_job(const AttnCall& call, const Job& job, Scratch<T>& w) {
     const int64_t global_end = std::clamp(global_hi - key_lo, jb, vis_begin);
     auto score = [&](int64_t j) -> T {
       if (!int8_mode) return srow[j] * scale;
-      float sf = static_cast<float>(srow[j]) * w.row_factor[r];
+      // hi·k8 + (lo·k8) / 128: both exact integers, the division exact, one rounding in the sum.
+      float sf = static_cast<float>(srow[j]);
+      if (two_part) sf += static_cast<float>(slo[j]) * (1.f / 128.f);
+      sf *= w.row_factor[r];
       if (k_mode == ScaleMode::kPerToken) sf *= w.k_token_scale[j];
       return T(sf);
     };

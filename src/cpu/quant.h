@@ -11,7 +11,11 @@
 //   per_token_scale(a)  = fmaxf(a / 127, 1e-8)     a = fmaxf-reduction of |x| over head_dim
 //   calibrate_scale(a)  = fmaxf(a / 127, 1e-5)     a = fmaxf-reduction of |x| over tokens
 //   quantize_q(x, s)    = clamp(round_half_even(x / s), -127, 127) with s = query_scale(max|x|):
-//                         the int8-compute query (symmetric: -128 is never produced)
+//                         the int8-compute query's high part (symmetric: -128 is never produced)
+//   quantize_q_lo(x, s, hi) = clamp(round_half_even((x / s - hi) * 128), -127, 127): its low part,
+//                         so that x = s * (hi + lo / 128) to s / 256 (|lo| <= 64). x / s is the
+//                         same IEEE quotient as in quantize_q; x / s - hi is exact (Sterbenz) and
+//                         * 128 is exact, so the one rounding is the final round_half_even.
 //   query_scale(a)      = a / 127, or 1 when that is below 1e-6
 //
 // fmaxf ignores a NaN operand, so a NaN element never turns a scale into NaN. A per-token
@@ -53,6 +57,12 @@ inline float query_scale_of(float amax) {
 // The int8-compute query element: round_half_even(x / s_q) clamped to [-127, 127]; NaN gives 0.
 inline int8_t quantize_q(float x, float s_q) {
   const int8_t v = quantize_int8(x, s_q);
+  return v < -127 ? int8_t{-127} : v;
+}
+
+// The int8-compute query's low part (see above); NaN gives 0.
+inline int8_t quantize_q_lo(float x, float s_q, int8_t hi) {
+  const int8_t v = clamp_round_int8((x / s_q - static_cast<float>(hi)) * 128.f);
   return v < -127 ? int8_t{-127} : v;
 }
 

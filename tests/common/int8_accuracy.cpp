@@ -68,6 +68,19 @@ void add_outlier_channels(PagedCase& c, Rng& rng) {
   }
 }
 
+// Values not of unit scale: K x 3 (outliers included), V x 0.05, and one token in 8 (per kv row of
+// the cache, drawn independently) a small-magnitude V token, randn x 3e-4 (amax ~1e-3).
+void set_magnitudes(PagedCase& c, Rng& rng) {
+  const int64_t D = c.spec.head_dim;
+  float* k = c.k_orig.ptr<float>();
+  float* v = c.v_orig.ptr<float>();
+  for (int64_t i = 0; i < c.k_orig.numel(); ++i) k[i] = round_to_bf16(k[i] * 3.f);
+  for (int64_t r = 0; r < c.v_orig.numel() / D; ++r) {
+    const float g = rng.bernoulli(0.125) ? 3e-4f : 0.05f;
+    for (int64_t d = 0; d < D; ++d) v[r * D + d] = round_to_bf16(v[r * D + d] * g);
+  }
+}
+
 // For (query t, head h) of sequence b: 4 visible keys along the query's direction (plus noise 0.3)
 // with logits ln(kv_len) + {2, 3, 4, 5}; the bulk's logits are ~N(0, 1). `used` keeps keys distinct.
 void plant_peaks(PagedCase& c, int64_t b, int64_t t, int64_t h, std::set<int64_t>& used, Rng& rng) {
@@ -133,6 +146,7 @@ PagedCase make_int8_accuracy_case(Int8Case which) {
   PagedCase c = make_paged_case(s);
   Rng rng(s.seed ^ 0x5eedu);
   if (which == Int8Case::kOutlierK) add_outlier_channels(c, rng);
+  set_magnitudes(c, rng);
   for (int64_t b = 0; b < c.batch_size; ++b) {
     std::set<int64_t> planted;
     for (int64_t t = row_begin(c, b); t < row_end(c, b); ++t)

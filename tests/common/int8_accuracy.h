@@ -7,7 +7,8 @@
 // (causal, the queries at the tail), Hq = 6, Hkv = 1, D = 128, bf16 q, pages of 64 tokens in a
 // shuffled block table (-1 past the used entries), an int8 cache whose float K/V are drawn once and
 // quantized per-channel or per-token (K and V alike) by set_int8_accuracy_mode(). K, V and q start
-// as randn rounded to bf16 (q never exactly zero); the workloads shape them:
+// as randn rounded to bf16 (q never exactly zero), then K x 3 and V x 0.05 with one token in 8 a
+// small-magnitude V token (randn x 3e-4, amax ~1e-3); the workloads shape them:
 //   case kPlainK, two q heads per workload (the keys are shared):
 //     flat:     q scaled to logits of standard deviation 0.05: near-uniform attention, every
 //               p ~ 1/kv_len;
@@ -18,8 +19,8 @@
 //               a few keys, at every kv_len (for the other heads they are keys like any other);
 //   case kOutlierK, every head:
 //     outliers: 4 K channels 10, 20, 35 and 50x larger than the rest, each a fixed-sign offset of
-//               that size plus noise of half that size (the shape of LLM key outliers); q scaled to
-//               logits of standard deviation 1.5.
+//               that size plus noise of half that size (the shape of LLM key outliers; then x 3
+//               like every K value); q scaled to logits of standard deviation 1.5.
 #pragma once
 #include <cstdint>
 #include <string>

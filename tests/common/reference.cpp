@@ -94,6 +94,7 @@ struct SeqKv {
   std::vector<double> k_tok, v_tok;  // [kv_len] per-token scales (1 when per-channel)
   std::vector<double> k_ch, v_ch;    // [D] per-channel scales (1 when per-token)
   bool int8 = false;
+  bool k_per_channel = false;
 };
 
 void gather(const Problem& p, int64_t b, int64_t kvh, SeqKv& s) {
@@ -109,6 +110,7 @@ void gather(const Problem& p, int64_t b, int64_t kvh, SeqKv& s) {
   s.k_ch.assign(static_cast<size_t>(D), 1.0);
   s.v_ch.assign(static_cast<size_t>(D), 1.0);
   const ScaleMode km = scale_mode_of(p.k_scale), vm = scale_mode_of(p.v_scale);
+  s.k_per_channel = km == ScaleMode::kPerChannel;
   for (int64_t d = 0; d < D; ++d) {
     if (km == ScaleMode::kPerChannel) s.k_ch[static_cast<size_t>(d)] = load_element(p.k_scale, offset_of(p.k_scale, {kvh, d}));
     if (vm == ScaleMode::kPerChannel) s.v_ch[static_cast<size_t>(d)] = load_element(p.v_scale, offset_of(p.v_scale, {kvh, d}));
@@ -132,8 +134,10 @@ void gather(const Problem& p, int64_t b, int64_t kvh, SeqKv& s) {
 }
 
 // One query row against the gathered K/V, for each requested compute model.
-void attend_row(const Problem& p, const SeqKv& s, const std::vector<double>& qv, int64_t pos, const uint8_t* row_mask,
-                const std::vector<RefCompute>& computes, std::vector<RefOutput>& outs, int64_t t, int64_t h) {
+// qv is q's real value (q8 * q_scale for an int8 q), qs the q_scale of an int8 q (1 otherwise).
+void attend_row(const Problem& p, const SeqKv& s, const std::vector<double>& qv, double qs, int64_t pos,
+                const uint8_t* row_mask, const std::vector<RefCompute>& computes, std::vector<RefOutput>& outs,
+                int64_t t, int64_t h) {
   const int64_t D = p.head_dim, n = s.kv_len;
   std::vector<int64_t> vis;
   for (int64_t j = 0; j < n; ++j)
@@ -151,24 +155,38 @@ void attend_row(const Problem& p, const SeqKv& s, const std::vector<double>& qv,
     }
     std::vector<double> acc(static_cast<size_t>(D), 0.0);
     if (computes[c] == RefCompute::kInt8) {
-      // q' = q * k_scale (per-channel), quantized per (token, head) with s_q = max|q'|/127 (1 if < 1e-6)
-      // to q8 = clamp(round(q'/s_q), -127, 127); S from the exact integer q8·k8.
-      std::vector<float> qp(static_cast<size_t>(D));
-      float amax = 0.f;
-      for (int64_t d = 0; d < D; ++d) {
-        qp[static_cast<size_t>(d)] = static_cast<float>(qv[static_cast<size_t>(d)]) * static_cast<float>(s.k_ch[static_cast<size_t>(d)]);
-        amax = std::max(amax, std::fabs(qp[static_cast<size_t>(d)]));
+      // q' = q * k_scale (per-channel) split per (token, head) into two int8 parts with s_q =
+      // max|q'|/127 (1 if < 1e-6): hi = clamp(round(q'/s_q), -127, 127) and lo = clamp(round((q'/s_q -
+      // hi) * 128), -127, 127), q' / s_q in fp32; S from the exact integers hi·k8 + (lo·k8) / 128. An
+      // int8 q with per-token K is taken as is: hi = q8, lo = 0, s_q = q_scale.
+      std::vector<double> hi(static_cast<size_t>(D)), lo(static_cast<size_t>(D), 0.0);
+      double sq = qs;
+      if (p.q.dtype == DType::kInt8 && !s.k_per_channel) {
+        for (int64_t d = 0; d < D; ++d) hi[static_cast<size_t>(d)] = qv[static_cast<size_t>(d)] / qs;  // exact
+      } else {
+        std::vector<float> qp(static_cast<size_t>(D));
+        float amax = 0.f;
+        for (int64_t d = 0; d < D; ++d) {
+          qp[static_cast<size_t>(d)] = static_cast<float>(qv[static_cast<size_t>(d)]) * static_cast<float>(s.k_ch[static_cast<size_t>(d)]);
+          amax = std::max(amax, std::fabs(qp[static_cast<size_t>(d)]));
+        }
+        float sqf = amax / 127.f;
+        if (sqf < 1e-6f) sqf = 1.f;
+        sq = sqf;
+        for (int64_t d = 0; d < D; ++d) {
+          const float x = qp[static_cast<size_t>(d)] / sqf;
+          const float h8 = std::min(127.f, std::max(-127.f, std::nearbyint(x)));
+          hi[static_cast<size_t>(d)] = h8;
+          lo[static_cast<size_t>(d)] = std::min(127.f, std::max(-127.f, std::nearbyint((x - h8) * 128.f)));
+        }
       }
-      float sq = amax / 127.f;
-      if (sq < 1e-6f) sq = 1.f;
-      std::vector<double> q8(static_cast<size_t>(D));
-      for (int64_t d = 0; d < D; ++d)
-        q8[static_cast<size_t>(d)] = std::min(127.f, std::max(-127.f, std::nearbyint(qp[static_cast<size_t>(d)] / sq)));
       std::vector<double> s8(vis.size());
       double m = kNegInf;
       for (size_t k = 0; k < vis.size(); ++k) {
         const int64_t j = vis[k];
-        s8[k] = dot(q8.data(), &s.k8[static_cast<size_t>(j * D)], D) * sq * p.softmax_scale * s.k_tok[static_cast<size_t>(j)];
+        const double* k8 = &s.k8[static_cast<size_t>(j * D)];
+        s8[k] = (dot(hi.data(), k8, D) + dot(lo.data(), k8, D) / 128) * sq * p.softmax_scale *
+                s.k_tok[static_cast<size_t>(j)];
         m = std::max(m, s8[k]);
       }
       // P·V as in bf16 compute: p rounded to the query's float dtype (bf16 for an int8 q), the
@@ -247,7 +265,7 @@ std::vector<RefOutput> run(const Problem& p, const std::vector<RefCompute>& comp
             row_mask[static_cast<size_t>(j)] = load_element(p.mask, (p.mask_offset[static_cast<size_t>(b)] + i * kl + j) * p.mask.strides[0]) != 0.0;
           rm = row_mask.data();
         }
-        attend_row(p, s, qv, kl - ql + i, rm, computes, outs, t, h);
+        attend_row(p, s, qv, qs, kl - ql + i, rm, computes, outs, t, h);
       }
     }
   });

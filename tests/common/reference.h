@@ -20,9 +20,10 @@ enum class RefCompute {
   kExact,   // fp64 everywhere: the oracle
   kRoundP,  // as kExact, but P = exp(S - max) rounded to the query dtype (bf16/fp16) before P·V,
             // normalised by the unrounded sum: what a bf16 tensor-core kernel computes
-  kInt8,    // SageAttention-style: q' = q*k_scale quantized per (token, head) to int8 in [-127, 127],
-            // S from the exact int8 products; P·V as kRoundP (P rounded to the query's float dtype,
-            // bf16 for an int8 q), the per-token V scale on p, the per-channel one on O
+  kInt8,    // SageAttention-style: q' = q*k_scale split per (token, head) into two int8 parts in
+            // [-127, 127] (q' = s_q (hi + lo / 128)), S from the exact int8 products; P·V as kRoundP
+            // (P rounded to the query's float dtype, bf16 for an int8 q), the per-token V scale on p,
+            // the per-channel one on O
 };
 
 struct RefOutput {

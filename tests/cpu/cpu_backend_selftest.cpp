@@ -4,7 +4,7 @@
 //   - Fp32Twin: the backend's fp32 numerics are exactly the recipe of docs/design.md §1, written
 //     here as the most naive loops (per row: dot products summed over head_dim in order, exact
 //     row max, p = expf(s - m), l summed in key order, P rounded to the query dtype, O summed
-//     in key order; int8 compute: q quantized per (token, head), exact int8 products for S, the
+//     in key order; int8 compute: q split per (token, head) into two int8 parts, exact int8 products for S, the
 //     per-token V scale on the rounded p, the per-channel one on O). The backend's tiled, threaded, vectorized code must
 //     give the same bits (x86-64 without FMA; within 2 ulp where the compiler may contract).
 //   - Invariance: bit-identical results for any thread count (KVQ_NUM_THREADS), for the SSE2
@@ -112,7 +112,7 @@ TwinOut fp32_twin(const PagedCase& c, const PrefillArgs& a, bool int8_mode) {
       }
       for (int64_t i = 0; i < q_len; ++i) {
         const int64_t t = c.cu_q_lens_host[b] + i, p = kv_len - q_len + i;
-        std::vector<float> q(dim);
+        std::vector<float> q(dim), q_lo(dim, 0.f);  // int8 mode: q's high and low parts
         for (int64_t d = 0; d < dim; ++d) q[d] = static_cast<float>(load_element(a.q, offset_of(a.q, {t, h, d})));
         float row_factor = 0.f;
         if (int8_mode) {
@@ -123,7 +123,12 @@ TwinOut fp32_twin(const PagedCase& c, const PrefillArgs& a, bool int8_mode) {
           }
           float s_q = amax / 127.f;
           if (s_q < 1e-6f) s_q = 1.f;
-          for (int64_t d = 0; d < dim; ++d) q[d] = static_cast<float>(std::max<int8_t>(-127, ref_quantize(q[d], s_q)));
+          for (int64_t d = 0; d < dim; ++d) {
+            // hi = clamp(round(q'/s_q), -127, 127), lo = clamp(round((q'/s_q - hi) * 128), -127, 127)
+            const float x = q[d] / s_q;
+            q[d] = std::min(127.f, std::max(-127.f, std::nearbyint(x)));
+            q_lo[d] = std::min(127.f, std::max(-127.f, std::nearbyint((x - q[d]) * 128.f)));
+          }
           row_factor = s_q * sm_scale;
         }
         std::vector<float> s(kv_len, -std::numeric_limits<float>::infinity());
@@ -133,10 +138,13 @@ TwinOut fp32_twin(const PagedCase& c, const PrefillArgs& a, bool int8_mode) {
                          (mo.local_window < 0 || p - j <= mo.local_window || j < mo.global_window);
           if (a.mask.defined()) visible = visible && load_element(a.mask, mask_off + i * kv_len + j) != 0;
           if (!visible) continue;
-          float acc = 0.f;
-          for (int64_t d = 0; d < dim; ++d)
+          float acc = 0.f, acc_lo = 0.f;
+          for (int64_t d = 0; d < dim; ++d) {
             acc += q[d] * (int8_mode ? k8[j * dim + d] : k8[j * dim + d] * ks[j * dim + d]);
-          float sj = int8_mode ? acc * row_factor : acc * sm_scale;
+            acc_lo += q_lo[d] * k8[j * dim + d];
+          }
+          // int8 mode: hi·k8 + (lo·k8) / 128, both sums exact integers.
+          float sj = int8_mode ? (acc + acc_lo * (1.f / 128.f)) * row_factor : acc * sm_scale;
           if (int8_mode && km == ScaleMode::kPerToken) sj *= ks[j * dim];
           s[j] = sj;
           m = std::max(m, sj);
@@ -281,6 +289,12 @@ std::vector<TwinCase> twin_cases() {
     t.spec.q_dtype = DType::kFloat16;
     t.spec.v_scale_mode = ScaleMode::kPerToken;
     t.spec.scale_dtype = DType::kBFloat16;
+  });
+  add("int8_kch_outliers_d256", [](TwinCase& t) {  // q' spans 30x (hi small, lo carrying)
+    t.compute = ComputeMode::kInt8;
+    t.spec.head_dim = 256;
+    t.spec.num_outlier_channels = 4;
+    t.spec.outlier_scale = 30;
   });
   add("int8_long_kv", [](TwinCase& t) {  // > 256 keys: P·V runs over several key tiles
     t.compute = ComputeMode::kInt8;

@@ -212,26 +212,30 @@ TEST(PrefillFeatures, LongPrefixShortChunk) {
 }
 
 TEST(PrefillFeatures, Int8Query) {
-  // q given as int8 with q_scale [T, Hq] (compute is int8): q8 = round(q / s), s = max|q| / 127.
-  for (ScaleMode km : {ScaleMode::kPerChannel, ScaleMode::kPerToken}) {
-    PagedCaseSpec s = base_spec(25, {12, 30}, {40, 30});
-    s.k_scale_mode = km;
-    PagedCase c = make_paged_case(s);
-    HostTensor q8(DType::kInt8, {c.num_rows, s.num_qo_heads, s.head_dim});
-    HostTensor q_scale(DType::kFloat32, {c.num_rows, s.num_qo_heads});
-    for (int64_t t = 0; t < c.num_rows; ++t)
-      for (int64_t h = 0; h < s.num_qo_heads; ++h) {
-        float amax = 0.f;
-        for (int64_t d = 0; d < s.head_dim; ++d) amax = std::max(amax, static_cast<float>(std::fabs(c.q.at({t, h, d}))));
-        const float sc = amax / 127.f;
-        q_scale.set({t, h}, sc);
-        for (int64_t d = 0; d < s.head_dim; ++d) q8.set({t, h, d}, ref_quantize(static_cast<float>(c.q.at({t, h, d})), sc));
-      }
-    PrefillArgs args = c.prefill_args();
-    args.q = q8.view();
-    args.q_scale = q_scale.view();
-    SCOPED_TRACE(case_label(s));
-    check_prefill(c, args, "int8 q");
+  // q given as int8 with q_scale [T, Hq] (compute is int8): q8 = round(q / s), s = max|q| / levels.
+  // With per-token K the backend takes q8 and s as they are (levels 90: q8 does not span [-127, 127],
+  // so requantizing it would differ); with per-channel K it folds the K scale and requantizes.
+  for (const float levels : {127.f, 90.f}) {
+    for (ScaleMode km : {ScaleMode::kPerChannel, ScaleMode::kPerToken}) {
+      PagedCaseSpec s = base_spec(25, {12, 30}, {40, 30});
+      s.k_scale_mode = km;
+      PagedCase c = make_paged_case(s);
+      HostTensor q8(DType::kInt8, {c.num_rows, s.num_qo_heads, s.head_dim});
+      HostTensor q_scale(DType::kFloat32, {c.num_rows, s.num_qo_heads});
+      for (int64_t t = 0; t < c.num_rows; ++t)
+        for (int64_t h = 0; h < s.num_qo_heads; ++h) {
+          float amax = 0.f;
+          for (int64_t d = 0; d < s.head_dim; ++d) amax = std::max(amax, static_cast<float>(std::fabs(c.q.at({t, h, d}))));
+          const float sc = amax / levels;
+          q_scale.set({t, h}, sc);
+          for (int64_t d = 0; d < s.head_dim; ++d) q8.set({t, h, d}, ref_quantize(static_cast<float>(c.q.at({t, h, d})), sc));
+        }
+      PrefillArgs args = c.prefill_args();
+      args.q = q8.view();
+      args.q_scale = q_scale.view();
+      SCOPED_TRACE(case_label(s) + " levels=" + std::to_string(levels));
+      check_prefill(c, args, "int8 q");
+    }
   }
 }
 

@@ -20,11 +20,15 @@
 // times the score, times softmax_scale), exp in fp32. kNative rounds p to the output (query)
 // dtype before P·V, like FlashAttention; per-token V scale multiplies p after that rounding,
 // per-channel V scale multiplies O in the epilogue. kInt8 (docs/design.md §1): q' = q * k_scale is
-// quantized per (row, head) to q8 = clamp(round(q'/s_q), -127, 127) with s_q = max|q'|/127 (1 if
-// < 1e-6), scores are (q8·k8) * s_q * softmax_scale (* the per-token K scale), the q8·k8 sums exact
-// integers in fp32 (each lane's <= 8 products and the butterfly stay below 2^24, as int32 would;
-// an int8 q with q_scale is taken as is when K is not per-channel); P·V is kNative's (p rounded to
-// DTypeO, V scales on p / on O as above). The uint8-P recipe (round(p * 255), O / 255) is retired.
+// split per (row, head) into two int8 parts with s_q = max|q'|/127 (1 if < 1e-6): hi =
+// clamp(round(q'/s_q), -127, 127), lo = clamp(round((q'/s_q - hi) * 128), -127, 127), so q' = s_q (hi
+// + lo / 128) to s_q / 256; scores are float(128 hi·k8 + lo·k8) / 128 * s_q * softmax_scale (* the
+// per-token K scale). The lane holds w = 128 hi + lo (|w| <= 16383, exact in fp32) and sums its <= 8
+// products w * k8 exactly in fp32 (< 2^24); the warp adds the lanes' sums in int32 (< 2^30), so the
+// one rounding is the final int -> float, as src/cpu's fp32 hi·k8 + (lo·k8) / 128. An int8 q with
+// q_scale is taken as is (w = q8, no / 128) when K is not per-channel. P·V is kNative's (p rounded to
+// DTypeO, V scales on p / on O as above). Retired: the uint8-P recipe (round(p * 255), O / 255) and
+// the single-part q8 = hi.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -37,6 +41,13 @@
 #include "src/cuda/common/warp.cuh"
 
 namespace kvq::cuda {
+
+// Sum over the warp's 32 lanes in int32 (exact, order independent).
+__device__ __forceinline__ int warp_sum_i32(int x) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+  return x;
+}
 
 struct GenericPrefillParams {
   const void* q = nullptr;           // [total_q, num_qo_heads, head_dim] DTypeQ
@@ -147,6 +158,10 @@ __device__ void generic_prefill_device(const GenericPrefillParams& prm) {
     }
     qf[k] = x;
   }
+  // int8 math: qf holds w = 128 hi + lo (two_part) or the int8 q as is; the integer sum of w·k8 is
+  // multiplied by score_scale * w_unit.
+  const bool two_part = int8_math && !q_as_is;
+  const float w_unit = two_part ? 1.f / 128.f : 1.f;
   float score_scale = prm.softmax_scale;
   if (q_as_is) {
     score_scale *= q_in_scale;
@@ -162,7 +177,14 @@ __device__ void generic_prefill_device(const GenericPrefillParams& prm) {
     float s_q = amax / 127.f;
     if (s_q < 1e-6f) s_q = 1.f;
 #pragma unroll
-    for (int k = 0; k < kDpl; ++k) qf[k] = static_cast<float>(max(-127, static_cast<int>(quantize_int8(qf[k], s_q))));
+    for (int k = 0; k < kDpl; ++k) {
+      // hi = clamp(round(t)), lo = clamp(round((t - hi) * 128)) with t = q'/s_q the IEEE quotient
+      // (the one quantize_int8 takes); t - hi and * 128 are exact (src/cpu/quant.h).
+      const int hi = max(-127, static_cast<int>(quantize_int8(qf[k], s_q)));
+      int lo = __float2int_rn(__fmul_rn(__fsub_rn(__fdiv_rn(qf[k], s_q), static_cast<float>(hi)), 128.f));  // NaN: 0
+      lo = lo < -127 ? -127 : (lo > 127 ? 127 : lo);
+      qf[k] = static_cast<float>(128 * hi + lo);
+    }
     // fmaxf skips a NaN and quantize maps it to 0: carry it in the score scale (src/cpu does too).
     score_scale *= __any_sync(0xffffffffu, has_nan) ? __int_as_float(0x7fc00000) : s_q;
   }
@@ -220,7 +242,9 @@ __device__ void generic_prefill_device(const GenericPrefillParams& prm) {
         const int d = lane_idx + 32 * k;
         if (d < D) part += qf[k] * to_float(k_row[d]);
       }
-      float s = warp_sum(part) * score_scale;
+      // int8 math: part is an exact integer (|w * k8| <= 16383 * 128, <= 8 of them: < 2^24).
+      float s = int8_math && kv_int8 ? static_cast<float>(warp_sum_i32(__float2int_rn(part))) * w_unit : warp_sum(part);
+      s *= score_scale;
       if (k_per_token) s *= load_scale(c.k_scale, k_token_scale_offset(c, block, offset, kv_head), c.k_scale_dtype);
       seen = true;
       const float m_new = fmaxf(m, s);
