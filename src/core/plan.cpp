@@ -19,7 +19,8 @@
 //   - causal, or max_q_len == 1 (the kernel is causal within the chunk: query i at
 //     kv_len - q_len + i; a single query sees every key either way); no mask; native compute (int8
 //     compute is the prefill kernels' SageAttention recipe, int8 q included);
-//   - the kernel serves the shape and views (cuda::plan_prefill_mma_decode: head dim 64/128/256,
+//   - the kernel serves the shape and views (cuda::plan_prefill_mma_decode: head dim in
+//     KVQ_MMA_DECODE_HEAD_DIMS,
 //     max_q_len * group_size <= 16 (8 at head dim 256), bf16/fp16 q, int8 (fp32 per-token scales)
 //     or bf16/fp16 cache, alignment);
 //   - KVQ_SMALL_Q_DECODE is not "0" (read at planning; "0" keeps kPath, for A/B timing).
@@ -104,7 +105,8 @@ std::string small_q_call_refusal(const PrefillArgs& args, const AttnProblem& p, 
 std::string small_q_decode_refusal(const PrefillArgs& args, const AttnProblem& p, const PrefillPlan& plan) {
   std::string why = small_q_call_refusal(args, p, plan);
   if (why.empty() && !cuda::prefill_mma_decode_serves(args, p, plan))
-    why = "a shape, views or split plan the decode kernel does not serve (head_dim 64/128/256, bf16/fp16 q, "
+    why = "a shape, views or split plan the decode kernel does not serve (head_dim " KVQ_MMA_DECODE_HEAD_DIMS_TEXT
+          ", bf16/fp16 q, "
           "int8/bf16/fp16 cache, max_q_len * group_size <= 16 (8 at head_dim 256), 16-byte aligned K/V rows, "
           "4-byte aligned q rows, fp32 per-token scales; num_splits and workspace_bytes as its planner sets them)";
   return why;

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "kvq/error.h"
+#include "kvq_config.h"
 #include "src/core/backend.h"
 #include "src/core/plan.h"
 #include "src/core/validate.h"
@@ -366,7 +367,8 @@ bool decode_via_mma(const detail::AttnProblem& p) {
   if (force == "split" || force == "tc") return false;
   const bool served = mma_decode_supports_shape(p, 1);
   KVQ_CHECK(served || force != "mma", "paged_decode", "KVQ_DECODE_PATH",
-            "not implemented: the tensor-core decode kernel (KVQ_DECODE_PATH=mma) serves head_dim 64/128/256 with "
+            "not implemented: the tensor-core decode kernel (KVQ_DECODE_PATH=mma) serves head_dim "
+            KVQ_MMA_DECODE_HEAD_DIMS_TEXT " with "
             "group_size <= 16 (<= 8 at head_dim 256), bf16/fp16 q, no mask; got head_dim "
                 << p.head_dim << ", group_size " << p.group_size);
   return served;

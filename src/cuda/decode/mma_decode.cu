@@ -1,10 +1,11 @@
 // src/cuda/decode/mma_decode.cu — host side of the tensor-core split-KV decode
 // (mma_decode_kernel.cuh): which problems it serves, the split count, the workspace and the launch.
 //
-// Served: head_dim 64, 128, 256; group_size * q_len <= 16 query rows per (sequence, kv head)
-// (<= 8 for head_dim 256); int8 (any scale modes), bf16 and fp16 caches; q bf16 or fp16; every
-// K/V row 16-byte aligned (pointer and strides). Anything else takes the CUDA-core split kernel.
-// Instantiations: cache dtype {int8, bf16, fp16} x head_dim {64, 128, 256} x n-tiles {1, 2}
+// Served: the head dims of KVQ_MMA_DECODE_HEAD_DIMS (CMakeLists.txt; KVQ_FOR_EACH_MMA_DECODE_HEAD_DIM
+// in the generated kvq_config.h); group_size * q_len <= 16 query rows per (sequence, kv head)
+// (<= 8 for head_dim 256); int8 (any scale modes), bf16 and fp16 caches; q bf16 or fp16;
+// every K/V row 16-byte aligned (pointer and strides). Anything else takes the CUDA-core split
+// kernel. Instantiations: cache dtype {int8, bf16, fp16} x head_dim x n-tiles {1, 2}
 // (head_dim 256: 1) = 15 kernels, each also as the bulk-copy (TMA) variant where rows are >= 128
 // bytes (14 more), and for int8 caches the bulk variant with int8 Q·Kᵀ (3 more). The bulk variant
 // is the default on sm_90 for page_size % 16 == 0 when its tensor maps encode; KVQ_DECODE_KERNEL=s8
@@ -25,6 +26,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "kvq/error.h"
+#include "kvq_config.h"
 #include "src/cuda/common/cuda_check.cuh"
 #include "src/cuda/decode/mma_decode_kernel.cuh"
 #include "src/cuda/decode/split_plan.h"
@@ -115,12 +118,23 @@ KernelInfo info_b(int nt, bool bulk) {
   return info_nt<KV, kD, false>(nt);
 }
 
+bool mma_decode_has_head_dim(int64_t d) {
+#define KVQ_MMA_DECODE_IS(HD) d == HD ||
+  return KVQ_FOR_EACH_MMA_DECODE_HEAD_DIM(KVQ_MMA_DECODE_IS) false;
+#undef KVQ_MMA_DECODE_IS
+}
+
+// d is one of KVQ_FOR_EACH_MMA_DECODE_HEAD_DIM (mma_decode_supports_shape holds before any call).
 template <typename KV>
 KernelInfo info_d(int64_t d, int nt, bool bulk) {
   switch (d) {
-    case 64: return info_b<KV, 64>(nt, bulk);
-    case 128: return info_b<KV, 128>(nt, bulk);
-    default: return info_b<KV, 256>(nt, bulk);
+#define KVQ_MMA_DECODE_CASE(HD) \
+  case HD: return info_b<KV, HD>(nt, bulk);
+    KVQ_FOR_EACH_MMA_DECODE_HEAD_DIM(KVQ_MMA_DECODE_CASE)
+#undef KVQ_MMA_DECODE_CASE
+    default:
+      throw Error(ErrorKind::kNotImplemented, "paged_decode", "head_dim",
+                  "not implemented: the tensor-core decode has no instantiation for head dim " + std::to_string(d));
   }
 }
 
@@ -182,7 +196,7 @@ bool encode_cache_map(CUtensorMap* map, const TensorView& t, bool hnd, int64_t p
 }  // namespace
 
 bool mma_decode_supports_shape(const detail::AttnProblem& p, int64_t max_q_len) {
-  if (p.head_dim != 64 && p.head_dim != 128 && p.head_dim != 256) return false;
+  if (!mma_decode_has_head_dim(p.head_dim)) return false;
   if (p.q_dtype != DType::kBFloat16 && p.q_dtype != DType::kFloat16) return false;
   if (p.kv_dtype != DType::kInt8 && p.kv_dtype != DType::kBFloat16 && p.kv_dtype != DType::kFloat16) return false;
   if (p.has_mask) return false;

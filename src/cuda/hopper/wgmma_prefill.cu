@@ -20,7 +20,7 @@ int wg_mainloop_order() {
 }
 
 bool wg_prefill_selected(int padded_head_dim, int64_t max_packed_rows) {
-  if (padded_head_dim != 64 && padded_head_dim != 128 && padded_head_dim != 256) return false;
+  if (!wg_has_head_dim(padded_head_dim)) return false;
   const char* env = std::getenv("KVQ_PREFILL_KERNEL");
   if (env != nullptr && std::strcmp(env, "mma") == 0) return false;
   if (!current_device_is_sm90()) return false;
@@ -36,9 +36,10 @@ void launch_wg_prefill(tc::TcPrefillParams params, int64_t max_packed_rows, int 
   if (const char* diag = std::getenv("KVQ_WG_DIAG")) params.diag = std::atoi(diag);
   auto s = static_cast<cudaStream_t>(stream);
   switch (padded_head_dim) {
-    case 64: launch_wg_hd64(params, batch_size, q_fp16, kv_int8, s); break;
-    case 128: launch_wg_hd128(params, batch_size, q_fp16, kv_int8, s); break;
-    case 256: launch_wg_hd256(params, batch_size, q_fp16, kv_int8, s); break;
+#define KVQ_WG_PREFILL_CASE(HD) \
+  case HD: launch_wg_hd##HD(params, batch_size, q_fp16, kv_int8, s); break;
+    KVQ_FOR_EACH_WG_HEAD_DIM(KVQ_WG_PREFILL_CASE)
+#undef KVQ_WG_PREFILL_CASE
     default:
       throw Error(ErrorKind::kNotImplemented, "paged_prefill", "head_dim",
                   "not implemented: the Hopper prefill has no instantiation for padded head dim " +

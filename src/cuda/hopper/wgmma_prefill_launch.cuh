@@ -1,10 +1,14 @@
 // src/cuda/hopper/wgmma_prefill_launch.cuh — the instantiation list of the Hopper prefill: per head
 // dim, q in {bf16, fp16} x cache in {q's dtype, int8}, plus fp16 q over int8 with per-token V
-// scales (kFactorV). One translation unit per head dim (wgmma_prefill_hd<D>.cu).
+// scales (kFactorV). The head dims are the CMake list KVQ_WG_HEAD_DIMS (KVQ_FOR_EACH_WG_HEAD_DIM in
+// the generated kvq_config.h), one generated translation unit each,
+// <build>/generated/cuda/wgmma_prefill_hd<D>.cu holding KVQ_WG_PREFILL_INSTANTIATE(D) (from
+// wgmma_prefill_hd.cu.in).
 #pragma once
 #include <cuda_runtime.h>
 
 #include "kvq/error.h"
+#include "kvq_config.h"
 #include "src/cuda/common/cuda_check.cuh"
 #include "src/cuda/hopper/wgmma_prefill_kernel.cuh"
 
@@ -43,9 +47,27 @@ void launch_wg_hd(const TcPrefillParams& params, int batch_size, bool q_fp16, bo
   }
 }
 
-// Defined in wgmma_prefill_hd<D>.cu.
-void launch_wg_hd64(const TcPrefillParams&, int, bool, bool, cudaStream_t);
-void launch_wg_hd128(const TcPrefillParams&, int, bool, bool, cudaStream_t);
-void launch_wg_hd256(const TcPrefillParams&, int, bool, bool, cudaStream_t);
+#define KVQ_WG_HEAD_DIM_ENTRY(HD) HD,
+constexpr int kWgHeadDims[] = {KVQ_FOR_EACH_WG_HEAD_DIM(KVQ_WG_HEAD_DIM_ENTRY)};
+#undef KVQ_WG_HEAD_DIM_ENTRY
+
+constexpr bool wg_has_head_dim(int head_dim) {
+  bool found = false;
+  for (int d : kWgHeadDims) found = found || d == head_dim;
+  return found;
+}
+
+// launch_wg_hd<D> for each head dim of KVQ_FOR_EACH_WG_HEAD_DIM, defined in its wgmma_prefill_hd<D>.cu.
+#define KVQ_WG_PREFILL_DECLARE(HD) void launch_wg_hd##HD(const TcPrefillParams&, int, bool, bool, cudaStream_t);
+KVQ_FOR_EACH_WG_HEAD_DIM(KVQ_WG_PREFILL_DECLARE)
+#undef KVQ_WG_PREFILL_DECLARE
 
 }  // namespace kvq::cuda::hopper
+
+#define KVQ_WG_PREFILL_INSTANTIATE(HD)                                                                  \
+  namespace kvq::cuda::hopper {                                                                         \
+  void launch_wg_hd##HD(const TcPrefillParams& params, int batch_size, bool q_fp16, bool kv_int8,      \
+                        cudaStream_t stream) {                                                          \
+    launch_wg_hd<HD>(params, batch_size, q_fp16, kv_int8, stream);                                      \
+  }                                                                                                     \
+  }

@@ -4,11 +4,11 @@
 // Served: q bf16/fp16 with out in q's dtype; a cache of q's dtype, or int8 with per-channel or
 // per-token scales (fp32/bf16/fp16, K and V modes independent); compute kNative; no boolean mask;
 // head dims 1..256 that are a multiple of 8 (16 for int8 caches), padded up to the next built
-// instantiation (64, 96, 128, 192, 256) with zero-fill; any page size; HND/NHD; GQA grouped and
-// interleaved (the q heads h, h + Hkv, ... of one kv head are packed into the row tile); causal
-// (bottom-right), local/global windows; optional lse. Base pointers and strides of q, out and the
-// caches must be multiples of 16 bytes (tc_prefill_supports_views), block_tables' last dim
-// contiguous. Everything else (int8 q / compute kInt8, masks, odd head dims) goes to generic.
+// instantiation (KVQ_TC_HEAD_DIMS in CMakeLists.txt) with zero-fill; any page size; HND/NHD; GQA
+// grouped and interleaved (the q heads h, h + Hkv, ... of one kv head are packed into the row
+// tile); causal (bottom-right), local/global windows; optional lse. Base pointers and strides of q,
+// out and the caches must be multiples of 16 bytes (tc_prefill_supports_views), block_tables' last
+// dim contiguous. Everything else (int8 q / compute kInt8, masks, odd head dims) goes to generic.
 #include "src/cuda/prefill/tc_prefill.h"
 
 #include <cuda_runtime.h>
@@ -149,11 +149,10 @@ void launch_tc_prefill(const PrefillArgs& args, const detail::AttnProblem& p, co
   }
   auto s = static_cast<cudaStream_t>(stream);
   switch (padded) {
-    case 64: tc::launch_tc_prefill_hd<64>(prm, static_cast<int>(p.batch_size), q_fp16, kv_int8, s); break;
-    case 96: tc::launch_tc_prefill_hd<96>(prm, static_cast<int>(p.batch_size), q_fp16, kv_int8, s); break;
-    case 128: tc::launch_tc_prefill_hd<128>(prm, static_cast<int>(p.batch_size), q_fp16, kv_int8, s); break;
-    case 192: tc::launch_tc_prefill_hd<192>(prm, static_cast<int>(p.batch_size), q_fp16, kv_int8, s); break;
-    case 256: tc::launch_tc_prefill_hd<256>(prm, static_cast<int>(p.batch_size), q_fp16, kv_int8, s); break;
+#define KVQ_TC_PREFILL_CASE(HD) \
+  case HD: tc::launch_tc_prefill_hd<HD>(prm, static_cast<int>(p.batch_size), q_fp16, kv_int8, s); break;
+    KVQ_FOR_EACH_TC_HEAD_DIM(KVQ_TC_PREFILL_CASE)
+#undef KVQ_TC_PREFILL_CASE
     default:
       throw Error(ErrorKind::kNotImplemented, "paged_prefill", "head_dim",
                   "not implemented: no tensor-core instantiation for head dim " + std::to_string(p.head_dim));

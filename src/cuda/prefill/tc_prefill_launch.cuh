@@ -3,10 +3,11 @@
 //
 // Variants per head dim: DTypeQ in {bf16, fp16} x cache in {same dtype as q, int8}, plus fp16 q over
 // an int8 cache with per-token V scales (kFactorV: V scales factored out of P, 5 kernels).
-// Causal, windows, scale modes, layouts, GQA layout and lse are runtime flags. Each head dim in
-// KVQ_TC_PREFILL_HEAD_DIMS has one translation unit tc_prefill_hd<D>.cu holding
-// KVQ_TC_PREFILL_INSTANTIATE(D); a head dim left out of the CMake list KVQ_HEAD_DIMS
-// (kvq_config.h) compiles to a stub that reports it was not built.
+// Causal, windows, scale modes, layouts, GQA layout and lse are runtime flags. Each head dim D of
+// the CMake list KVQ_TC_HEAD_DIMS (KVQ_FOR_EACH_TC_HEAD_DIM in the generated kvq_config.h) has one
+// generated translation unit <build>/generated/cuda/tc_prefill_hd<D>.cu holding
+// KVQ_TC_PREFILL_INSTANTIATE(D) (from tc_prefill_hd.cu.in); a head dim left out of the CMake list
+// KVQ_HEAD_DIMS (KVQ_FAST_HEAD_DIMS) compiles to a stub that reports it was not built.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -14,12 +15,11 @@
 #include "src/cuda/common/cuda_check.cuh"
 #include "src/cuda/prefill/tc_prefill_kernel.cuh"
 
-// The head dims with a tc_prefill_hd<D>.cu file.
-#define KVQ_TC_PREFILL_HEAD_DIMS 64, 96, 128, 192, 256
-
 namespace kvq::cuda::tc {
 
-constexpr int kTcHeadDims[] = {KVQ_TC_PREFILL_HEAD_DIMS};
+#define KVQ_TC_HEAD_DIM_ENTRY(HD) HD,
+constexpr int kTcHeadDims[] = {KVQ_FOR_EACH_TC_HEAD_DIM(KVQ_TC_HEAD_DIM_ENTRY)};
+#undef KVQ_TC_HEAD_DIM_ENTRY
 constexpr int kBuiltHeadDims[] = {KVQ_FAST_HEAD_DIMS};
 
 constexpr bool tc_head_dim_built(int head_dim) {
@@ -47,10 +47,15 @@ void launch_tc_prefill_traits(const TcPrefillParams& params, int batch_size, cud
   KVQ_LAUNCH_CHECK(stream);
 }
 
-// Defined (specialized) in tc_prefill_hd<D>.cu.
+// Specialized for each head dim of KVQ_FOR_EACH_TC_HEAD_DIM, defined in its tc_prefill_hd<D>.cu.
 template <int kHeadDim>
 void launch_tc_prefill_hd(const TcPrefillParams& params, int batch_size, bool q_fp16, bool kv_int8,
                           cudaStream_t stream);
+#define KVQ_TC_PREFILL_DECLARE(HD) \
+  template <>                      \
+  void launch_tc_prefill_hd<HD>(const TcPrefillParams&, int, bool, bool, cudaStream_t);
+KVQ_FOR_EACH_TC_HEAD_DIM(KVQ_TC_PREFILL_DECLARE)
+#undef KVQ_TC_PREFILL_DECLARE
 
 }  // namespace kvq::cuda::tc
 
