@@ -60,10 +60,17 @@ for step in $STEPS; do
           --gtest_brief=1 > "$LOGS/suite_${k}_prefill.log" 2>&1 || rc=1
         echo "KVQ_PREFILL_KERNEL=$k: $(grep -E "^\[  (PASSED|FAILED) " "$LOGS/suite_${k}_prefill.log" | head -3 | tr '\n' ' ')" >> "$summary"
       done
-      # The Hopper kernel's previous consumer order (serial), kept selectable for A/B runs.
-      KVQ_PREFILL_KERNEL=wgmma KVQ_WG_MAINLOOP=serial timeout 240 .devbin/kvq_gpu_tests \
-        --gtest_filter='*Prefill*:Tc*:*Fused*:*HostilePrefill*' --gtest_brief=1 > "$LOGS/suite_wgmma_serial_prefill.log" 2>&1 || rc=1
-      echo "KVQ_WG_MAINLOOP=serial: $(grep -E "^\[  (PASSED|FAILED) " "$LOGS/suite_wgmma_serial_prefill.log" | head -3 | tr '\n' ' ')" >> "$summary" ;;
+      # The Hopper kernel's other consumer order (ping-pong), kept selectable for A/B runs.
+      KVQ_PREFILL_KERNEL=wgmma KVQ_WG_MAINLOOP=pingpong timeout 240 .devbin/kvq_gpu_tests \
+        --gtest_filter='*Prefill*:Tc*:*Fused*:*HostilePrefill*' --gtest_brief=1 > "$LOGS/suite_wgmma_pingpong_prefill.log" 2>&1 || rc=1
+      echo "KVQ_WG_MAINLOOP=pingpong: $(grep -E "^\[  (PASSED|FAILED) " "$LOGS/suite_wgmma_pingpong_prefill.log" | head -3 | tr '\n' ' ')" >> "$summary"
+      # compute-sanitizer on the ping-pong order (named barriers between the consumers).
+      for tool in racecheck synccheck; do
+        KVQ_PREFILL_KERNEL=wgmma KVQ_WG_MAINLOOP=pingpong timeout 60 compute-sanitizer --tool $tool --error-exitcode 1 \
+          .devbin/kvq_gpu_tests --gtest_filter='SmallPrefill*:*HostilePrefill*:SmallWgmma*' --gtest_brief=1 \
+          > "$LOGS/sanitize_pingpong_$tool.log" 2>&1 || rc=1
+        echo "pingpong $tool: $(grep -E "SUMMARY|^\[  (PASSED|FAILED) " "$LOGS/sanitize_pingpong_$tool.log" | tail -2 | tr '\n' ' ')" >> "$summary"
+      done ;;
     sanitize_wgmma)
       # compute-sanitizer on the small and hostile prefill cases with every one forced through the
       # Hopper kernel (the default sends small shapes to the mma.sync kernel, which "suite" covers).
