@@ -3,6 +3,7 @@
 
 #include <cuda_runtime.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -15,8 +16,29 @@ namespace kvq::cuda::hopper {
 
 int wg_mainloop_order() {
   const char* env = std::getenv("KVQ_WG_MAINLOOP");
-  if (env != nullptr && std::strcmp(env, "pingpong") == 0) return kWgPingPong;
+  if (env == nullptr || std::strcmp(env, "serial") == 0) return kWgSerial;
+  if (std::strcmp(env, "pingpong") == 0) return kWgPingPong;
+  static bool warned = false;
+  if (!warned) {
+    std::fprintf(stderr, "kvq: KVQ_WG_MAINLOOP=%s is not serial or pingpong; using serial\n", env);
+    warned = true;
+  }
   return kWgSerial;
+}
+
+// KVQ_WG_DIAG: a measurement knob (docs/perf-notes.md) that skips kernel stages, so the output is
+// garbage; said on stderr once per process whenever it is set.
+static int wg_diag() {
+  const char* env = std::getenv("KVQ_WG_DIAG");
+  if (env == nullptr) return 0;
+  const int diag = std::atoi(env);
+  static bool warned = false;
+  if (diag != 0 && !warned) {
+    std::fprintf(stderr, "kvq: KVQ_WG_DIAG=%d is set: the Hopper prefill skips stages and its output is garbage\n",
+                 diag);
+    warned = true;
+  }
+  return diag;
 }
 
 bool wg_prefill_selected(int padded_head_dim, int64_t max_packed_rows) {
@@ -33,7 +55,7 @@ void launch_wg_prefill(tc::TcPrefillParams params, int64_t max_packed_rows, int 
   const int64_t tiles = (max_packed_rows + wg_tile_q() - 1) / wg_tile_q();
   params.num_q_tiles = static_cast<int>(tiles);
   if (tiles == 0 || batch_size == 0) return;
-  if (const char* diag = std::getenv("KVQ_WG_DIAG")) params.diag = std::atoi(diag);
+  params.diag = wg_diag();
   auto s = static_cast<cudaStream_t>(stream);
   switch (padded_head_dim) {
 #define KVQ_WG_PREFILL_CASE(HD) \

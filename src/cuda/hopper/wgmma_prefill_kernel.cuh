@@ -48,7 +48,8 @@ using tc::TcPrefillParams;
 
 constexpr int wg_tile_q() { return 128; }
 
-// The consumers' mainloop orders (KVQ_WG_MAINLOOP=serial|overlap|pingpong).
+// The consumers' mainloop orders (KVQ_WG_MAINLOOP=serial|pingpong; kWgOverlap is the ping-pong
+// order without the turns, not instantiated).
 constexpr int kWgSerial = 0;    // S(it), softmax(it), P·V(it), each waited for
 constexpr int kWgOverlap = 1;   // FlashAttention-3's intra-warpgroup order
 constexpr int kWgPingPong = 2;  // the same, and the two consumers take turns issuing GEMMs
@@ -286,7 +287,8 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, uint
       // ring. Groups in flight at the top of iteration it, oldest first: K(it), V(it). K(it + 1) is
       // issued as soon as K(it) is converted, so its latency hides under V(it)'s conversion and the
       // consumers' work; tile it + 1's metadata is fetched (s_off[(it + 1) % 2], registers) before
-      // its ring slot is free, under K(it)'s conversion.
+      // its ring slot is free, just before K(it)'s conversion (the barrier after the staging wait
+      // publishes s_off to the copies of it + 1).
       if (n_iter > 0) {
         meta = fetch(0, 0);
         wg::named_sync(1, 128);
@@ -307,7 +309,7 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, uint
         convert(s_stag_k, s_k);
         wg::fence_async_smem();
         wg::mbar_arrive(&full_k[slot]);
-        wg::named_sync(1, 128);  // staging K read by everyone; s_off of it + 1 written
+        wg::named_sync(1, 128);  // staging K read by everyone
         if (more) issue((it + 1) % kStages, false, stag_at(s_stag_k));
         tc::cp_async_commit();
         tc::cp_async_wait<1>();
