@@ -108,7 +108,7 @@ bool env_is(const char* v) {
 
 template <typename KV, int kD>
 KernelInfo info_b(int nt, bool bulk) {
-  if constexpr (kD * sizeof(KV) >= 64) {
+  if constexpr (kD * sizeof(KV) >= 128) {
     if constexpr (std::is_same_v<KV, int8_t>) {
       // KVQ_DECODE_KERNEL=s8: int8 Q·Kᵀ (as fast as fp16 Q·Kᵀ on the H200, docs/perf-notes.md).
       if (bulk && env_is("s8")) return info_nt<KV, kD, true, true>(nt);
@@ -144,7 +144,7 @@ KernelInfo info_d(int64_t d, int nt, bool bulk) {
 bool bulk_for_shape(const detail::AttnProblem& p) {
   const char* env = std::getenv("KVQ_DECODE_KERNEL");
   if (env != nullptr && std::strcmp(env, "v5") == 0) return false;
-  if (p.page_size % 16 != 0 || p.head_dim * static_cast<int64_t>(dtype_size(p.kv_dtype)) < 64) return false;
+  if (p.page_size % 16 != 0 || p.head_dim * static_cast<int64_t>(dtype_size(p.kv_dtype)) < 128) return false;
   return current_device_is_sm90();
 }
 
@@ -185,11 +185,9 @@ bool encode_cache_map(CUtensorMap* map, const TensorView& t, bool hnd, int64_t p
   const cuuint64_t strides[3] = {static_cast<cuuint64_t>((pos_first ? sp : sh) * eb),
                                  static_cast<cuuint64_t>((pos_first ? sh : sp) * eb),
                                  static_cast<cuuint64_t>(t.strides[0] * eb)};
-  const bool row64 = t.shape[3] * eb == 64;  // int8 head dim 64: one 64-byte box, 64-byte swizzle
-  const cuuint32_t box[4] = {static_cast<cuuint32_t>((row64 ? 64 : 128) / eb), pos_first ? 16u : 1u, pos_first ? 1u : 16u, 1u};
+  const cuuint32_t box[4] = {static_cast<cuuint32_t>(128 / eb), pos_first ? 16u : 1u, pos_first ? 1u : 16u, 1u};
   const cuuint32_t estr[4] = {1, 1, 1, 1};
-  return enc(map, dt, 4, t.data, dims, strides, box, estr, CU_TENSOR_MAP_INTERLEAVE_NONE,
-             row64 ? CU_TENSOR_MAP_SWIZZLE_64B : CU_TENSOR_MAP_SWIZZLE_128B,
+  return enc(map, dt, 4, t.data, dims, strides, box, estr, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
              CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 

@@ -156,10 +156,7 @@ struct MmaDecodeTraits {
   // Bulk variant: per (slot, warp) a K tile and a V tile of 16 rows x kRowBytes (kBoxes boxes of 2 KB)
   // in the ring, the thread-private scale unit in a second region, the mbarriers after it.
   static constexpr int kRowBytes = kD_ * kEB;
-  // Rows of 64 bytes (int8 head dim 64): one 64-byte box per 16 rows, 64-byte swizzle (chunk c of
-  // row r at chunk c ^ ((r / 2) % 4) of the row); longer rows: 128-byte boxes, 128-byte swizzle.
-  static constexpr bool kRow64 = kRowBytes == 64;
-  static constexpr int kBoxes = kRow64 ? 1 : kRowBytes / 128;
+  static constexpr int kBoxes = kRowBytes / 128;
   static constexpr int kTileBytes = 16 * kRowBytes;
   static constexpr int kStageBytes = kBulk_ ? (2 * kTileBytes + 512) * kWarps : kUnits * 16 * 32 * kWarps;
   static constexpr int kStages = (57344 / kStageBytes) < 2 ? 2 : ((57344 / kStageBytes) > 4 ? 4 : (57344 / kStageBytes));
@@ -168,7 +165,7 @@ struct MmaDecodeTraits {
   static constexpr int kRingBytes = kBulk_ ? kBarOff + kStages * kWarps * 8 : kStages * kStageBytes;
   static constexpr int kMergeBytes = (2 * kWarps * kRows + kWarps * kRows * kD) * 4;
   static constexpr int kSmemBytes = kRingBytes > kMergeBytes ? kRingBytes : kMergeBytes;
-  static_assert(!kBulk_ || kRow64 || (kRowBytes % 128 == 0), "bulk tiles are whole 64- or 128-byte boxes");
+  static_assert(!kBulk_ || (kRowBytes % 128 == 0), "bulk tiles are whole 128-byte boxes");
   static_assert(!kBulk_ || kMergeBytes <= kBarOff, "the merge area does not overlap the mbarriers");
   static_assert(!kS8_ || (kBulk_ && kInt8), "int8 Q·Kᵀ is a variant of the bulk kernel over int8 caches");
   static_assert(kD % 64 == 0, "head dims 64, 128, 256");
@@ -267,13 +264,12 @@ __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const _
   auto k_dim_of = [](int tt, int e) {
     constexpr int kPiece = 16 / Traits::kEB;  // elements per 16-byte piece
     const int u = e / kPiece;
-    if constexpr (Traits::kBulk && Traits::kRow64) return kPiece * tt + e;  // one piece per row
     if constexpr (Traits::kBulk) return kPiece * (2 * tt + (u & 1) + 8 * (u >> 1)) + e % kPiece;
     return kPiece * (tt + 4 * u) + e % kPiece;
   };
   // The d of element e (0 <= e < kD / 8) of thread g's V pieces.
   auto v_dim_of = [](int gg, int e) {
-    if constexpr (Traits::kBulk && !Traits::kRow64) {
+    if constexpr (Traits::kBulk) {
       constexpr int kPiece = 16 / Traits::kEB;
       return kPiece * (gg + 8 * (e / kPiece)) + e % kPiece;
     }
@@ -442,7 +438,6 @@ __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const _
     return reinterpret_cast<uint64_t*>(reinterpret_cast<char*>(smem_u4) + Traits::kBarOff) + slot * kW + warp;
   };
   auto bk_chunk = [](const char* tile, int r, int c) {
-    if constexpr (Traits::kRow64) return reinterpret_cast<const uint4*>(tile + r * 64 + (((c & 3) ^ ((r >> 1) & 3)) << 4));
     return reinterpret_cast<const uint4*>(tile + (c >> 3) * 2048 + r * 128 + (((c & 7) ^ (r & 7)) << 4));
   };
   auto swz = [](int chunk, int row) { return kCR >= 8 ? (chunk ^ (row & 7)) : chunk; };
@@ -610,9 +605,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const _
       for (int h = 0; h < 2; ++h)
 #pragma unroll
         for (int u = 0; u < kKVec; ++u) {
-          if constexpr (Traits::kBulk && Traits::kRow64)
-            kr[h][u] = *bk_chunk(bk_tile(slot), g + 8 * h, t);
-          else if constexpr (Traits::kBulk)
+          if constexpr (Traits::kBulk)
             kr[h][u] = *bk_chunk(bk_tile(slot), g + 8 * h, 2 * t + (u & 1) + 8 * (u >> 1));
           else
             kr[h][u] = k_tile(slot)[(g + 8 * h) * kCR + swz(t + 4 * u, g + 8 * h)];
@@ -791,28 +784,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const _
       // ---- O^T += V^T P^T ----
       constexpr int kVW = kVBytes / 4;  // 32-bit words per V row piece
       uint32_t vw[4][kVW];
-      if constexpr (Traits::kBulk && Traits::kRow64) {
-        // 8 bytes per row (elements 8g .. 8g + 7: chunk g / 2, half g % 2). Lanes with odd t load
-        // their odd row first, so each 8-byte load instruction reads two rows of each row parity
-        // (both 64-byte bank halves): conflict-free; the pairs are swapped back afterwards.
-        uint2 tmp[4];
-        const int odd = t & 1;
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          const int q4 = j ^ odd;
-          const int row = 2 * t + (q4 & 1) + 8 * (q4 >> 1);
-          const char* vt = bk_tile(slot) + Traits::kTileBytes;
-          tmp[j] = *reinterpret_cast<const uint2*>(vt + row * 64 + ((((g >> 1) ^ ((row >> 1) & 3))) << 4) + (g & 1) * 8);
-        }
-#pragma unroll
-        for (int q4 = 0; q4 < 4; ++q4) {
-          const uint2 v = odd ? tmp[q4 ^ 1] : tmp[q4];
-          vw[q4][0] = v.x;
-          vw[q4][1] = v.y;
-        }
-      }
-#pragma unroll
-      for (int q4 = 0; q4 < 4 && !(Traits::kBulk && Traits::kRow64); ++q4) {
+      for (int q4 = 0; q4 < 4; ++q4) {
         if constexpr (Traits::kBulk) {
           const int row = 2 * t + (q4 & 1) + 8 * (q4 >> 1);
           // A bf16 / fp16 cache's rows past the sequence's end hold whatever the page holds (the box
