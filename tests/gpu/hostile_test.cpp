@@ -434,6 +434,41 @@ TEST_P(HostilePrefill, NaNKeyReachesOnlyTheRowsThatSeeIt) {
     }
 }
 
+TEST_P(HostilePrefill, NaNPastKvLenInTheLastPageNeverReachesTheOutputs) {
+  // The cache rows of the last, partly used page past kv_len (positions 70..79 and 40..47) are NaN
+  // in K and V (bf16) or in their per-token scales (int8): no row sees them, so the outputs equal
+  // the clean run's bit for bit. (A whole-page copy, e.g. a TMA box, lands those rows too.)
+  PagedCaseSpec s = base_spec(path(), {24, 9}, {70, 40}, 118);
+  if (int8_cache(path())) s.k_scale_mode = s.v_scale_mode = ScaleMode::kPerToken;
+  PagedCase c = make_paged_case(s);
+  const PrefillArgs host = c.prefill_args();
+  const PrefillRun clean = run_prefill(c, host, path(), false);
+  ASSERT_FALSE(clean.threw) << clean.what;
+  int poisoned = 0;
+  for (int b = 0; b < 2; ++b) {
+    const int64_t kv = s.kv_lens[b];
+    for (int64_t j = kv; j % s.page_size != 0; ++j)
+      for (int64_t h = 0; h < s.num_kv_heads; ++h) {
+        const int64_t blk = c.physical_block(b, j), pos = j % s.page_size;
+        if (int8_cache(path())) {
+          c.k_scale.store(token_scale_offset(c.k_scale.view(), s.layout, blk, h, pos), kNaN);
+          c.v_scale.store(token_scale_offset(c.v_scale.view(), s.layout, blk, h, pos), kNaN);
+        } else {
+          for (int64_t d = 0; d < s.head_dim; ++d) {
+            c.k_cache.store(cache_offset(c.k_cache.view(), s.layout, blk, h, pos, d), kNaN);
+            c.v_cache.store(cache_offset(c.v_cache.view(), s.layout, blk, h, pos, d), kNaN);
+          }
+        }
+        ++poisoned;
+      }
+  }
+  ASSERT_EQ(poisoned, (10 + 8) * 2) << "the last pages are partly used";
+  const PrefillRun r = run_prefill(c, host, path(), false);
+  ASSERT_FALSE(r.threw) << r.what;
+  for (int64_t t = 0; t < c.total_q; ++t)
+    for (int64_t h = 0; h < 4; ++h) EXPECT_TRUE(row_bits_equal(clean, r, t, h)) << "row " << t << " head " << h;
+}
+
 TEST_P(HostilePrefill, NonFiniteValueReachesTheOutputs) {
   // int8: a NaN per-channel V scale (kv head 1, dim 9): dim 9 of every row of heads 2, 3 is NaN, the
   // other dims and lse unchanged. bf16: +inf in value 0 of sequence 1 (kv head 1, dim 9): seen by

@@ -29,6 +29,7 @@
 #include "kvq/error.h"
 #include "kvq_config.h"
 #include "src/cuda/common/cuda_check.cuh"
+#include "src/cuda/common/tensor_map.h"
 #include "src/cuda/decode/mma_decode_kernel.cuh"
 #include "src/cuda/decode/split_plan.h"
 
@@ -157,38 +158,13 @@ KernelInfo kernel_for(const detail::AttnProblem& p, int64_t max_q_len, bool bulk
   }
 }
 
-PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
-  static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
-    void* f = nullptr;
-    cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
-    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &q) != cudaSuccess ||
-        q != cudaDriverEntryPointSuccess)
-      f = nullptr;
-    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f);
-  }();
-  return fn;
-}
-
-// A tensor map over one cache view [blocks, a, b, D] (a, b = heads, positions or the reverse):
-// dims (D, dim1, dim2, blocks), dim1 the smaller-stride one of heads and positions; box 128 bytes of
-// D x 16 positions; 128-byte swizzle; out-of-bounds boxes zero-filled. False when the driver refuses.
+// A tensor map over one cache view [blocks, a, b, D] (common/tensor_map.h): box 128 bytes of D x 16
+// positions.
 bool encode_cache_map(CUtensorMap* map, const TensorView& t, bool hnd, int64_t page_size, int64_t num_kv_heads,
                       int64_t eb, bool pos_first) {
-  auto enc = tensor_map_encoder();
-  if (enc == nullptr) return false;
   const int64_t sh = hnd ? t.strides[1] : t.strides[2], sp = hnd ? t.strides[2] : t.strides[1];
-  const CUtensorMapDataType dt = eb == 1 ? CU_TENSOR_MAP_DATA_TYPE_UINT8 : CU_TENSOR_MAP_DATA_TYPE_UINT16;
-  const cuuint64_t dims[4] = {static_cast<cuuint64_t>(t.shape[3]),
-                              static_cast<cuuint64_t>(pos_first ? page_size : num_kv_heads),
-                              static_cast<cuuint64_t>(pos_first ? num_kv_heads : page_size),
-                              static_cast<cuuint64_t>(t.shape[0])};
-  const cuuint64_t strides[3] = {static_cast<cuuint64_t>((pos_first ? sp : sh) * eb),
-                                 static_cast<cuuint64_t>((pos_first ? sh : sp) * eb),
-                                 static_cast<cuuint64_t>(t.strides[0] * eb)};
-  const cuuint32_t box[4] = {static_cast<cuuint32_t>(128 / eb), pos_first ? 16u : 1u, pos_first ? 1u : 16u, 1u};
-  const cuuint32_t estr[4] = {1, 1, 1, 1};
-  return enc(map, dt, 4, t.data, dims, strides, box, estr, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-             CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+  return encode_paged_cache_map(map, t.data, static_cast<int>(eb), t.shape[3], page_size, num_kv_heads, t.shape[0],
+                                t.strides[0], sh, sp, 16u, pos_first);
 }
 
 }  // namespace

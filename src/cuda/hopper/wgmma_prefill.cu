@@ -10,6 +10,7 @@
 
 #include "kvq/error.h"
 #include "src/cuda/common/device_info.h"
+#include "src/cuda/common/tensor_map.h"
 #include "src/cuda/hopper/wgmma_prefill_launch.cuh"
 
 namespace kvq::cuda::hopper {
@@ -56,6 +57,31 @@ void launch_wg_prefill(tc::TcPrefillParams params, int64_t max_packed_rows, int 
   params.num_q_tiles = static_cast<int>(tiles);
   if (tiles == 0 || batch_size == 0) return;
   params.diag = wg_diag();
+  // 16-bit caches: K/V tiles by TMA where the page size allows whole boxes (KVQ_WG_TMA=0: cp.async).
+  params.use_tma = 0;
+  const char* tma_env = std::getenv("KVQ_WG_TMA");
+  if (!kv_int8 && !(tma_env != nullptr && std::strcmp(tma_env, "0") == 0)) {
+    const int64_t page = params.page_div.d;
+    uint32_t box = 0;
+    for (const uint32_t b : {128u, 64u, 32u, 16u, 8u}) {
+      if (static_cast<int>(b) <= wg_tile_kv(padded_head_dim) && page % b == 0) {
+        box = b;
+        break;
+      }
+    }
+    const bool pos_first = params.k_stride_pos < params.k_stride_head;
+    if (box != 0 &&
+        encode_paged_cache_map(&params.tma_k, params.k_cache, 2, params.head_dim, page, params.num_kv_heads,
+                               params.num_blocks, params.k_stride_block, params.k_stride_head, params.k_stride_pos, box,
+                               pos_first) &&
+        encode_paged_cache_map(&params.tma_v, params.v_cache, 2, params.head_dim, page, params.num_kv_heads,
+                               params.num_blocks, params.v_stride_block, params.v_stride_head, params.v_stride_pos, box,
+                               pos_first)) {
+      params.use_tma = 1;
+      params.tma_box_rows = static_cast<int>(box);
+      params.tma_pos_first = pos_first ? 1 : 0;
+    }
+  }
   auto s = static_cast<cudaStream_t>(stream);
   switch (padded_head_dim) {
 #define KVQ_WG_PREFILL_CASE(HD) \

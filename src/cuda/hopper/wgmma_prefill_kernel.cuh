@@ -79,7 +79,10 @@ struct WgPrefillTraits {
   static constexpr int kVmaxOff = kScaleOff + kStages * 2 * kTileKv * 4;  // float [kStages][kTileKv / 32]
   static constexpr int kValidOff = kVmaxOff + kStages * (kTileKv / 32) * 4;  // uint8 [kStages][kTileKv]
   static constexpr int kOffOff = (kValidOff + kStages * kTileKv + 15) / 16 * 16;  // int64 [kStages][kTileKv]
-  static constexpr int kFlagOff = kOffOff + kStages * kTileKv * 8;  // int [kStages]
+  // TMA (16-bit caches): per box of a tile (at most kTileKv / 8), its block id (-1: absent) and in-page offset.
+  static constexpr int kMaxBoxes = kTileKv / 8;
+  static constexpr int kBoxOff = kOffOff + kStages * kTileKv * 8;  // int2 [kStages][kMaxBoxes]
+  static constexpr int kFlagOff = kBoxOff + kStages * kMaxBoxes * 8;  // int [kStages]
   static constexpr int kBarOff = (kFlagOff + kStages * 4 + 7) / 8 * 8;  // uint64 full_k, full_v, empty_k, empty_v [kStages]
   // The dynamic shared memory base is 1024-aligned on sm_90 (checked by the kernel).
   static constexpr int kSmemBytes = kBarOff + 4 * kStages * 8;
@@ -153,6 +156,7 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, uint
   // Byte offset (from the kv head's base; K and V caches share strides, checked by the host) of
   // each token row of a tile; -1: absent.
   int64_t* s_off = reinterpret_cast<int64_t*>(smem + Tr::kOffOff);
+  int2* s_box = reinterpret_cast<int2*>(smem + Tr::kBoxOff);
   uint64_t* full_k = reinterpret_cast<uint64_t*>(smem + Tr::kBarOff);
   uint64_t* full_v = full_k + kStages;
   uint64_t* empty_k = full_v + kStages;
@@ -161,8 +165,11 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, uint
 
   if (tid == 0) {
     for (int s = 0; s < kStages; ++s) {
-      wg::mbar_init(&full_k[s], Tr::kKvInt8 ? 128 : 256);
-      wg::mbar_init(&full_v[s], 128);
+      // full_k: the producer's 128 threads (and, 16-bit caches by cp.async, their 128 copy
+      // arrivals; by TMA thread 0's arrival carries the tile's bytes); full_v: 128 copy or
+      // conversion arrivals, or one TMA arrival.
+      wg::mbar_init(&full_k[s], (Tr::kKvInt8 || p.use_tma) ? 128 : 256);
+      wg::mbar_init(&full_v[s], (!Tr::kKvInt8 && p.use_tma) ? 1 : 128);
       wg::mbar_init(&empty_k[s], 256);
       wg::mbar_init(&empty_v[s], 256);
     }
@@ -251,6 +258,8 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, uint
       t.ok = locate(j, block, off);
       t.hole = !t.ok && j < kv_len;
       s_off[slot * kTileKv + ptid] = t.ok ? (block * p.k_stride_block + off * p.k_stride_pos) * kElemBytes : -1;
+      if (!Tr::kKvInt8 && p.use_tma && ptid % p.tma_box_rows == 0)
+        s_box[slot * Tr::kMaxBoxes + ptid / p.tma_box_rows] = make_int2(t.ok ? block : -1, static_cast<int>(off));
       if constexpr (Tr::kKvInt8) {
         if (t.ok && k_per_token)
           t.ks = tc::load_scale_any(p.k_scale, block * p.ks_stride_a + kv_head * p.ks_stride_b + off * p.ks_stride_c,
@@ -322,6 +331,48 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, uint
         if (more) issue((it + 1) % kStages, true, stag_at(s_stag_v));
         tc::cp_async_commit();
       }
+    } else if (p.use_tma) {
+#if KVQ_SM90_ENABLED
+      // q-dtype cache by TMA: thread 0 issues one box per (page run of tma_box_rows tokens, 64-column
+      // panel) straight into the ring's swizzled panels (the TMA 128-byte swizzle is the panel
+      // layout), completing on full_k / full_v with the tile's bytes; a box of an absent block reads
+      // block -1, out of the map, and lands as zeros (still counting its bytes). Rows past kv_len
+      // inside a present block are copied as they are; the consumers zero them in V (K's are masked).
+      auto issue_tma = [&](const CUtensorMap* map, uint8_t* dst, int slot, uint64_t* bar) {
+        (void)::cuda::ptx::mbarrier_arrive_expect_tx(::cuda::ptx::sem_release, ::cuda::ptx::scope_cta,
+                                                     ::cuda::ptx::space_shared, bar, Tr::kKvTileBytes);
+        const int n_box = kTileKv / p.tma_box_rows;
+        for (int b = 0; b < n_box; ++b) {
+          const int2 bo = s_box[slot * Tr::kMaxBoxes + b];
+          const int32_t c1 = p.tma_pos_first ? bo.y : kv_head;
+          const int32_t c2 = p.tma_pos_first ? kv_head : bo.y;
+#pragma unroll
+          for (int pnl = 0; pnl < kHeadDim / 64; ++pnl) {
+            const int32_t crd[4] = {pnl * 64, c1, c2, bo.x};
+            ::cuda::ptx::cp_async_bulk_tensor(::cuda::ptx::space_cluster, ::cuda::ptx::space_global,
+                                              dst + pnl * Tr::kKvPanelBytes + b * p.tma_box_rows * 128, map, crd, bar);
+          }
+        }
+      };
+      if (n_iter > 0) meta = fetch(0, 0);
+      for (int it = 0; it < n_iter; ++it) {
+        const int slot = it % kStages;
+        uint8_t* s_k = stage_k(slot);
+        wg::mbar_wait(&empty_k[slot], ((it / kStages) & 1) ^ 1);
+        publish(meta, slot);
+        if (ptid == 0)
+          issue_tma(&p.tma_k, s_k, slot, &full_k[slot]);
+        else
+          wg::mbar_arrive(&full_k[slot]);
+        wg::mbar_wait(&empty_v[slot], ((it / kStages) & 1) ^ 1);
+        if (ptid == 0) issue_tma(&p.tma_v, s_k + Tr::kKvTileBytes, slot, &full_v[slot]);
+        if (it + 1 < n_iter) {
+          // Tile it + 1's box entries go to the other slot: thread 0 has read this slot's above,
+          // and the next publish barrier orders the writes before its reads.
+          meta = fetch(it + 1, (it + 1) % kStages);
+        }
+      }
+#endif
     } else {
       // q-dtype cache: straight into the ring's swizzled panels, never blocking on the copies: each
       // thread's K copies complete one arrival on full_k (cp.async.mbarrier.arrive.noinc), its V
@@ -545,7 +596,23 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, uint
   };
   auto wait_v = [&](int it) {
     wg::mbar_wait(&full_v[it % kStages], (it / kStages) & 1);
-    if constexpr (!Tr::kKvInt8) wg::fence_async_smem();
+    if constexpr (!Tr::kKvInt8) {
+      wg::fence_async_smem();
+      // TMA copies whole boxes: V rows of the tile at or past kv_len hold whatever the cache has
+      // there (maybe NaN, and P is 0 there, 0 x NaN = NaN). Both consumers zero them, then meet
+      // (named barrier 6) so neither's P·V reads the tile before. Only the tile that holds kv_len.
+      const int r0 = max(kv_len - tile_of(it) * kTileKv, 0);
+      if (p.use_tma && r0 < kTileKv) {
+        uint8_t* vt = stage_k(it % kStages) + Tr::kKvTileBytes;
+        constexpr int kChunks = kHeadDim / 8;
+        for (int idx = tid - 128; idx < (kTileKv - r0) * kChunks; idx += 256) {
+          const int r = r0 + idx / kChunks, c = idx % kChunks;
+          *reinterpret_cast<uint4*>(vt + wg::tile_offset(kTileKv, r, c * 8)) = make_uint4(0, 0, 0, 0);
+        }
+        wg::fence_async_smem();
+        wg::named_sync(6, 256);
+      }
+    }
   };
 
   if constexpr (kOrder == kWgSerial) {
