@@ -58,7 +58,7 @@ void launch_wg_prefill(tc::TcPrefillParams params, int64_t max_packed_rows, int 
   if (tiles == 0 || batch_size == 0) return;
   params.diag = wg_diag();
   // 16-bit caches: K/V tiles by TMA where the page size allows whole boxes (KVQ_WG_TMA=0: cp.async).
-  params.use_tma = 0;
+  WgTmaMaps maps{};
   const char* tma_env = std::getenv("KVQ_WG_TMA");
   if (!kv_int8 && !(tma_env != nullptr && std::strcmp(tma_env, "0") == 0)) {
     const int64_t page = params.page_div.d;
@@ -71,21 +71,21 @@ void launch_wg_prefill(tc::TcPrefillParams params, int64_t max_packed_rows, int 
     }
     const bool pos_first = params.k_stride_pos < params.k_stride_head;
     if (box != 0 &&
-        encode_paged_cache_map(&params.tma_k, params.k_cache, 2, params.head_dim, page, params.num_kv_heads,
+        encode_paged_cache_map(&maps.k, params.k_cache, 2, params.head_dim, page, params.num_kv_heads,
                                params.num_blocks, params.k_stride_block, params.k_stride_head, params.k_stride_pos, box,
                                pos_first) &&
-        encode_paged_cache_map(&params.tma_v, params.v_cache, 2, params.head_dim, page, params.num_kv_heads,
+        encode_paged_cache_map(&maps.v, params.v_cache, 2, params.head_dim, page, params.num_kv_heads,
                                params.num_blocks, params.v_stride_block, params.v_stride_head, params.v_stride_pos, box,
                                pos_first)) {
-      params.use_tma = 1;
-      params.tma_box_rows = static_cast<int>(box);
-      params.tma_pos_first = pos_first ? 1 : 0;
+      maps.use = 1;
+      maps.box_rows = static_cast<int>(box);
+      maps.pos_first = pos_first ? 1 : 0;
     }
   }
   auto s = static_cast<cudaStream_t>(stream);
   switch (padded_head_dim) {
 #define KVQ_WG_PREFILL_CASE(HD) \
-  case HD: launch_wg_hd##HD(params, batch_size, q_fp16, kv_int8, s); break;
+  case HD: launch_wg_hd##HD(params, maps, batch_size, q_fp16, kv_int8, s); break;
     KVQ_FOR_EACH_WG_HEAD_DIM(KVQ_WG_PREFILL_CASE)
 #undef KVQ_WG_PREFILL_CASE
     default:

@@ -33,6 +33,7 @@
 // (it / kStages) & 1; the producer waits on the opposite parity of `empty_*`, which a fresh barrier
 // reports complete, so the first kStages tiles need no consumer.
 #pragma once
+#include <cuda.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -94,8 +95,18 @@ struct WgPrefillTraits {
   static_assert(kProducerRegs * 128 + kConsumerRegs * 256 <= 168 * 384, "setmaxnreg within the launch allocation");
 };
 
+// The Hopper prefill over a 16-bit cache: K and V tiles by TMA through these maps (box 128 bytes x
+// box_rows positions, common/tensor_map.h) when `use`; else 16-byte cp.async. A kernel parameter of
+// its own: growing TcPrefillParams, which the mma.sync kernel shares, made that kernel spill.
+struct WgTmaMaps {
+  CUtensorMap k, v;
+  int use = 0;
+  int pos_first = 0;  // the maps' dim 1 is the in-page position (HND), else the kv head
+  int box_rows = 0;   // divides page_size and the KV tile; a multiple of 8
+};
+
 template <typename Tr, int kOrder>
-__device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, uint8_t* smem_raw) {
+__device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, const WgTmaMaps& maps, uint8_t* smem_raw) {
 #if KVQ_SM90_ENABLED
   using T = typename Tr::DTypeQ;
   constexpr int kHeadDim = Tr::kHeadDim;
@@ -168,8 +179,8 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, uint
       // full_k: the producer's 128 threads (and, 16-bit caches by cp.async, their 128 copy
       // arrivals; by TMA thread 0's arrival carries the tile's bytes); full_v: 128 copy or
       // conversion arrivals, or one TMA arrival.
-      wg::mbar_init(&full_k[s], (Tr::kKvInt8 || p.use_tma) ? 128 : 256);
-      wg::mbar_init(&full_v[s], (!Tr::kKvInt8 && p.use_tma) ? 1 : 128);
+      wg::mbar_init(&full_k[s], (Tr::kKvInt8 || maps.use) ? 128 : 256);
+      wg::mbar_init(&full_v[s], (!Tr::kKvInt8 && maps.use) ? 1 : 128);
       wg::mbar_init(&empty_k[s], 256);
       wg::mbar_init(&empty_v[s], 256);
     }
@@ -258,8 +269,8 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, uint
       t.ok = locate(j, block, off);
       t.hole = !t.ok && j < kv_len;
       s_off[slot * kTileKv + ptid] = t.ok ? (block * p.k_stride_block + off * p.k_stride_pos) * kElemBytes : -1;
-      if (!Tr::kKvInt8 && p.use_tma && ptid % p.tma_box_rows == 0)
-        s_box[slot * Tr::kMaxBoxes + ptid / p.tma_box_rows] = make_int2(t.ok ? block : -1, static_cast<int>(off));
+      if (!Tr::kKvInt8 && maps.use && ptid % maps.box_rows == 0)
+        s_box[slot * Tr::kMaxBoxes + ptid / maps.box_rows] = make_int2(t.ok ? block : -1, static_cast<int>(off));
       if constexpr (Tr::kKvInt8) {
         if (t.ok && k_per_token)
           t.ks = tc::load_scale_any(p.k_scale, block * p.ks_stride_a + kv_head * p.ks_stride_b + off * p.ks_stride_c,
@@ -331,7 +342,7 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, uint
         if (more) issue((it + 1) % kStages, true, stag_at(s_stag_v));
         tc::cp_async_commit();
       }
-    } else if (p.use_tma) {
+    } else if (maps.use) {
 #if KVQ_SM90_ENABLED
       // q-dtype cache by TMA: thread 0 issues one box per (page run of tma_box_rows tokens, 64-column
       // panel) straight into the ring's swizzled panels (the TMA 128-byte swizzle is the panel
@@ -341,16 +352,16 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, uint
       auto issue_tma = [&](const CUtensorMap* map, uint8_t* dst, int slot, uint64_t* bar) {
         (void)::cuda::ptx::mbarrier_arrive_expect_tx(::cuda::ptx::sem_release, ::cuda::ptx::scope_cta,
                                                      ::cuda::ptx::space_shared, bar, Tr::kKvTileBytes);
-        const int n_box = kTileKv / p.tma_box_rows;
+        const int n_box = kTileKv / maps.box_rows;
         for (int b = 0; b < n_box; ++b) {
           const int2 bo = s_box[slot * Tr::kMaxBoxes + b];
-          const int32_t c1 = p.tma_pos_first ? bo.y : kv_head;
-          const int32_t c2 = p.tma_pos_first ? kv_head : bo.y;
+          const int32_t c1 = maps.pos_first ? bo.y : kv_head;
+          const int32_t c2 = maps.pos_first ? kv_head : bo.y;
 #pragma unroll
           for (int pnl = 0; pnl < kHeadDim / 64; ++pnl) {
             const int32_t crd[4] = {pnl * 64, c1, c2, bo.x};
             ::cuda::ptx::cp_async_bulk_tensor(::cuda::ptx::space_cluster, ::cuda::ptx::space_global,
-                                              dst + pnl * Tr::kKvPanelBytes + b * p.tma_box_rows * 128, map, crd, bar);
+                                              dst + pnl * Tr::kKvPanelBytes + b * maps.box_rows * 128, map, crd, bar);
           }
         }
       };
@@ -361,11 +372,11 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, uint
         wg::mbar_wait(&empty_k[slot], ((it / kStages) & 1) ^ 1);
         publish(meta, slot);
         if (ptid == 0)
-          issue_tma(&p.tma_k, s_k, slot, &full_k[slot]);
+          issue_tma(&maps.k, s_k, slot, &full_k[slot]);
         else
           wg::mbar_arrive(&full_k[slot]);
         wg::mbar_wait(&empty_v[slot], ((it / kStages) & 1) ^ 1);
-        if (ptid == 0) issue_tma(&p.tma_v, s_k + Tr::kKvTileBytes, slot, &full_v[slot]);
+        if (ptid == 0) issue_tma(&maps.v, s_k + Tr::kKvTileBytes, slot, &full_v[slot]);
         if (it + 1 < n_iter) {
           // Tile it + 1's box entries go to the other slot: thread 0 has read this slot's above,
           // and the next publish barrier orders the writes before its reads.
@@ -602,7 +613,7 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, uint
       // there (maybe NaN, and P is 0 there, 0 x NaN = NaN). Both consumers zero them, then meet
       // (named barrier 6) so neither's P·V reads the tile before. Only the tile that holds kv_len.
       const int r0 = max(kv_len - tile_of(it) * kTileKv, 0);
-      if (p.use_tma && r0 < kTileKv) {
+      if (maps.use && r0 < kTileKv) {
         uint8_t* vt = stage_k(it % kStages) + Tr::kKvTileBytes;
         constexpr int kChunks = kHeadDim / 8;
         for (int idx = tid - 128; idx < (kTileKv - r0) * kChunks; idx += 256) {
@@ -740,9 +751,10 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, uint
 }
 
 template <typename Tr, int kOrder>
-__global__ void __launch_bounds__(Tr::kNumThreads, 1) wg_prefill_kernel(const __grid_constant__ TcPrefillParams p) {
+__global__ void __launch_bounds__(Tr::kNumThreads, 1) wg_prefill_kernel(const __grid_constant__ TcPrefillParams p,
+                                                                          const __grid_constant__ WgTmaMaps maps) {
   extern __shared__ __align__(16) uint8_t smem[];
-  wg_prefill_device<Tr, kOrder>(p, smem);
+  wg_prefill_device<Tr, kOrder>(p, maps, smem);
 }
 
 }  // namespace kvq::cuda::hopper

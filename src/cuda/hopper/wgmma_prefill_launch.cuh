@@ -19,31 +19,32 @@ namespace kvq::cuda::hopper {
 int wg_mainloop_order();
 
 template <typename Tr>
-void launch_wg_traits(const TcPrefillParams& params, int batch_size, cudaStream_t stream) {
+void launch_wg_traits(const TcPrefillParams& params, const WgTmaMaps& maps, int batch_size, cudaStream_t stream) {
   const int order = wg_mainloop_order();
   // (kWgOverlap alone is not instantiated: it measured no faster than serial, docs/perf-notes.md.)
   auto kernel = order == kWgPingPong ? wg_prefill_kernel<Tr, kWgPingPong> : wg_prefill_kernel<Tr, kWgSerial>;
   KVQ_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
   const dim3 grid(static_cast<unsigned>(params.num_q_tiles) * static_cast<unsigned>(params.num_kv_heads),
                   static_cast<unsigned>(batch_size));
-  kernel<<<grid, Tr::kNumThreads, Tr::kSmemBytes, stream>>>(params);
+  kernel<<<grid, Tr::kNumThreads, Tr::kSmemBytes, stream>>>(params, maps);
   KVQ_LAUNCH_CHECK(stream);
 }
 
 template <int kHeadDim>
-void launch_wg_hd(const TcPrefillParams& params, int batch_size, bool q_fp16, bool kv_int8, cudaStream_t stream) {
+void launch_wg_hd(const TcPrefillParams& params, const WgTmaMaps& maps, int batch_size, bool q_fp16, bool kv_int8,
+                  cudaStream_t stream) {
   if (q_fp16) {
     if (kv_int8 && params.v_scale_mode == tc::kScalePerToken)
-      launch_wg_traits<WgPrefillTraits<kHeadDim, __half, true, true>>(params, batch_size, stream);
+      launch_wg_traits<WgPrefillTraits<kHeadDim, __half, true, true>>(params, maps, batch_size, stream);
     else if (kv_int8)
-      launch_wg_traits<WgPrefillTraits<kHeadDim, __half, true>>(params, batch_size, stream);
+      launch_wg_traits<WgPrefillTraits<kHeadDim, __half, true>>(params, maps, batch_size, stream);
     else
-      launch_wg_traits<WgPrefillTraits<kHeadDim, __half, false>>(params, batch_size, stream);
+      launch_wg_traits<WgPrefillTraits<kHeadDim, __half, false>>(params, maps, batch_size, stream);
   } else {
     if (kv_int8)
-      launch_wg_traits<WgPrefillTraits<kHeadDim, __nv_bfloat16, true>>(params, batch_size, stream);
+      launch_wg_traits<WgPrefillTraits<kHeadDim, __nv_bfloat16, true>>(params, maps, batch_size, stream);
     else
-      launch_wg_traits<WgPrefillTraits<kHeadDim, __nv_bfloat16, false>>(params, batch_size, stream);
+      launch_wg_traits<WgPrefillTraits<kHeadDim, __nv_bfloat16, false>>(params, maps, batch_size, stream);
   }
 }
 
@@ -58,7 +59,8 @@ constexpr bool wg_has_head_dim(int head_dim) {
 }
 
 // launch_wg_hd<D> for each head dim of KVQ_FOR_EACH_WG_HEAD_DIM, defined in its wgmma_prefill_hd<D>.cu.
-#define KVQ_WG_PREFILL_DECLARE(HD) void launch_wg_hd##HD(const TcPrefillParams&, int, bool, bool, cudaStream_t);
+#define KVQ_WG_PREFILL_DECLARE(HD) \
+  void launch_wg_hd##HD(const TcPrefillParams&, const WgTmaMaps&, int, bool, bool, cudaStream_t);
 KVQ_FOR_EACH_WG_HEAD_DIM(KVQ_WG_PREFILL_DECLARE)
 #undef KVQ_WG_PREFILL_DECLARE
 
@@ -66,8 +68,8 @@ KVQ_FOR_EACH_WG_HEAD_DIM(KVQ_WG_PREFILL_DECLARE)
 
 #define KVQ_WG_PREFILL_INSTANTIATE(HD)                                                                  \
   namespace kvq::cuda::hopper {                                                                         \
-  void launch_wg_hd##HD(const TcPrefillParams& params, int batch_size, bool q_fp16, bool kv_int8,      \
-                        cudaStream_t stream) {                                                          \
-    launch_wg_hd<HD>(params, batch_size, q_fp16, kv_int8, stream);                                      \
+  void launch_wg_hd##HD(const TcPrefillParams& params, const WgTmaMaps& maps, int batch_size, bool q_fp16, \
+                        bool kv_int8, cudaStream_t stream) {                                            \
+    launch_wg_hd<HD>(params, maps, batch_size, q_fp16, kv_int8, stream);                                \
   }                                                                                                     \
   }

@@ -46,7 +46,6 @@
 // scale multiplies probabilities before they are rounded for P·V (the row sum l uses the unscaled
 // probabilities), per-channel V scale multiplies O in the epilogue.
 #pragma once
-#include <cuda.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -99,12 +98,6 @@ struct TcPrefillParams {
   // K/V copies, bit 1 the softmax (serial order), bit 2 the int8 conversion. Output is garbage
   // when set; 0 in normal use.
   int diag = 0;
-  // The Hopper prefill over a 16-bit cache only: K and V tiles by TMA through these maps (box 128
-  // bytes x tma_box_rows positions, common/tensor_map.h) when use_tma; else 16-byte cp.async.
-  int use_tma = 0;
-  int tma_pos_first = 0;  // the maps' dim 1 is the in-page position (HND), else the kv head
-  int tma_box_rows = 0;   // divides page_size and the KV tile; a multiple of 8
-  CUtensorMap tma_k, tma_v;
 };
 
 // Tile sizes, in one place: read by the traits and by the host launcher (grid size: tc_tile_q
