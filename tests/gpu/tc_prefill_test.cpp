@@ -207,30 +207,8 @@ TEST(TcPrefill, StridedQueryAndOutput) {
   run_tc_case(tc, "strided q/out");
 }
 
-TEST(TcPrefill, SupportsReportsWhatItServes) {
-  detail::AttnProblem p;
-  p.batch_size = 1;
-  p.num_qo_heads = 8;
-  p.num_kv_heads = 2;
-  p.group_size = 4;
-  p.head_dim = 128;
-  p.page_size = 16;
-  p.q_dtype = p.out_dtype = DType::kBFloat16;
-  p.kv_dtype = DType::kInt8;
-  EXPECT_TRUE(detail::tc_prefill_supports(p));
-  p.head_dim = 72;  // padded up to 96 for bf16 caches, but int8 rows need 16-byte multiples
-  EXPECT_FALSE(detail::tc_prefill_supports(p));
-  p.kv_dtype = DType::kBFloat16;
-  EXPECT_TRUE(detail::tc_prefill_supports(p));
-  p.head_dim = 100;  // not a multiple of 8: generic
-  EXPECT_FALSE(detail::tc_prefill_supports(p));
-  p.head_dim = 128;
-  p.compute = ComputeMode::kInt8;
-  EXPECT_FALSE(detail::tc_prefill_supports(p));
-  p.compute = ComputeMode::kNative;
-  p.has_mask = true;
-  EXPECT_FALSE(detail::tc_prefill_supports(p));
-}
+// TcPrefill.SupportsReportsWhatItServes (a host predicate, src/core/kernels.h) is in the CPU
+// suite: tests/unit/planner_test.cpp.
 
 }  // namespace
 }  // namespace kvq::test
