@@ -230,7 +230,7 @@ void launch_mma_decode(const MmaDecodeLaunch& L, const detail::AttnProblem& p, i
   prm.v_head_bytes = static_cast<uint32_t>(prm.cache.v_stride_head * eb);
   prm.v_pos_bytes = static_cast<uint32_t>(prm.cache.v_stride_pos * eb);
   // The TMA forms as planned: an sm_90 device and the shape's TMA instantiation (plan.cpp
-  // runnable_variant took the form down before the launch where they are missing).
+  // runnable_mma_decode_variant took the form down before the launch where they are missing).
   const bool bulk = variant == DecodeVariant::kTma || variant == DecodeVariant::kTmaS8;
   KVQ_INTERNAL_CHECK(!bulk || (detail::mma_decode_has_tma_form(p) && current_device_is_sm90()), L.func,
                      "expected the cp.async decode off sm_90 or for a shape without TMA tiles (rows >= 128 bytes, "
