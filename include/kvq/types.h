@@ -23,6 +23,17 @@ enum class PrefillPath : int8_t { kAuto, kFused, kDequant, kGeneric };
 // sequence has at most 8 query tokens (multi-token decode, speculative verification); see
 // docs/api.md "Options" for when it applies and KVQ_SMALL_Q_DECODE=0 to keep kPath.
 enum class PrefillKernel : int8_t { kPath, kMmaDecode };
+// The tensor-core prefill's mainloop (PrefillPlan::mainloop), chosen by the planner for the plan's
+// shape on the device it planned on (docs/api.md "Options": KVQ_PREFILL_KERNEL, KVQ_WG_MAINLOOP).
+// kMmaSync: the mma.sync kernel (every GPU). kWgmma / kWgmmaPingPong: the Hopper warp-specialized
+// wgmma kernel (sm_90), its consumers in serial or FlashAttention-3's ping-pong order. kNone: the
+// plan runs no tensor-core prefill (path generic, kernel kMmaDecode, or a problem it does not serve).
+enum class PrefillMainloop : int8_t { kNone, kMmaSync, kWgmma, kWgmmaPingPong };
+// The form of the tensor-core decode kernel (PrefillPlan::decode_variant, for kernel kMmaDecode),
+// chosen by the planner (KVQ_DECODE_KERNEL). kCpAsync: per-thread cp.async copies (every GPU).
+// kTma: K/V tiles by TMA (sm_90, rows >= 128 bytes, page_size % 16 == 0). kTmaS8: kTma with Q·Kᵀ
+// on the int8 tensor cores (int8 caches). kNone: the plan does not run that kernel.
+enum class DecodeVariant : int8_t { kNone, kCpAsync, kTma, kTmaS8 };
 
 size_t dtype_size(DType dtype);
 const char* to_string(DType dtype);
@@ -33,5 +44,7 @@ const char* to_string(ScaleMode mode);
 const char* to_string(ComputeMode mode);
 const char* to_string(PrefillPath path);
 const char* to_string(PrefillKernel kernel);
+const char* to_string(PrefillMainloop mainloop);
+const char* to_string(DecodeVariant variant);
 
 }  // namespace kvq

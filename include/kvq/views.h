@@ -147,6 +147,13 @@ struct PrefillPlan {
   // The kernel the path runs: kMmaDecode (the tensor-core decode kernel, path fused) when the host
   // lengths show at most 8 query tokens per sequence and the call qualifies (docs/api.md "Options").
   PrefillKernel kernel = PrefillKernel::kPath;
+  // The planner's choice of the kernel's form, for the plan's shape on the device it planned on and
+  // the KVQ_* overrides of that moment (docs/api.md "Options"): the tensor-core prefill's mainloop
+  // (path fused or dequant with kernel kPath; else kNone) and the tensor-core decode's variant
+  // (kernel kMmaDecode; else kNone). A run takes them as planned where its views and device allow,
+  // else a step down (Hopper -> mma.sync, TMA -> cp.async); it never chooses anew.
+  PrefillMainloop mainloop = PrefillMainloop::kNone;
+  DecodeVariant decode_variant = DecodeVariant::kNone;
   Device device = Device::kCPU;
   int64_t batch_size = 0;
   int64_t total_q = 0;

@@ -498,6 +498,10 @@ PYBIND11_MODULE(_C, m) {
   py::class_<kvq::PrefillPlan>(m, "PrefillPlan", "The host-side plan of a paged prefill (kvq::PrefillPlan).")
       .def_property_readonly("path", [](const kvq::PrefillPlan& p) { return std::string(kvq::to_string(p.path)); })
       .def_property_readonly("kernel", [](const kvq::PrefillPlan& p) { return std::string(kvq::to_string(p.kernel)); })
+      .def_property_readonly("mainloop",
+                             [](const kvq::PrefillPlan& p) { return std::string(kvq::to_string(p.mainloop)); })
+      .def_property_readonly("decode_variant",
+                             [](const kvq::PrefillPlan& p) { return std::string(kvq::to_string(p.decode_variant)); })
       .def_property_readonly("device", [](const kvq::PrefillPlan& p) { return std::string(kvq::to_string(p.device)); })
       .def_readonly("batch_size", &kvq::PrefillPlan::batch_size)
       .def_readonly("total_q", &kvq::PrefillPlan::total_q)
@@ -508,6 +512,7 @@ PYBIND11_MODULE(_C, m) {
       .def_readonly("workspace_bytes", &kvq::PrefillPlan::workspace_bytes)
       .def("__repr__", [](const kvq::PrefillPlan& p) {
         return "PrefillPlan(path=" + std::string(kvq::to_string(p.path)) + ", kernel=" + kvq::to_string(p.kernel) +
+               ", mainloop=" + kvq::to_string(p.mainloop) + ", decode_variant=" + kvq::to_string(p.decode_variant) +
                ", device=" + kvq::to_string(p.device) +
                ", batch_size=" + std::to_string(p.batch_size) + ", total_q=" + std::to_string(p.total_q) +
                ", max_q_len=" + std::to_string(p.max_q_len) + ", max_kv_len=" + std::to_string(p.max_kv_len) +

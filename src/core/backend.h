@@ -1,8 +1,10 @@
-// src/core/backend.h — what src/core/dispatch.cpp calls after validation. One namespace per backend.
-// The CUDA functions are defined in src/cuda/ when kvq is built with CUDA, else in
-// src/core/cuda_stub.cpp (they throw "kvq was built without CUDA").
+// src/core/backend.h — what src/core/dispatch.cpp (and the planner, for the device) calls after
+// validation. One namespace per backend. The CUDA functions are defined in src/cuda/ when kvq is
+// built with CUDA, else in src/core/nocuda/cuda_stub.cpp (they throw "kvq was built without CUDA";
+// device_info says no device).
 #pragma once
 #include "kvq/views.h"
+#include "src/core/plan.h"
 #include "src/core/problem.h"
 
 namespace kvq::cpu {
@@ -21,24 +23,20 @@ bool fp64_accumulation();
 namespace kvq::cuda {
 bool built();
 bool available();
-void paged_prefill(const PrefillArgs& args, const detail::AttnProblem& p, const PrefillPlan& plan);
-void paged_decode(const DecodeArgs& args, const detail::AttnProblem& p);
-// Sized on device_index (the tensors' device): the split count depends on its SM count.
-size_t decode_workspace_size(const detail::AttnProblem& p, int num_splits, int device_index);
+// What the planner asks of CUDA device `device_index` (src/core/plan.h): SM count, sm_90, the
+// tensor-core decode's occupancy. require=false: no usable device (none, or no such index) gives
+// a DeviceInfo that is not usable; require=true: the CUDA error a launch would raise is thrown.
+detail::DeviceInfo device_info(int device_index, bool require);
+// The backend executes what the planner resolved (detail::KernelLaunch, plan.cpp) and chooses
+// nothing; a launch it cannot run is an internal error (kvq::Error kRuntime on `plan`).
+void paged_prefill(const PrefillArgs& args, const detail::AttnProblem& p, const PrefillPlan& plan,
+                   const detail::KernelLaunch& launch);
+void paged_decode(const DecodeArgs& args, const detail::AttnProblem& p, const detail::KernelLaunch& launch);
 void append(const AppendArgs& args, int64_t num_tokens, int64_t num_kv_heads, int64_t head_dim,
             int64_t page_size, int64_t num_blocks, ScaleMode k_mode, ScaleMode v_mode);
 void dequantize_blocks(const DequantArgs& args, int64_t num_kv_heads, int64_t page_size,
                        int64_t head_dim, ScaleMode mode);
 void calibrate(const TensorView& x, const TensorView& scale_out, void* stream);
-// The tensor-core decode kernel (decode/mma_decode.cu) as the kernel of a prefill plan
-// (PrefillKernel::kMmaDecode; core/plan.cpp decides when). plan_prefill_mma_decode: whether it serves
-// the call's shape and views for plan.max_q_len query rows per sequence, and if so sets
-// plan.num_splits and plan.workspace_bytes, sized on the tensors' device (its SM count); false,
-// plan untouched, when it does not serve them or no CUDA device is usable.
-// prefill_mma_decode_serves: the same test of a given plan, its split count and workspace size
-// included (no device needed).
-bool plan_prefill_mma_decode(const PrefillArgs& args, const detail::AttnProblem& p, PrefillPlan& plan);
-bool prefill_mma_decode_serves(const PrefillArgs& args, const detail::AttnProblem& p, const PrefillPlan& plan);
 // Device-data checks (check=true): block ids in [0, num_blocks), kv_len <= table width * page_size,
 // cu_q_lens monotonic; throws kvq::Error naming the argument.
 void check_prefill_data(const PrefillArgs& args, const detail::AttnProblem& p);

@@ -1,5 +1,6 @@
-// src/core/dispatch.cpp — the public entry points (kvq/kvq.h): validate on the host, then hand
-// the call to the backend of the tensors' device.
+// src/core/dispatch.cpp — the public entry points (kvq/kvq.h): validate on the host, plan
+// (src/core/plan.cpp: every kernel choice), then hand the call to the backend of the tensors'
+// device, which runs what the plan resolved to for the call (detail::KernelLaunch).
 //
 // CPU tensors: the metadata is host memory, so the bounds checks that keep the CPU backend inside
 // its buffers (lengths, block ids, mask length, slots) always run; check=true adds the rest.
@@ -66,7 +67,11 @@ void paged_prefill(const PrefillArgs& args) {
       args.plan ? *args.plan : detail::make_prefill_plan(args, p, nullptr, nullptr, kFunc);
   detail::check_plan_and_workspace(args, p, plan, kFunc);
   if (args.check) cuda::check_prefill_data(args, p);
-  cuda::paged_prefill(args, p, plan);
+  // The plan applied to this call's views and device (asked where a form needs it; without a usable
+  // device this throws the CUDA error the launch would).
+  const detail::DeviceInfo dev = plan.path == PrefillPath::kGeneric ? detail::DeviceInfo{}
+                                                                    : detail::device_info_of(args.q, /*require=*/true);
+  cuda::paged_prefill(args, p, plan, detail::resolve_prefill_launch(args, p, plan, dev));
 }
 
 void paged_decode(const DecodeArgs& args) {
@@ -78,21 +83,27 @@ void paged_decode(const DecodeArgs& args) {
     return;
   }
   require_cuda(kFunc);
-  const size_t needed = cuda::decode_workspace_size(p, args.num_splits, args.q.device_index);
+  // Planned per call: the route, its form, split count and workspace (src/core/plan.cpp).
+  const detail::DeviceInfo dev = detail::device_info_of(args.q, /*require=*/true);
+  const detail::DecodePlan plan = detail::make_decode_plan(args, p, dev, detail::PlannerEnv::from_environment());
+  const size_t needed = plan.workspace_bytes;
   KVQ_CHECK(args.workspace.bytes >= needed, kFunc, "workspace",
             "expected at least " << needed << " bytes (decode_workspace_size), got "
                                  << args.workspace.bytes);
   KVQ_CHECK(needed == 0 || args.workspace.data != nullptr, kFunc, "workspace",
             "expected a non-null data pointer for " << needed << " bytes, got null");
   if (args.check) cuda::check_prefill_data(as_prefill_args(args), p);
-  cuda::paged_decode(args, p);
+  cuda::paged_decode(args, p, detail::resolve_decode_launch(args, p, plan, dev));
 }
 
 size_t decode_workspace_size(const DecodeArgs& args) {
   const detail::AttnProblem p = detail::validate_decode(args, "decode_workspace_size");
   if (args.q.device == Device::kCPU) return 0;
   require_cuda("decode_workspace_size");
-  return cuda::decode_workspace_size(p, args.num_splits, args.q.device_index);
+  // Sized on the tensors' device (the split count depends on its SM count), by the same plan as
+  // paged_decode makes: room for the route and the CUDA-core kernel the views may fall back to.
+  const detail::DeviceInfo dev = detail::device_info_of(args.q, /*require=*/true);
+  return detail::make_decode_plan(args, p, dev, detail::PlannerEnv::from_environment()).workspace_bytes;
 }
 
 void append(const AppendArgs& args) {

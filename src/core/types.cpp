@@ -93,4 +93,24 @@ const char* to_string(PrefillKernel kernel) {
   return "unknown_prefill_kernel";
 }
 
+const char* to_string(PrefillMainloop mainloop) {
+  switch (mainloop) {
+    case PrefillMainloop::kNone: return "none";
+    case PrefillMainloop::kMmaSync: return "mma_sync";
+    case PrefillMainloop::kWgmma: return "wgmma";
+    case PrefillMainloop::kWgmmaPingPong: return "wgmma_pingpong";
+  }
+  return "unknown_prefill_mainloop";
+}
+
+const char* to_string(DecodeVariant variant) {
+  switch (variant) {
+    case DecodeVariant::kNone: return "none";
+    case DecodeVariant::kCpAsync: return "cp_async";
+    case DecodeVariant::kTma: return "tma";
+    case DecodeVariant::kTmaS8: return "tma_s8";
+  }
+  return "unknown_decode_variant";
+}
+
 }  // namespace kvq

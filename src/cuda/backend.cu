@@ -1,15 +1,17 @@
 // src/cuda/backend.cu — the CUDA backend: every kvq::cuda:: function of src/core/backend.h.
 //
-// The dispatcher (src/core/dispatch.cpp) validated shapes, dtypes and options before any call
-// lands here; this file picks kernels and lays out workspaces:
-//   paged_prefill: plan.path kFused -> plan.kernel kMmaDecode (chosen by core/plan.cpp, which
-//     checked the call against the plan): the tensor-core decode kernel (decode/mma_decode.h) over
-//     cu_q_lens, with the plan's split count and workspace; else the tensor-core kernel (tc_prefill.h)
-//     when it serves the problem; with args.path == kAuto it falls back to the generic kernel, a
-//     forced fused path that cannot be served is an error. kDequant -> dequantize the referenced K and V blocks into
-//     the workspace (layout: src/core/plan.cpp) with a compact block table, then the tensor-core
+// The dispatcher (src/core/dispatch.cpp) validated shapes, dtypes and options and the planner
+// (src/core/plan.cpp) chose every kernel before any call lands here; this file runs the
+// detail::KernelLaunch it is given and chooses nothing (a launch it cannot run is an internal error):
+//   paged_prefill: kMmaDecode -> the tensor-core decode kernel (decode/mma_decode.h) over cu_q_lens,
+//     with the launch's variant and split count and the plan's workspace. kTcPrefill -> the
+//     tensor-core kernel (tc_prefill.h) with the launch's mainloop (mma.sync or the Hopper kernel).
+//     kDequantPrefill -> dequantize the referenced K and V blocks into the workspace (layout and
+//     views: src/core/plan.cpp dequant_workspace) with a compact block table, then the tensor-core
 //     kernel over that bf16/fp16 cache. kGeneric -> generic_prefill.
-//   paged_decode: split-KV decode (decode/), num_splits from the planner or args.num_splits.
+//   paged_decode: kMmaDecode (decode/mma_decode.h), kSplitDecode (decode/decode.h), kTcPrefill (the
+//     tensor-core prefill with one query row per sequence), with the launch's form and split count.
+//   device_info: what the planner asks of a device (SM count, sm_90, the decode kernel's occupancy).
 //   append / calibrate: append/. dequantize_blocks: prefill/dequant_blocks.
 //   check_prefill_data: copies the metadata to the host (synchronous; only when check=true).
 #include <cuda_runtime.h>
@@ -28,7 +30,9 @@
 #include "src/core/plan.h"
 #include "src/core/validate.h"
 #include "src/cuda/append/append.h"
+#include "src/core/kernels.h"
 #include "src/cuda/common/cuda_check.cuh"
+#include "src/cuda/common/device_info.h"
 #include "src/cuda/decode/decode.h"
 #include "src/cuda/decode/mma_decode.h"
 #include "src/cuda/prefill/dequant_blocks.h"
@@ -37,8 +41,6 @@
 
 namespace kvq::cuda {
 namespace {
-
-size_t round_up256(size_t x) { return (x + 255) / 256 * 256; }
 
 // Makes the tensors' device current for the duration of a call (launches, SM counts and
 // allocations-free workspaces all refer to the current device), and restores the caller's.
@@ -59,47 +61,16 @@ class DeviceGuard {
   int prev_ = 0;
 };
 
-DType float_dtype_of_q(DType q) { return q == DType::kInt8 ? DType::kBFloat16 : q; }
-
-// A contiguous view of a paged cache part of the dequant workspace.
-TensorView make_cache_view(void* data, DType dtype, int64_t n, const detail::AttnProblem& p, int device_index) {
-  if (p.layout == KvLayout::kHND)
-    return TensorView::make(data, dtype, {n, p.num_kv_heads, p.page_size, p.head_dim}, Device::kCUDA, device_index);
-  return TensorView::make(data, dtype, {n, p.page_size, p.num_kv_heads, p.head_dim}, Device::kCUDA, device_index);
-}
-
-void run_dequant_path(const PrefillArgs& args, const detail::AttnProblem& p, const PrefillPlan& plan) {
+// The dequant path: the checks of the forced path ran in resolve_prefill_launch (plan.cpp), on the
+// same workspace views (dequant_workspace).
+void run_dequant_path(const PrefillArgs& args, const detail::AttnProblem& p, const PrefillPlan& plan,
+                      const detail::KernelLaunch& launch) {
   constexpr const char* kFunc = "paged_prefill";
-  const DType wdtype = float_dtype_of_q(p.q_dtype);
-  detail::AttnProblem p2 = p;
-  p2.kv_dtype = wdtype;
-  p2.k_scale_mode = ScaleMode::kNone;
-  p2.v_scale_mode = ScaleMode::kNone;
-  p2.num_blocks = plan.num_referenced_blocks;
-  if (!tc_prefill_supports(p2)) {
-    throw Error(ErrorKind::kValue, kFunc, "path",
-                "expected a problem the tensor-core kernel serves after dequantization (fast head_dim, no mask, "
-                "native compute), got head_dim " + std::to_string(p.head_dim) + (p.has_mask ? " with a mask" : "") +
-                    (p.compute == ComputeMode::kInt8 ? " with int8 compute" : "") + " (path=dequant was forced)");
-  }
-  const size_t kv_bytes = static_cast<size_t>(plan.num_referenced_blocks) * p.page_size * p.num_kv_heads * p.head_dim * 2;
-  const size_t table_bytes = static_cast<size_t>(p.batch_size) * p.max_blocks_per_seq * 4;
-  const size_t need = 2 * round_up256(kv_bytes) + round_up256(table_bytes);
-  KVQ_CHECK(args.workspace.data != nullptr && args.workspace.bytes >= need, kFunc, "workspace",
-            "expected at least " << need << " bytes for the dequant path, got " << args.workspace.bytes);
-  char* base = static_cast<char*>(args.workspace.data);
-  const int dev = args.q.device_index;
-  PagedKvCache kv2;
-  kv2.layout = p.layout;
-  kv2.k_cache = make_cache_view(base, wdtype, plan.num_referenced_blocks, p, dev);
-  kv2.v_cache = make_cache_view(base + round_up256(kv_bytes), wdtype, plan.num_referenced_blocks, p, dev);
-  TensorView table2 = TensorView::make(base + 2 * round_up256(kv_bytes), DType::kInt32,
-                                       {p.batch_size, p.max_blocks_per_seq}, Device::kCUDA, dev);
-  if (!tc_prefill_supports_views(args, p2, kv2, table2)) {
-    throw Error(ErrorKind::kValue, kFunc, "path",
-                "expected 16-byte aligned q/out pointers and strides for the tensor-core kernel, got views it "
-                "cannot load (path=dequant was forced; use auto or generic)");
-  }
+  const detail::DequantWorkspace w = detail::dequant_workspace(args, p, plan.num_referenced_blocks);
+  KVQ_INTERNAL_CHECK(args.workspace.data != nullptr && args.workspace.bytes >= w.bytes &&
+                         detail::tc_prefill_supports_views(args, w.p, w.kv, w.block_tables),
+                     kFunc, "expected a dequant launch the planner resolved (tensor-core kernel over the copy, "
+                                << w.bytes << " workspace bytes), got " << args.workspace.bytes << " bytes");
   for (int part = 0; part < 2; ++part) {
     DequantLaunch d;
     d.cache = part == 0 ? args.kv.k_cache : args.kv.v_cache;
@@ -108,15 +79,15 @@ void run_dequant_path(const PrefillArgs& args, const detail::AttnProblem& p, con
     d.layout = p.layout;
     d.block_tables = args.block_tables;
     d.kv_lens = args.kv_lens;
-    d.out = part == 0 ? kv2.k_cache : kv2.v_cache;
-    d.out_block_tables = table2;
+    d.out = part == 0 ? w.kv.k_cache : w.kv.v_cache;
+    d.out_block_tables = w.block_tables;
     d.write_table = part == 0;
     d.num_kv_heads = p.num_kv_heads;
     d.page_size = p.page_size;
     d.head_dim = p.head_dim;
     launch_dequant_blocks(d, args.stream);
   }
-  launch_tc_prefill(args, p2, kv2, table2, args.stream);
+  launch_tc_prefill(args, w.p, w.kv, w.block_tables, launch.max_q_len, launch.mainloop, args.stream);
 }
 
 template <typename T>
@@ -204,23 +175,41 @@ bool available() {
   return n > 0;
 }
 
-// ---- short prefill chunks on the tensor-core decode kernel (PrefillKernel::kMmaDecode) ----
-// core/plan.cpp decides (small_q_decode_refusal); these say what the kernel serves and size it.
+// ---- what the planner asks of a device ----
 
-bool prefill_mma_decode_serves(const PrefillArgs& args, const detail::AttnProblem& p, const PrefillPlan& plan) {
-  if (!mma_decode_supports_shape(p, plan.max_q_len) || !mma_decode_supports_views(args.kv, args.q, p)) return false;
-  if (plan.num_splits < 1 || plan.num_splits > kMmaDecodeMaxSplits) return false;
-  return plan.workspace_bytes >= mma_decode_workspace_bytes(p, p.total_q, plan.num_splits);
+namespace {
+
+int mma_decode_ctas_per_sm_on(const detail::AttnProblem& p, int64_t max_q_len, DecodeVariant variant, int device_index) {
+  const DeviceGuard device_guard(device_index);
+  return mma_decode_ctas_per_sm(p, max_q_len, variant);
 }
 
-bool plan_prefill_mma_decode(const PrefillArgs& args, const detail::AttnProblem& p, PrefillPlan& plan) {
-  if (!mma_decode_supports_shape(p, plan.max_q_len) || !mma_decode_supports_views(args.kv, args.q, p)) return false;
-  if (!available()) return false;  // planning CUDA views without a device: the path's kernel
-  const DeviceGuard device_guard(args.q.device_index);  // the split count follows this device's SM count
-  const int splits = plan_mma_decode_splits(p, plan.max_q_len, 0);
-  plan.num_splits = splits;
-  plan.workspace_bytes = mma_decode_workspace_bytes(p, p.total_q, splits);
-  return true;
+// The number of devices, asked once per process (it does not change while the process runs), so
+// planning inside a CUDA-graph capture makes no device-count query.
+int device_count_once() {
+  static const int count = [] {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+      (void)cudaGetLastError();
+      n = 0;
+    }
+    return n;
+  }();
+  return count;
+}
+
+}  // namespace
+
+detail::DeviceInfo device_info(int device_index, bool require) {
+  detail::DeviceInfo d;
+  d.index = device_index;
+  if (!require && (device_index < 0 || device_index >= device_count_once())) return d;
+  const DeviceGuard device_guard(device_index);
+  d.usable = true;
+  d.sm_count = current_device_sm_count();
+  d.sm90 = current_device_is_sm90();
+  d.mma_decode_ctas_per_sm = &mma_decode_ctas_per_sm_on;
+  return d;
 }
 
 namespace {
@@ -239,45 +228,39 @@ MmaDecodeLaunch mma_decode_launch_of(const Args& args, const detail::AttnProblem
   return L;
 }
 
-void run_mma_decode_prefill(const PrefillArgs& args, const detail::AttnProblem& p, const PrefillPlan& plan) {
+void run_mma_decode_prefill(const PrefillArgs& args, const detail::AttnProblem& p, const detail::KernelLaunch& launch) {
   MmaDecodeLaunch L = mma_decode_launch_of(args, p);
   L.cu_q_lens = args.cu_q_lens;
   L.total_rows = p.total_q;
-  L.max_q_len = plan.max_q_len;
+  L.max_q_len = launch.max_q_len;
   L.func = "paged_prefill";
-  launch_mma_decode(L, p, plan.num_splits, args.stream);
+  launch_mma_decode(L, p, launch.num_splits, launch.variant, args.stream);
 }
 
 }  // namespace
 
-void paged_prefill(const PrefillArgs& args, const detail::AttnProblem& p, const PrefillPlan& plan) {
+void paged_prefill(const PrefillArgs& args, const detail::AttnProblem& p, const PrefillPlan& plan,
+                   const detail::KernelLaunch& launch) {
   const DeviceGuard device_guard(args.q.device_index);
-  switch (plan.path) {
-    case PrefillPath::kFused:
-      if (plan.kernel == PrefillKernel::kMmaDecode) {
-        run_mma_decode_prefill(args, p, plan);
-        return;
-      }
-      if (tc_prefill_supports(p) && tc_prefill_supports_views(args, p, args.kv, args.block_tables)) {
-        launch_tc_prefill(args, p, args.kv, args.block_tables, args.stream);
-        return;
-      }
-      if (args.path == PrefillPath::kFused)
-        throw Error(ErrorKind::kValue, "paged_prefill", "path",
-                    "expected a problem the fused (tensor-core) path serves (fast head_dim, no mask, 16-byte "
-                    "aligned views), got head_dim " +
-                        std::to_string(p.head_dim) + (p.has_mask ? " with a mask" : "") +
-                        " (path=fused was forced; use auto or generic)");
+  switch (launch.kernel) {
+    case detail::LaunchKernel::kMmaDecode:
+      run_mma_decode_prefill(args, p, launch);
+      return;
+    case detail::LaunchKernel::kTcPrefill:
+      launch_tc_prefill(args, p, args.kv, args.block_tables, launch.max_q_len, launch.mainloop, args.stream);
+      return;
+    case detail::LaunchKernel::kDequantPrefill:
+      run_dequant_path(args, p, plan, launch);
+      return;
+    case detail::LaunchKernel::kGeneric:
       launch_generic_prefill(args, p, args.kv, args.block_tables, args.stream);
       return;
-    case PrefillPath::kDequant:
-      run_dequant_path(args, p, plan);
-      return;
-    case PrefillPath::kGeneric:
-    case PrefillPath::kAuto:
-      launch_generic_prefill(args, p, args.kv, args.block_tables, args.stream);
-      return;
+    case detail::LaunchKernel::kSplitDecode:
+      break;
   }
+  KVQ_INTERNAL_CHECK(false, "paged_prefill",
+                     "expected a prefill launch (generic, tc_prefill, dequant_prefill or mma_decode), got "
+                         << detail::to_string(launch.kernel));
 }
 
 // ---- decode through the tensor-core prefill kernel ----
@@ -286,8 +269,8 @@ void paged_prefill(const PrefillArgs& args, const detail::AttnProblem& p, const 
 // reads each int8 K/V tile once per group with cp.async, converting in registers; it has no split
 // over KV. Measured on an H100 (2026-11-25, bench/results/2026-11-25_h100_peers.json) it is slower
 // than the split-KV CUDA-core kernel (B64 kv4096: 0.84 vs 1.20 TB/s; B8 kv32768: 0.30 vs 1.31), so
-// it is not chosen by default; KVQ_DECODE_PATH=tc selects it (kept runnable to compare against,
-// tested by tools/device_all.sh), KVQ_DECODE_PATH=split forces the default. cu_q_lens = [0, 1, .., B]
+// it is not chosen by default; KVQ_DECODE_PATH=tc selects it (the planner: plan.cpp make_decode_plan;
+// kept runnable to compare against, tested by tools/device_all.sh). cu_q_lens = [0, 1, .., B]
 // lives at the start of the workspace, written by a one-CTA kernel (no host work: graph capturable).
 namespace {
 
@@ -295,29 +278,13 @@ __global__ void iota_kernel(int32_t* out, int32_t n) {
   for (int32_t i = threadIdx.x; i < n; i += blockDim.x) out[i] = i;
 }
 
-detail::AttnProblem decode_as_prefill(const detail::AttnProblem& p) {
-  detail::AttnProblem pp = p;
-  pp.is_decode = false;
-  pp.causal = true;
-  pp.total_q = p.batch_size;
-  return pp;
-}
-
-bool decode_via_tc(const detail::AttnProblem& p, int /*requested_splits*/) {
-  const char* env = std::getenv("KVQ_DECODE_PATH");
-  const std::string force = env != nullptr ? env : "";
-  if (force == "split") return false;
-  if (!tc_prefill_supports(decode_as_prefill(p))) return false;
-  return force == "tc";
-}
-
-size_t tc_decode_workspace_bytes(const detail::AttnProblem& p) {
-  return (static_cast<size_t>(p.batch_size + 1) * sizeof(int32_t) + 255) / 256 * 256;
-}
-
-// Returns false (nothing launched) when the views don't suit the kernel (alignment).
-bool launch_decode_via_tc(const DecodeArgs& args, const detail::AttnProblem& p) {
-  const detail::AttnProblem pp = decode_as_prefill(p);
+// The planner resolved this route for these views (resolve_decode_launch).
+void launch_decode_via_tc(const DecodeArgs& args, const detail::AttnProblem& p, PrefillMainloop mainloop) {
+  const detail::AttnProblem pp = detail::decode_as_prefill(p);
+  KVQ_CHECK(args.workspace.bytes >= detail::tc_decode_workspace_bytes(p) && args.workspace.data != nullptr,
+            "paged_decode", "workspace",
+            "expected at least " << detail::tc_decode_workspace_bytes(p) << " bytes (decode_workspace_size), got "
+                                 << args.workspace.bytes);
   PrefillArgs pa;
   pa.q = args.q;
   pa.kv = args.kv;
@@ -333,86 +300,40 @@ bool launch_decode_via_tc(const DecodeArgs& args, const detail::AttnProblem& p) 
   pa.softmax_scale = p.softmax_scale;
   pa.gqa_layout = args.gqa_layout;
   pa.stream = args.stream;
-  PrefillPlan plan;
-  plan.path = PrefillPath::kFused;
-  plan.device = Device::kCUDA;
-  plan.batch_size = p.batch_size;
-  plan.total_q = p.batch_size;
-  plan.max_q_len = 1;
-  plan.max_kv_len = p.max_blocks_per_seq * p.page_size;
-  pa.plan = &plan;
-  if (!tc_prefill_supports_views(pa, pp, args.kv, args.block_tables)) return false;
+  KVQ_INTERNAL_CHECK(detail::tc_prefill_supports_views(pa, pp, args.kv, args.block_tables), "paged_decode",
+                     "expected views the tensor-core prefill loads for the decode route tc, got views it cannot load");
   auto s = static_cast<cudaStream_t>(args.stream);
   iota_kernel<<<1, 256, 0, s>>>(static_cast<int32_t*>(args.workspace.data), static_cast<int32_t>(p.batch_size + 1));
   KVQ_LAUNCH_CHECK(s);
-  launch_tc_prefill(pa, pp, args.kv, args.block_tables, args.stream);
-  return true;
+  launch_tc_prefill(pa, pp, args.kv, args.block_tables, /*max_q_len=*/1, mainloop, args.stream);
 }
 
 }  // namespace
 
-// ---- decode route ----
-// The default decode kernel is the tensor-core split-KV kernel (decode/mma_decode.cu) wherever it
-// serves the shape and views; KVQ_DECODE_PATH=split forces the CUDA-core split-KV kernel
-// (decode/decode.cu, the previous default, kept to compare against), =tc the prefill kernel.
-namespace {
-
-std::string decode_route_env() {
-  const char* env = std::getenv("KVQ_DECODE_PATH");
-  return env != nullptr ? env : "";
-}
-
-bool decode_via_mma(const detail::AttnProblem& p) {
-  const std::string force = decode_route_env();
-  if (force == "split" || force == "tc") return false;
-  const bool served = mma_decode_supports_shape(p, 1);
-  KVQ_CHECK(served || force != "mma", "paged_decode", "KVQ_DECODE_PATH",
-            "not implemented: the tensor-core decode kernel (KVQ_DECODE_PATH=mma) serves head_dim "
-            KVQ_MMA_DECODE_HEAD_DIMS_TEXT " with "
-            "group_size <= 16 (<= 8 at head_dim 256), bf16/fp16 q, no mask; got head_dim "
-                << p.head_dim << ", group_size " << p.group_size);
-  return served;
-}
-
-}  // namespace
-
-void paged_decode(const DecodeArgs& args, const detail::AttnProblem& p) {
+void paged_decode(const DecodeArgs& args, const detail::AttnProblem& p, const detail::KernelLaunch& launch) {
   const DeviceGuard device_guard(args.q.device_index);
-  bool via_mma = p.batch_size > 0 && decode_via_mma(p);
-  if (via_mma) {
-    via_mma = mma_decode_supports_views(args.kv, args.q, p);
-    KVQ_CHECK(via_mma || decode_route_env() != "mma", "paged_decode", "k_cache",
-              "not implemented: the tensor-core decode kernel (KVQ_DECODE_PATH=mma) needs 16-byte aligned K/V rows "
-              "(data pointer and strides), 4-byte aligned q rows and fp32 per-token scales");
+  switch (launch.kernel) {
+    case detail::LaunchKernel::kMmaDecode: {
+      MmaDecodeLaunch L = mma_decode_launch_of(args, p);
+      L.total_rows = p.batch_size;
+      L.max_q_len = 1;
+      L.func = "paged_decode";
+      launch_mma_decode(L, p, launch.num_splits, launch.variant, args.stream);
+      return;
+    }
+    case detail::LaunchKernel::kTcPrefill:
+      launch_decode_via_tc(args, p, launch.mainloop);
+      return;
+    case detail::LaunchKernel::kSplitDecode:
+      launch_decode(args, p, launch.num_splits, args.stream);
+      return;
+    case detail::LaunchKernel::kGeneric:
+    case detail::LaunchKernel::kDequantPrefill:
+      break;
   }
-  if (via_mma) {
-    MmaDecodeLaunch L = mma_decode_launch_of(args, p);
-    L.total_rows = p.batch_size;
-    L.max_q_len = 1;
-    L.func = "paged_decode";
-    launch_mma_decode(L, p, plan_mma_decode_splits(p, 1, args.num_splits), args.stream);
-    return;
-  }
-  if (p.batch_size > 0 && decode_via_tc(p, args.num_splits)) {
-    KVQ_CHECK(args.workspace.bytes >= tc_decode_workspace_bytes(p) && args.workspace.data != nullptr,
-              "paged_decode", "workspace",
-              "expected at least " << tc_decode_workspace_bytes(p) << " bytes (decode_workspace_size), got "
-                                   << args.workspace.bytes);
-    if (launch_decode_via_tc(args, p)) return;
-  }
-  const int splits = plan_decode_splits(p, args.num_splits);
-  launch_decode(args, p, splits, args.stream);
-}
-
-size_t decode_workspace_size(const detail::AttnProblem& p, int num_splits, int device_index) {
-  const DeviceGuard device_guard(device_index);
-  const size_t split_bytes = decode_workspace_bytes(p, plan_decode_splits(p, num_splits));
-  // The views decide between the tensor-core kernel and the CUDA-core one (alignment): room for both.
-  if (p.batch_size > 0 && decode_via_mma(p))
-    return std::max(split_bytes,
-                    mma_decode_workspace_bytes(p, p.batch_size, plan_mma_decode_splits(p, 1, num_splits)));
-  if (p.batch_size > 0 && decode_via_tc(p, num_splits)) return std::max(split_bytes, tc_decode_workspace_bytes(p));
-  return split_bytes;
+  KVQ_INTERNAL_CHECK(false, "paged_decode",
+                     "expected a decode launch (mma_decode, split_decode or tc_prefill), got "
+                         << detail::to_string(launch.kernel));
 }
 
 void append(const AppendArgs& args, int64_t num_tokens, int64_t num_kv_heads, int64_t head_dim,

@@ -14,6 +14,8 @@
 #include <tuple>
 #include <vector>
 
+#include "src/core/kernels.h"
+#include "src/core/plan.h"
 #include "src/core/validate.h"
 #include "src/cuda/prefill/tc_prefill.h"
 #include "tests/gpu/gpu_util.h"
@@ -39,14 +41,19 @@ void run_tc_case(const TcCase& tc, const std::string& what) {
   DeviceCase dc(c);
   PrefillArgs args = dc.prefill_args(host_args);
   const detail::AttnProblem p = detail::validate_prefill(args, "tc_prefill_test");
-  if (!cuda::tc_prefill_supports_views(args, p, args.kv, args.block_tables)) {
+  if (!detail::tc_prefill_supports_views(args, p, args.kv, args.block_tables)) {
     GTEST_SKIP() << what << ": not served by the tensor-core kernel";
   }
-  PrefillPlan plan;
-  for (size_t b = 0; b < tc.spec.q_lens.size(); ++b)
-    plan.max_q_len = std::max<int64_t>(plan.max_q_len, tc.spec.q_lens[b]);
-  args.plan = &plan;
-  cuda::launch_tc_prefill(args, p, args.kv, args.block_tables, nullptr);
+  int64_t max_q_len = 0;
+  for (size_t b = 0; b < tc.spec.q_lens.size(); ++b) max_q_len = std::max<int64_t>(max_q_len, tc.spec.q_lens[b]);
+  if (max_q_len == 0) max_q_len = p.total_q;
+  // The mainloop the planner picks for this shape on this device and these views (so
+  // KVQ_PREFILL_KERNEL=wgmma|mma steers these cases as it steers paged_prefill, tools/device_all.sh).
+  const detail::DeviceInfo dev = detail::device_info_of(args.q, /*require=*/true);
+  const PrefillMainloop mainloop = detail::runnable_tc_mainloop(
+      detail::choose_tc_mainloop(p.head_dim, max_q_len * p.group_size, dev, detail::PlannerEnv::from_environment()), p,
+      args.kv, dev);
+  cuda::launch_tc_prefill(args, p, args.kv, args.block_tables, max_q_len, mainloop, nullptr);
   KVQ_TEST_CUDA(cudaDeviceSynchronize());
   dc.out.download(c.out);
   if (c.lse.defined()) dc.lse.download(c.lse);
@@ -200,30 +207,8 @@ TEST(TcPrefill, StridedQueryAndOutput) {
   run_tc_case(tc, "strided q/out");
 }
 
-TEST(TcPrefill, SupportsReportsWhatItServes) {
-  detail::AttnProblem p;
-  p.batch_size = 1;
-  p.num_qo_heads = 8;
-  p.num_kv_heads = 2;
-  p.group_size = 4;
-  p.head_dim = 128;
-  p.page_size = 16;
-  p.q_dtype = p.out_dtype = DType::kBFloat16;
-  p.kv_dtype = DType::kInt8;
-  EXPECT_TRUE(cuda::tc_prefill_supports(p));
-  p.head_dim = 72;  // padded up to 96 for bf16 caches, but int8 rows need 16-byte multiples
-  EXPECT_FALSE(cuda::tc_prefill_supports(p));
-  p.kv_dtype = DType::kBFloat16;
-  EXPECT_TRUE(cuda::tc_prefill_supports(p));
-  p.head_dim = 100;  // not a multiple of 8: generic
-  EXPECT_FALSE(cuda::tc_prefill_supports(p));
-  p.head_dim = 128;
-  p.compute = ComputeMode::kInt8;
-  EXPECT_FALSE(cuda::tc_prefill_supports(p));
-  p.compute = ComputeMode::kNative;
-  p.has_mask = true;
-  EXPECT_FALSE(cuda::tc_prefill_supports(p));
-}
+// TcPrefill.SupportsReportsWhatItServes (a host predicate, src/core/kernels.h) is in the CPU
+// suite: tests/unit/planner_test.cpp.
 
 }  // namespace
 }  // namespace kvq::test

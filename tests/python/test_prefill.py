@@ -176,6 +176,8 @@ def test_paged_prefill_plan_and_run():
     assert plan.device == "cpu"
     assert plan.kernel == "path"  # the CPU backend serves every call; "mma_decode" is a CUDA plan's choice
     assert "PrefillPlan(" in repr(plan) and "kernel=path" in repr(plan)
+    assert plan.mainloop == "none" and plan.decode_variant == "none"  # no tensor-core kernel on the CPU
+    assert "mainloop=none" in repr(plan) and "decode_variant=none" in repr(plan)
     out = np.empty_like(c.q)
     res, lse = pp.run(c.q, c.k_cache, c.v_cache, c.block_tables, c.cu_q_lens, c.kv_lens, k_scale=c.k_scale,
                       v_scale=c.v_scale, out=out, return_lse=True)

@@ -610,6 +610,9 @@ def test_cuda_short_chunks_plan_the_decode_kernel(monkeypatch):
     pp = kvq.PagedPrefill(causal=True)
     plan = pp.plan(cu_host, kv_lens, *args, **scales)
     assert plan.kernel == "mma_decode" and plan.path == "fused" and plan.max_q_len == 4, repr(plan)
+    # Its form, chosen when planning: TMA tiles on sm_90 (int8 head_dim 128, page 16), else cp.async.
+    sm90 = torch.cuda.get_device_capability(c["q"].device) == (9, 0)
+    assert plan.decode_variant == ("tma" if sm90 else "cp_async") and plan.mainloop == "none", repr(plan)
     out = torch.full_like(c["q"], 7.0)
     pp.run(*args, **scales, out=out)
     torch.cuda.synchronize()
@@ -631,7 +634,8 @@ def test_cuda_short_chunks_plan_the_decode_kernel(monkeypatch):
     torch.cuda.synchronize()
     assert torch.equal(graph_out, out), "graph replay differs from the eager run"
     monkeypatch.setenv("KVQ_SMALL_Q_DECODE", "0")
-    assert kvq.PagedPrefill(causal=True).plan(cu_host, kv_lens, *args, **scales).kernel == "path"
+    off = kvq.PagedPrefill(causal=True).plan(cu_host, kv_lens, *args, **scales)
+    assert off.kernel == "path" and off.mainloop == "mma_sync" and off.decode_variant == "none", repr(off)
     monkeypatch.delenv("KVQ_SMALL_Q_DECODE")
     assert kvq.PagedPrefill(causal=True).plan(None, None, *args, **scales).kernel == "path"  # no host lengths
 

@@ -16,12 +16,20 @@ namespace {
 
 bool built() { return false; }
 bool available() { return false; }
+// No CUDA backend, no device: the planner keeps to what needs none (the path's kernel, mma.sync).
+detail::DeviceInfo device_info(int device_index, bool require) {
+  if (require) no_cuda("device_info");
+  detail::DeviceInfo d;
+  d.index = device_index;
+  return d;
+}
 
-void paged_prefill(const PrefillArgs&, const detail::AttnProblem&, const PrefillPlan&) {
+void paged_prefill(const PrefillArgs&, const detail::AttnProblem&, const PrefillPlan&, const detail::KernelLaunch&) {
   no_cuda("paged_prefill");
 }
-void paged_decode(const DecodeArgs&, const detail::AttnProblem&) { no_cuda("paged_decode"); }
-size_t decode_workspace_size(const detail::AttnProblem&, int, int) { no_cuda("decode_workspace_size"); }
+void paged_decode(const DecodeArgs&, const detail::AttnProblem&, const detail::KernelLaunch&) {
+  no_cuda("paged_decode");
+}
 void append(const AppendArgs&, int64_t, int64_t, int64_t, int64_t, int64_t, ScaleMode, ScaleMode) {
   no_cuda("append");
 }
@@ -29,9 +37,6 @@ void dequantize_blocks(const DequantArgs&, int64_t, int64_t, int64_t, ScaleMode)
   no_cuda("dequantize_blocks");
 }
 void calibrate(const TensorView&, const TensorView&, void*) { no_cuda("calibrate"); }
-// No CUDA backend, no decode kernel: plans keep the path's kernel.
-bool plan_prefill_mma_decode(const PrefillArgs&, const detail::AttnProblem&, PrefillPlan&) { return false; }
-bool prefill_mma_decode_serves(const PrefillArgs&, const detail::AttnProblem&, const PrefillPlan&) { return false; }
 void check_prefill_data(const PrefillArgs&, const detail::AttnProblem&) {
   no_cuda("check_prefill_data");
 }

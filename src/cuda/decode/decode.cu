@@ -1,5 +1,7 @@
-// src/cuda/decode/decode.cu — planner (num_splits), workspace layout and launch of the split-KV
-// decode (decode_kernel.cuh) and its merge. No host sync and no allocation: capturable in a graph.
+// src/cuda/decode/decode.cu — workspace layout and launch of the CUDA-core split-KV decode
+// (decode_kernel.cuh) and its merge; its split count and workspace size are the planner's
+// (src/core/kernels.h split_decode_splits / split_decode_workspace_bytes). No host sync and no
+// allocation: capturable in a graph.
 //
 // Instantiations: DTypeQ {bf16, fp16} x DTypeKV {int8, bf16, fp16} x kTpk (threads per key row)
 // chosen from head_dim so one 16-byte vector per thread covers the row: int8 {4, 8, 16} for
@@ -15,15 +17,11 @@
 
 #include "src/cuda/common/cuda_check.cuh"
 #include "src/cuda/decode/decode_kernel.cuh"
-#include "src/cuda/decode/split_plan.h"
 
 namespace kvq::cuda {
 namespace {
 
-constexpr int kGroupTile = 4;
-constexpr int kMaxSplits = 256;
-constexpr int64_t kMinKeysPerSplit = 256;
-constexpr int64_t kCtasPerSm = 3;
+constexpr int kGroupTile = detail::kSplitDecodeGroupTile;
 
 size_t align256(size_t x) { return (x + 255) / 256 * 256; }
 
@@ -73,28 +71,14 @@ bool rows_aligned(const TensorView& t, int64_t elem_bytes) {
 
 }  // namespace
 
-int plan_decode_splits(const detail::AttnProblem& p, int requested) {
-  const int64_t max_kv = p.max_blocks_per_seq * p.page_size;
-  const int64_t split_cap = std::max<int64_t>(1, std::min<int64_t>(kMaxSplits, (max_kv + kMinKeysPerSplit - 1) / kMinKeysPerSplit));
-  if (requested > 0) return static_cast<int>(std::min<int64_t>(requested, kMaxSplits));
-  // Resident CTAs: kCtasPerSm per SM (the kernels' __launch_bounds__ minimum).
-  const int64_t head_tiles = (p.group_size + kGroupTile - 1) / kGroupTile;
-  const int64_t ctas = p.batch_size * p.num_kv_heads * head_tiles;
-  const int64_t slots = static_cast<int64_t>(current_device_sm_count()) * kCtasPerSm;
-  return static_cast<int>(fullest_wave_splits(ctas, slots, split_cap));
-}
-
-size_t decode_workspace_bytes(const detail::AttnProblem& p, int num_splits) {
-  if (num_splits <= 1) return 0;
-  const size_t rows = static_cast<size_t>(p.batch_size) * p.num_qo_heads * num_splits;
-  return align256(rows * p.head_dim * sizeof(float)) + align256(rows * sizeof(float));
-}
-
 void launch_decode(const DecodeArgs& args, const detail::AttnProblem& p, int num_splits, void* stream) {
   if (p.batch_size == 0 || p.num_qo_heads == 0) return;
   KVQ_CHECK(p.head_dim >= 1 && p.head_dim <= 256, "paged_decode", "q",
             "expected head_dim in [1, 256], got " << p.head_dim);
-  const size_t need = decode_workspace_bytes(p, num_splits);
+  KVQ_INTERNAL_CHECK(num_splits >= 1 && num_splits <= detail::kSplitDecodeMaxSplits, "paged_decode",
+                     "expected 1.." << detail::kSplitDecodeMaxSplits << " splits for the CUDA-core decode, got "
+                                    << num_splits);
+  const size_t need = detail::split_decode_workspace_bytes(p, num_splits);
   KVQ_CHECK(need == 0 || (args.workspace.data != nullptr && args.workspace.bytes >= need), "paged_decode", "workspace",
             "expected at least " << need << " bytes (decode_workspace_size) for " << num_splits << " splits, got "
                                  << args.workspace.bytes << " bytes" << (args.workspace.data ? "" : " (null)"));

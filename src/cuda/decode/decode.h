@@ -3,14 +3,13 @@
 #include <cstddef>
 
 #include "kvq/views.h"
+#include "src/core/kernels.h"
 #include "src/core/problem.h"
 
 namespace kvq::cuda {
 
-// num_splits the planner picks for p when the caller asked for `requested` (0: choose). Depends only
-// on shapes and the device's SM count (no device data), so run() and workspace sizing agree.
-int plan_decode_splits(const detail::AttnProblem& p, int requested);
-size_t decode_workspace_bytes(const detail::AttnProblem& p, int num_splits);
+// num_splits: the planner's (detail::split_decode_splits: shape and SM count, no device data), so
+// run() and workspace sizing agree; the workspace is detail::split_decode_workspace_bytes.
 void launch_decode(const DecodeArgs& args, const detail::AttnProblem& p, int num_splits, void* stream);
 
 }  // namespace kvq::cuda

@@ -1,5 +1,6 @@
 // src/cuda/decode/mma_decode.cu — host side of the tensor-core split-KV decode
-// (mma_decode_kernel.cuh): which problems it serves, the split count, the workspace and the launch.
+// (mma_decode_kernel.cuh): the instantiation of a planned form, its occupancy, and the launch. What
+// it serves, the split count and the workspace are src/core/kernels.h (the planner's).
 //
 // Served: the head dims of KVQ_MMA_DECODE_HEAD_DIMS (CMakeLists.txt; KVQ_FOR_EACH_MMA_DECODE_HEAD_DIM
 // in the generated kvq_config.h); group_size * q_len <= 16 query rows per (sequence, kv head)
@@ -7,9 +8,11 @@
 // every K/V row 16-byte aligned (pointer and strides). Anything else takes the CUDA-core split
 // kernel. Instantiations: cache dtype {int8, bf16, fp16} x head_dim x n-tiles {1, 2}
 // (head_dim 256: 1) = 15 kernels, each also as the bulk-copy (TMA) variant where rows are >= 128
-// bytes (14 more), and for int8 caches the bulk variant with int8 Q·Kᵀ (3 more). The bulk variant
-// is the default on sm_90 for page_size % 16 == 0 when its tensor maps encode; KVQ_DECODE_KERNEL=s8
-// takes its int8 Q·Kᵀ form for int8 caches, =v5 the per-thread cp.async kernel everywhere.
+// bytes (14 more), and for int8 caches the bulk variant with int8 Q·Kᵀ (3 more). Which one runs is
+// the planner's DecodeVariant (plan.cpp choose_mma_decode_variant: the bulk variant on sm_90 for
+// page_size % 16 == 0, KVQ_DECODE_KERNEL=s8 its int8 Q·Kᵀ form for int8 caches, =v5 the per-thread
+// cp.async kernel everywhere); the launch falls back to cp.async only where the driver refuses to
+// encode the views' tensor maps.
 // Workspace (num_splits > 1): [partial_o fp32 [T, Hq, S, D]] [pad to 256 B] [partial_lse fp32 [T, Hq, S]].
 #include "src/cuda/decode/mma_decode.h"
 
@@ -20,8 +23,6 @@
 
 #include <algorithm>
 #include <climits>
-#include <cstdlib>
-#include <cstring>
 #include <mutex>
 #include <type_traits>
 #include <vector>
@@ -29,31 +30,16 @@
 #include "kvq/error.h"
 #include "kvq_config.h"
 #include "src/cuda/common/cuda_check.cuh"
+#include "src/cuda/common/device_info.h"
 #include "src/cuda/common/tensor_map.h"
 #include "src/cuda/decode/mma_decode_kernel.cuh"
-#include "src/cuda/decode/split_plan.h"
 
 namespace kvq::cuda {
 namespace {
 
 constexpr int kMaxSplits = kMmaDecodeMaxSplits;
-constexpr int64_t kMinKeysPerSplit = 256;
 
 size_t align256(size_t x) { return (x + 255) / 256 * 256; }
-
-bool rows_aligned16(const TensorView& t, int64_t elem_bytes) {
-  if (reinterpret_cast<uintptr_t>(t.data) % 16 != 0) return false;
-  for (int i = 0; i < 3; ++i)
-    if ((t.strides[i] * elem_bytes) % 16 != 0) return false;
-  return true;
-}
-
-int n_tiles_for(const detail::AttnProblem& p, int64_t max_q_len) {
-  const int64_t rows = p.group_size * max_q_len;
-  if (rows <= 8) return 1;
-  if (rows <= 16 && p.head_dim != 256) return 2;
-  return 0;
-}
 
 // The kernel of a problem, its dynamic shared memory and its resident CTAs per SM.
 struct KernelInfo {
@@ -102,35 +88,30 @@ KernelInfo info_nt(int nt) {
   }
 }
 
-bool env_is(const char* v) {
-  const char* env = std::getenv("KVQ_DECODE_KERNEL");
-  return env != nullptr && std::strcmp(env, v) == 0;
-}
-
+// The bulk (TMA) forms exist for rows of >= 128 bytes; int8 Q·Kᵀ (s8) for int8 caches only.
 template <typename KV, int kD>
-KernelInfo info_b(int nt, bool bulk) {
+KernelInfo info_b(int nt, bool bulk, bool s8, const char* func) {
   if constexpr (kD * sizeof(KV) >= 128) {
     if constexpr (std::is_same_v<KV, int8_t>) {
-      // KVQ_DECODE_KERNEL=s8: int8 Q·Kᵀ (as fast as fp16 Q·Kᵀ on the H200, docs/perf-notes.md).
-      if (bulk && env_is("s8")) return info_nt<KV, kD, true, true>(nt);
+      if (bulk && s8) return info_nt<KV, kD, true, true>(nt);
     }
+    KVQ_INTERNAL_CHECK(!s8, func, "expected int8 Q·Kᵀ (decode variant tma_s8) over an int8 cache only, got a "
+                                      << (std::is_same_v<KV, int8_t> ? "int8" : "16-bit") << " cache");
     if (bulk) return info_nt<KV, kD, true>(nt);
+  } else {
+    KVQ_INTERNAL_CHECK(!bulk && !s8, func,
+                       "expected the cp.async decode for K/V rows of " << kD * sizeof(KV)
+                           << " bytes (the TMA forms need >= 128), got a TMA variant");
   }
   return info_nt<KV, kD, false>(nt);
 }
 
-bool mma_decode_has_head_dim(int64_t d) {
-#define KVQ_MMA_DECODE_IS(HD) d == HD ||
-  return KVQ_FOR_EACH_MMA_DECODE_HEAD_DIM(KVQ_MMA_DECODE_IS) false;
-#undef KVQ_MMA_DECODE_IS
-}
-
 // d is one of KVQ_FOR_EACH_MMA_DECODE_HEAD_DIM (mma_decode_supports_shape holds before any call).
 template <typename KV>
-KernelInfo info_d(int64_t d, int nt, bool bulk) {
+KernelInfo info_d(int64_t d, int nt, bool bulk, bool s8, const char* func) {
   switch (d) {
 #define KVQ_MMA_DECODE_CASE(HD) \
-  case HD: return info_b<KV, HD>(nt, bulk);
+  case HD: return info_b<KV, HD>(nt, bulk, s8, func);
     KVQ_FOR_EACH_MMA_DECODE_HEAD_DIM(KVQ_MMA_DECODE_CASE)
 #undef KVQ_MMA_DECODE_CASE
     default:
@@ -139,22 +120,17 @@ KernelInfo info_d(int64_t d, int nt, bool bulk) {
   }
 }
 
-// The bulk (TMA) variant for this shape on this device: sm_90, rows of >= 128 bytes, 16-key steps
-// inside one page; KVQ_DECODE_KERNEL=v5 turns it off. (The views' tensor maps may still refuse:
-// launch_mma_decode then takes the cp.async kernel.)
-bool bulk_for_shape(const detail::AttnProblem& p) {
-  const char* env = std::getenv("KVQ_DECODE_KERNEL");
-  if (env != nullptr && std::strcmp(env, "v5") == 0) return false;
-  if (p.page_size % 16 != 0 || p.head_dim * static_cast<int64_t>(dtype_size(p.kv_dtype)) < 128) return false;
-  return current_device_is_sm90();
-}
-
-KernelInfo kernel_for(const detail::AttnProblem& p, int64_t max_q_len, bool bulk) {
-  const int nt = n_tiles_for(p, max_q_len);
+// The instantiation of `variant` for the shape (mma_decode_supports_shape holds before any call).
+KernelInfo kernel_for(const detail::AttnProblem& p, int64_t max_q_len, DecodeVariant variant, const char* func) {
+  KVQ_INTERNAL_CHECK(variant == DecodeVariant::kCpAsync || variant == DecodeVariant::kTma ||
+                         variant == DecodeVariant::kTmaS8,
+                     func, "expected a tensor-core decode variant (cp_async, tma or tma_s8), got " << to_string(variant));
+  const int nt = detail::mma_decode_n_tiles(p, max_q_len);
+  const bool bulk = variant != DecodeVariant::kCpAsync, s8 = variant == DecodeVariant::kTmaS8;
   switch (p.kv_dtype) {
-    case DType::kInt8: return info_d<int8_t>(p.head_dim, nt, bulk);
-    case DType::kBFloat16: return info_d<__nv_bfloat16>(p.head_dim, nt, bulk);
-    default: return info_d<__half>(p.head_dim, nt, bulk);
+    case DType::kInt8: return info_d<int8_t>(p.head_dim, nt, bulk, s8, func);
+    case DType::kBFloat16: return info_d<__nv_bfloat16>(p.head_dim, nt, bulk, s8, func);
+    default: return info_d<__half>(p.head_dim, nt, bulk, s8, func);
   }
 }
 
@@ -169,66 +145,18 @@ bool encode_cache_map(CUtensorMap* map, const TensorView& t, bool hnd, int64_t p
 
 }  // namespace
 
-bool mma_decode_supports_shape(const detail::AttnProblem& p, int64_t max_q_len) {
-  if (!mma_decode_has_head_dim(p.head_dim)) return false;
-  if (p.q_dtype != DType::kBFloat16 && p.q_dtype != DType::kFloat16) return false;
-  if (p.kv_dtype != DType::kInt8 && p.kv_dtype != DType::kBFloat16 && p.kv_dtype != DType::kFloat16) return false;
-  if (p.has_mask) return false;
-  if (p.num_blocks >= (int64_t{1} << 31) || p.page_size >= (int64_t{1} << 31)) return false;
-  return n_tiles_for(p, max_q_len) > 0;
+int mma_decode_ctas_per_sm(const detail::AttnProblem& p, int64_t max_q_len, DecodeVariant variant) {
+  return kernel_for(p, max_q_len, variant, "paged_decode").ctas_per_sm;
 }
 
-bool mma_decode_supports_views(const PagedKvCache& kv, const TensorView& q, const detail::AttnProblem& p) {
-  const int64_t eb = static_cast<int64_t>(dtype_size(p.kv_dtype));
-  if (!rows_aligned16(kv.k_cache, eb) || !rows_aligned16(kv.v_cache, eb)) return false;
-  // 32-bit in-block addressing: every byte stride and in-block offset < 2^31.
-  const bool hnd = kv.layout == KvLayout::kHND;
-  for (const TensorView* t : {&kv.k_cache, &kv.v_cache}) {
-    const int64_t sh = hnd ? t->strides[1] : t->strides[2], sp = hnd ? t->strides[2] : t->strides[1];
-    if (t->strides[0] * eb >= (int64_t{1} << 31) || t->strides[0] < 0 || sh < 0 || sp < 0) return false;
-    if ((sh * (p.num_kv_heads - 1) + sp * (p.page_size - 1) + p.head_dim) * eb >= (int64_t{1} << 31)) return false;
-  }
-  for (int i = 0; i < 2 && p.kv_dtype == DType::kInt8; ++i) {
-    const TensorView& sc = i == 0 ? kv.k_scale : kv.v_scale;
-    const ScaleMode mode = i == 0 ? p.k_scale_mode : p.v_scale_mode;
-    if (mode != ScaleMode::kPerToken) continue;
-    int64_t far = 0;
-    for (int d = 0; d < sc.ndim; ++d) far += (sc.shape[d] - 1) * sc.strides[d];
-    if (far >= (int64_t{1} << 31)) return false;
-  }
-  // q is read two elements at a time.
-  if (reinterpret_cast<uintptr_t>(q.data) % 4 != 0 || q.strides[0] % 2 != 0 || q.strides[1] % 2 != 0) return false;
-  // Per-token scales are copied with 4-byte cp.async: fp32 only (per-channel scales: any dtype).
-  if (p.kv_dtype == DType::kInt8) {
-    if (p.k_scale_mode == ScaleMode::kPerToken && kv.k_scale.dtype != DType::kFloat32) return false;
-    if (p.v_scale_mode == ScaleMode::kPerToken && kv.v_scale.dtype != DType::kFloat32) return false;
-  }
-  return true;
-}
-
-int plan_mma_decode_splits(const detail::AttnProblem& p, int64_t max_q_len, int requested) {
-  if (requested > 0) return std::min(requested, kMaxSplits);
-  const int64_t max_kv = p.max_blocks_per_seq * p.page_size;
-  const int64_t split_cap =
-      std::clamp<int64_t>((max_kv + kMinKeysPerSplit - 1) / kMinKeysPerSplit, 1, kMaxSplits);
-  const int64_t slots =
-      static_cast<int64_t>(current_device_sm_count()) * kernel_for(p, max_q_len, bulk_for_shape(p)).ctas_per_sm;
-  return static_cast<int>(fullest_wave_splits(p.batch_size * p.num_kv_heads, slots, split_cap));
-}
-
-size_t mma_decode_workspace_bytes(const detail::AttnProblem& p, int64_t total_rows, int num_splits) {
-  if (num_splits <= 1) return 0;
-  const size_t rows = static_cast<size_t>(total_rows) * p.num_qo_heads * num_splits;
-  return align256(rows * p.head_dim * sizeof(float)) + align256(rows * sizeof(float));
-}
-
-void launch_mma_decode(const MmaDecodeLaunch& L, const detail::AttnProblem& p, int num_splits, void* stream) {
+void launch_mma_decode(const MmaDecodeLaunch& L, const detail::AttnProblem& p, int num_splits, DecodeVariant variant,
+                       void* stream) {
   if (p.batch_size == 0 || p.num_qo_heads == 0 || L.max_q_len < 1) return;
-  KVQ_CHECK(mma_decode_supports_shape(p, L.max_q_len) && num_splits >= 1 && num_splits <= kMaxSplits, L.func, "plan",
+  KVQ_CHECK(detail::mma_decode_supports_shape(p, L.max_q_len) && num_splits >= 1 && num_splits <= kMaxSplits, L.func, "plan",
             "expected a shape the tensor-core decode kernel serves with 1.." << kMaxSplits << " splits, got head_dim "
                 << p.head_dim << ", " << L.max_q_len << " x " << p.group_size << " rows per kv head, " << num_splits
                 << " splits");
-  const size_t need = mma_decode_workspace_bytes(p, L.total_rows, num_splits);
+  const size_t need = detail::mma_decode_workspace_bytes(p, L.total_rows, num_splits);
   KVQ_CHECK(need == 0 || (L.workspace.data != nullptr && L.workspace.bytes >= need), L.func, "workspace",
             "expected at least " << need << " bytes for " << num_splits << " splits, got " << L.workspace.bytes
                                  << " bytes" << (L.workspace.data ? "" : " (null)"));
@@ -277,17 +205,24 @@ void launch_mma_decode(const MmaDecodeLaunch& L, const detail::AttnProblem& p, i
   prm.v_blk_bytes = static_cast<uint32_t>(prm.cache.v_stride_block * eb);
   prm.v_head_bytes = static_cast<uint32_t>(prm.cache.v_stride_head * eb);
   prm.v_pos_bytes = static_cast<uint32_t>(prm.cache.v_stride_pos * eb);
-  bool bulk = bulk_for_shape(p);
+  // The TMA forms as planned: an sm_90 device and the shape's TMA instantiation (plan.cpp
+  // runnable_mma_decode_variant took the form down before the launch where they are missing).
+  const bool bulk = variant == DecodeVariant::kTma || variant == DecodeVariant::kTmaS8;
+  KVQ_INTERNAL_CHECK(!bulk || (detail::mma_decode_has_tma_form(p) && current_device_is_sm90()), L.func,
+                     "expected the cp.async decode off sm_90 or for a shape without TMA tiles (rows >= 128 bytes, "
+                     "page_size % 16 == 0), got variant " << to_string(variant));
   if (bulk) {
     const bool hnd = L.kv->layout == KvLayout::kHND;
     // Position as the map's dim 1 when its stride is the smaller one (HND), heads otherwise.
     const int64_t sh = hnd ? L.kv->k_cache.strides[1] : L.kv->k_cache.strides[2];
     const int64_t sp = hnd ? L.kv->k_cache.strides[2] : L.kv->k_cache.strides[1];
     prm.tma_pos_first = sp < sh;
-    bulk = encode_cache_map(&prm.tma_k, L.kv->k_cache, hnd, p.page_size, p.num_kv_heads, eb, prm.tma_pos_first) &&
-           encode_cache_map(&prm.tma_v, L.kv->v_cache, hnd, p.page_size, p.num_kv_heads, eb, prm.tma_pos_first);
+    // The maps are encoded from this call's pointers: where the driver refuses them, cp.async.
+    if (!encode_cache_map(&prm.tma_k, L.kv->k_cache, hnd, p.page_size, p.num_kv_heads, eb, prm.tma_pos_first) ||
+        !encode_cache_map(&prm.tma_v, L.kv->v_cache, hnd, p.page_size, p.num_kv_heads, eb, prm.tma_pos_first))
+      variant = DecodeVariant::kCpAsync;
   }
-  const KernelInfo k = kernel_for(p, L.max_q_len, bulk);
+  const KernelInfo k = kernel_for(p, L.max_q_len, variant, L.func);
   auto s = static_cast<cudaStream_t>(stream);
   dim3 grid(static_cast<unsigned>(p.batch_size) * num_splits, static_cast<unsigned>(p.num_kv_heads));
   k.fn<<<grid, 128, k.smem, s>>>(prm);

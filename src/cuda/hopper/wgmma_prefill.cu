@@ -1,4 +1,5 @@
-// src/cuda/hopper/wgmma_prefill.cu — host entry of the Hopper prefill: selection and launch.
+// src/cuda/hopper/wgmma_prefill.cu — host entry of the Hopper prefill: the launch of the mainloop
+// order the planner chose (the choice itself: src/core/plan.cpp choose_tc_mainloop).
 #include "src/cuda/hopper/wgmma_prefill.h"
 
 #include <cuda_runtime.h>
@@ -15,18 +16,6 @@
 
 namespace kvq::cuda::hopper {
 
-int wg_mainloop_order() {
-  const char* env = std::getenv("KVQ_WG_MAINLOOP");
-  if (env == nullptr || std::strcmp(env, "serial") == 0) return kWgSerial;
-  if (std::strcmp(env, "pingpong") == 0) return kWgPingPong;
-  static bool warned = false;
-  if (!warned) {
-    std::fprintf(stderr, "kvq: KVQ_WG_MAINLOOP=%s is not serial or pingpong; using serial\n", env);
-    warned = true;
-  }
-  return kWgSerial;
-}
-
 // KVQ_WG_DIAG: a measurement knob (docs/perf-notes.md) that skips kernel stages, so the output is
 // garbage; said on stderr once per process whenever it is set.
 static int wg_diag() {
@@ -42,17 +31,8 @@ static int wg_diag() {
   return diag;
 }
 
-bool wg_prefill_selected(int padded_head_dim, int64_t max_packed_rows) {
-  if (!wg_has_head_dim(padded_head_dim)) return false;
-  const char* env = std::getenv("KVQ_PREFILL_KERNEL");
-  if (env != nullptr && std::strcmp(env, "mma") == 0) return false;
-  if (!current_device_is_sm90()) return false;
-  if (env != nullptr && std::strcmp(env, "wgmma") == 0) return true;
-  return max_packed_rows >= kWgMinPackedRows;
-}
-
 void launch_wg_prefill(tc::TcPrefillParams params, int64_t max_packed_rows, int batch_size, int padded_head_dim,
-                       bool q_fp16, bool kv_int8, void* stream) {
+                       bool q_fp16, bool kv_int8, bool ping_pong, void* stream) {
   const int64_t tiles = (max_packed_rows + wg_tile_q() - 1) / wg_tile_q();
   params.num_q_tiles = static_cast<int>(tiles);
   if (tiles == 0 || batch_size == 0) return;
@@ -82,10 +62,11 @@ void launch_wg_prefill(tc::TcPrefillParams params, int64_t max_packed_rows, int 
       maps.pos_first = pos_first ? 1 : 0;
     }
   }
+  const int order = ping_pong ? kWgPingPong : kWgSerial;
   auto s = static_cast<cudaStream_t>(stream);
   switch (padded_head_dim) {
 #define KVQ_WG_PREFILL_CASE(HD) \
-  case HD: launch_wg_hd##HD(params, maps, batch_size, q_fp16, kv_int8, s); break;
+  case HD: launch_wg_hd##HD(params, maps, batch_size, q_fp16, kv_int8, order, s); break;
     KVQ_FOR_EACH_WG_HEAD_DIM(KVQ_WG_PREFILL_CASE)
 #undef KVQ_WG_PREFILL_CASE
     default:

@@ -14,13 +14,11 @@
 
 namespace kvq::cuda::hopper {
 
-// The consumers' order, from KVQ_WG_MAINLOOP (serial, the default; pingpong), read per
-// launch for A/B runs (docs/perf-notes.md, "Hopper prefill").
-int wg_mainloop_order();
-
+// order: the consumers' order the planner chose (kWgSerial or kWgPingPong; KVQ_WG_MAINLOOP, read
+// when planning, src/core/plan.cpp).
 template <typename Tr>
-void launch_wg_traits(const TcPrefillParams& params, const WgTmaMaps& maps, int batch_size, cudaStream_t stream) {
-  const int order = wg_mainloop_order();
+void launch_wg_traits(const TcPrefillParams& params, const WgTmaMaps& maps, int batch_size, int order,
+                      cudaStream_t stream) {
   // (kWgOverlap alone is not instantiated: it measured no faster than serial, docs/perf-notes.md.)
   auto kernel = order == kWgPingPong ? wg_prefill_kernel<Tr, kWgPingPong> : wg_prefill_kernel<Tr, kWgSerial>;
   KVQ_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
@@ -32,35 +30,26 @@ void launch_wg_traits(const TcPrefillParams& params, const WgTmaMaps& maps, int 
 
 template <int kHeadDim>
 void launch_wg_hd(const TcPrefillParams& params, const WgTmaMaps& maps, int batch_size, bool q_fp16, bool kv_int8,
-                  cudaStream_t stream) {
+                  int order, cudaStream_t stream) {
   if (q_fp16) {
     if (kv_int8 && params.v_scale_mode == tc::kScalePerToken)
-      launch_wg_traits<WgPrefillTraits<kHeadDim, __half, true, true>>(params, maps, batch_size, stream);
+      launch_wg_traits<WgPrefillTraits<kHeadDim, __half, true, true>>(params, maps, batch_size, order, stream);
     else if (kv_int8)
-      launch_wg_traits<WgPrefillTraits<kHeadDim, __half, true>>(params, maps, batch_size, stream);
+      launch_wg_traits<WgPrefillTraits<kHeadDim, __half, true>>(params, maps, batch_size, order, stream);
     else
-      launch_wg_traits<WgPrefillTraits<kHeadDim, __half, false>>(params, maps, batch_size, stream);
+      launch_wg_traits<WgPrefillTraits<kHeadDim, __half, false>>(params, maps, batch_size, order, stream);
   } else {
     if (kv_int8)
-      launch_wg_traits<WgPrefillTraits<kHeadDim, __nv_bfloat16, true>>(params, maps, batch_size, stream);
+      launch_wg_traits<WgPrefillTraits<kHeadDim, __nv_bfloat16, true>>(params, maps, batch_size, order, stream);
     else
-      launch_wg_traits<WgPrefillTraits<kHeadDim, __nv_bfloat16, false>>(params, maps, batch_size, stream);
+      launch_wg_traits<WgPrefillTraits<kHeadDim, __nv_bfloat16, false>>(params, maps, batch_size, order, stream);
   }
 }
 
-#define KVQ_WG_HEAD_DIM_ENTRY(HD) HD,
-constexpr int kWgHeadDims[] = {KVQ_FOR_EACH_WG_HEAD_DIM(KVQ_WG_HEAD_DIM_ENTRY)};
-#undef KVQ_WG_HEAD_DIM_ENTRY
-
-constexpr bool wg_has_head_dim(int head_dim) {
-  bool found = false;
-  for (int d : kWgHeadDims) found = found || d == head_dim;
-  return found;
-}
-
+// The head dims with an instantiation: src/core/kernels.h wg_has_head_dim (KVQ_WG_HEAD_DIMS).
 // launch_wg_hd<D> for each head dim of KVQ_FOR_EACH_WG_HEAD_DIM, defined in its wgmma_prefill_hd<D>.cu.
 #define KVQ_WG_PREFILL_DECLARE(HD) \
-  void launch_wg_hd##HD(const TcPrefillParams&, const WgTmaMaps&, int, bool, bool, cudaStream_t);
+  void launch_wg_hd##HD(const TcPrefillParams&, const WgTmaMaps&, int, bool, bool, int, cudaStream_t);
 KVQ_FOR_EACH_WG_HEAD_DIM(KVQ_WG_PREFILL_DECLARE)
 #undef KVQ_WG_PREFILL_DECLARE
 
@@ -69,7 +58,7 @@ KVQ_FOR_EACH_WG_HEAD_DIM(KVQ_WG_PREFILL_DECLARE)
 #define KVQ_WG_PREFILL_INSTANTIATE(HD)                                                                  \
   namespace kvq::cuda::hopper {                                                                         \
   void launch_wg_hd##HD(const TcPrefillParams& params, const WgTmaMaps& maps, int batch_size, bool q_fp16, \
-                        bool kv_int8, cudaStream_t stream) {                                            \
-    launch_wg_hd<HD>(params, maps, batch_size, q_fp16, kv_int8, stream);                                \
+                        bool kv_int8, int order, cudaStream_t stream) {                                 \
+    launch_wg_hd<HD>(params, maps, batch_size, q_fp16, kv_int8, order, stream);                         \
   }                                                                                                     \
   }

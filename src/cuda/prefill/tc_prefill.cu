@@ -1,19 +1,21 @@
-// src/cuda/prefill/tc_prefill.cu — host entry of the tensor-core prefill: which problems it serves
-// (tc_prefill_supports), and the launch (views -> TcPrefillParams -> head-dim instantiation).
+// src/cuda/prefill/tc_prefill.cu — host entry of the tensor-core prefill: the launch (views ->
+// TcPrefillParams -> head-dim instantiation of the planned mainloop: mma.sync or the Hopper kernel).
 //
-// Served: q bf16/fp16 with out in q's dtype; a cache of q's dtype, or int8 with per-channel or
-// per-token scales (fp32/bf16/fp16, K and V modes independent); compute kNative; no boolean mask;
-// head dims 1..256 that are a multiple of 8 (16 for int8 caches), padded up to the next built
-// instantiation (KVQ_TC_HEAD_DIMS in CMakeLists.txt) with zero-fill; any page size; HND/NHD; GQA
-// grouped and interleaved (the q heads h, h + Hkv, ... of one kv head are packed into the row
-// tile); causal (bottom-right), local/global windows; optional lse. Base pointers and strides of q,
-// out and the caches must be multiples of 16 bytes (tc_prefill_supports_views), block_tables' last
-// dim contiguous. Everything else (int8 q / compute kInt8, masks, odd head dims) goes to generic.
+// Served (src/core/kernels.h tc_prefill_supports / _views, the planner's definition): q bf16/fp16
+// with out in q's dtype; a cache of q's dtype, or int8 with per-channel or per-token scales
+// (fp32/bf16/fp16, K and V modes independent); compute kNative; no boolean mask; head dims 1..256
+// that are a multiple of 8 (16 for int8 caches), padded up to the next built instantiation
+// (KVQ_TC_HEAD_DIMS in CMakeLists.txt) with zero-fill; any page size; HND/NHD; GQA grouped and
+// interleaved (the q heads h, h + Hkv, ... of one kv head are packed into the row tile); causal
+// (bottom-right), local/global windows; optional lse. Base pointers and strides of q, out and the
+// caches must be multiples of 16 bytes (tc_prefill_supports_views), block_tables' last dim
+// contiguous. Everything else (int8 q / compute kInt8, masks, odd head dims) goes to generic.
 #include "src/cuda/prefill/tc_prefill.h"
 
 #include <cuda_runtime.h>
 
 #include "kvq/error.h"
+#include "src/cuda/common/device_info.h"
 #include "src/cuda/hopper/wgmma_prefill.h"
 #include "src/cuda/prefill/tc_prefill_launch.cuh"
 
@@ -25,52 +27,17 @@ int scale_mode_code(ScaleMode m) {
   return m == ScaleMode::kPerChannel ? tc::kScalePerChannel : (m == ScaleMode::kPerToken ? tc::kScalePerToken : tc::kScaleNone);
 }
 
-bool aligned16(const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0; }
-
-bool strides_aligned(const TensorView& t, int ndim_outer, size_t elem) {
-  for (int i = 0; i < ndim_outer; ++i)
-    if ((static_cast<uint64_t>(t.strides[i]) * elem) % 16 != 0) return false;
-  return t.strides[t.ndim - 1] == 1;
-}
-
 }  // namespace
 
-bool tc_prefill_supports(const detail::AttnProblem& p) {
-  if (p.q_dtype != DType::kBFloat16 && p.q_dtype != DType::kFloat16) return false;
-  if (p.kv_dtype != p.q_dtype && p.kv_dtype != DType::kInt8) return false;
-  if (p.out_dtype != p.q_dtype) return false;
-  if (p.compute != ComputeMode::kNative || p.has_mask) return false;
-  if (p.head_dim < 1 || p.head_dim > 256) return false;
-  if (p.head_dim % (p.kv_dtype == DType::kInt8 ? 16 : 8) != 0) return false;
-  if (tc::tc_padded_head_dim(static_cast<int>(p.head_dim)) == 0) return false;
-  if (p.batch_size < 1 || p.batch_size > 65535) return false;
-  if (p.page_size < 1 || p.page_size > (int64_t{1} << 30)) return false;
-  if (p.total_q * p.group_size >= (int64_t{1} << 31) || p.num_blocks >= (int64_t{1} << 31)) return false;  // 32-bit row math
-  return true;
-}
-
-bool tc_prefill_supports_views(const PrefillArgs& args, const detail::AttnProblem& p, const PagedKvCache& kv,
-                               const TensorView& block_tables) {
-  if (!tc_prefill_supports(p)) return false;
-  const size_t kv_elem = p.kv_dtype == DType::kInt8 ? 1 : 2;
-  if (!aligned16(args.q.data) || !aligned16(args.out.data) || !aligned16(kv.k_cache.data) ||
-      !aligned16(kv.v_cache.data))
-    return false;
-  if (!strides_aligned(args.q, 2, 2) || !strides_aligned(args.out, 2, 2)) return false;
-  if (!strides_aligned(kv.k_cache, 3, kv_elem) || !strides_aligned(kv.v_cache, 3, kv_elem)) return false;
-  if (block_tables.ndim != 2 || block_tables.strides[1] != 1) return false;
-  return true;
-}
-
 void launch_tc_prefill(const PrefillArgs& args, const detail::AttnProblem& p, const PagedKvCache& kv,
-                       const TensorView& block_tables, void* stream) {
-  if (!tc_prefill_supports_views(args, p, kv, block_tables)) {
+                       const TensorView& block_tables, int64_t max_q_len, PrefillMainloop mainloop, void* stream) {
+  if (!detail::tc_prefill_supports_views(args, p, kv, block_tables)) {
     throw Error(ErrorKind::kNotImplemented, "paged_prefill", "path",
                 "not implemented: the tensor-core prefill does not serve this problem (expected bf16/fp16 q, "
                 "a q-dtype or int8 cache, native compute, no mask, head_dim a multiple of 8 (16 for int8) up to "
                 "256, 16-byte aligned pointers and strides); use the generic path");
   }
-  const int padded = tc::tc_padded_head_dim(static_cast<int>(p.head_dim));
+  const int padded = detail::tc_padded_head_dim(static_cast<int>(p.head_dim));
   const bool kv_int8 = p.kv_dtype == DType::kInt8;
   const bool hnd = kv.layout == KvLayout::kHND;
 
@@ -126,7 +93,6 @@ void launch_tc_prefill(const PrefillArgs& args, const detail::AttnProblem& p, co
   prm.head_dim = static_cast<int>(p.head_dim);
   prm.num_blocks = static_cast<int>(p.num_blocks);
   prm.max_blocks_per_seq = static_cast<int>(block_tables.shape[1]);
-  const int64_t max_q_len = (args.plan != nullptr && args.plan->max_q_len > 0) ? args.plan->max_q_len : p.total_q;
   const int64_t tile_q = tc::tc_tile_q(padded);
   prm.num_q_tiles = static_cast<int>((max_q_len * p.group_size + tile_q - 1) / tile_q);
   prm.causal = p.causal ? 1 : 0;
@@ -139,12 +105,19 @@ void launch_tc_prefill(const PrefillArgs& args, const detail::AttnProblem& p, co
   if (prm.num_q_tiles == 0 || p.batch_size == 0) return;
 
   const bool q_fp16 = p.q_dtype == DType::kFloat16;
-  // The Hopper kernel computes one row offset per token for K and V: their strides must agree.
-  const bool kv_strides_agree = prm.k_stride_block == prm.v_stride_block && prm.k_stride_pos == prm.v_stride_pos &&
-                                prm.k_stride_head == prm.v_stride_head;
-  if (kv_strides_agree && hopper::wg_prefill_selected(padded, max_q_len * p.group_size)) {
+  const bool wg = mainloop == PrefillMainloop::kWgmma || mainloop == PrefillMainloop::kWgmmaPingPong;
+  KVQ_INTERNAL_CHECK(wg || mainloop == PrefillMainloop::kMmaSync, "paged_prefill",
+                     "expected a tensor-core prefill mainloop (mma_sync, wgmma or wgmma_pingpong), got "
+                         << to_string(mainloop));
+  if (wg) {
+    // The Hopper kernel computes one row offset per token for K and V: their strides must agree.
+    KVQ_INTERNAL_CHECK(detail::wg_has_head_dim(padded) && detail::wg_kv_strides_agree(kv) && current_device_is_sm90(),
+                       "paged_prefill",
+                       "expected the mma.sync mainloop off sm_90, for padded head dims outside KVQ_WG_HEAD_DIMS or "
+                       "over K/V views of different strides, got "
+                           << to_string(mainloop) << " (padded head dim " << padded << ")");
     hopper::launch_wg_prefill(prm, max_q_len * p.group_size, static_cast<int>(p.batch_size), padded, q_fp16, kv_int8,
-                              stream);
+                              mainloop == PrefillMainloop::kWgmmaPingPong, stream);
     return;
   }
   auto s = static_cast<cudaStream_t>(stream);

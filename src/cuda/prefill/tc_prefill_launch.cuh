@@ -12,30 +12,16 @@
 #include <cuda_runtime.h>
 
 #include "kvq_config.h"
+#include "src/core/kernels.h"
 #include "src/cuda/common/cuda_check.cuh"
 #include "src/cuda/prefill/tc_prefill_kernel.cuh"
 
 namespace kvq::cuda::tc {
 
-#define KVQ_TC_HEAD_DIM_ENTRY(HD) HD,
-constexpr int kTcHeadDims[] = {KVQ_FOR_EACH_TC_HEAD_DIM(KVQ_TC_HEAD_DIM_ENTRY)};
-#undef KVQ_TC_HEAD_DIM_ENTRY
-constexpr int kBuiltHeadDims[] = {KVQ_FAST_HEAD_DIMS};
-
-constexpr bool tc_head_dim_built(int head_dim) {
-  bool listed = false, has_file = false;
-  for (int d : kBuiltHeadDims) listed = listed || d == head_dim;
-  for (int d : kTcHeadDims) has_file = has_file || d == head_dim;
-  return listed && has_file;
-}
-
-// The smallest built head dim >= head_dim, or 0.
-constexpr int tc_padded_head_dim(int head_dim) {
-  int best = 0;
-  for (int d : kTcHeadDims)
-    if (d >= head_dim && tc_head_dim_built(d) && (best == 0 || d < best)) best = d;
-  return best;
-}
+// The head-dim lists and their padding (KVQ_TC_HEAD_DIMS, KVQ_HEAD_DIMS): src/core/kernels.h,
+// shared with the planner.
+using ::kvq::detail::tc_head_dim_built;
+using ::kvq::detail::tc_padded_head_dim;
 
 template <typename Tr>
 void launch_tc_prefill_traits(const TcPrefillParams& params, int batch_size, cudaStream_t stream) {
