@@ -13,7 +13,7 @@
 # Exits nonzero when any step fails. Environment knobs:
 #   KVQ_GPU_TEST_FILTER   gtest filter of the full run (default: everything)
 #   KVQ_GPU_TEST_TIMEOUT  seconds for the full run (default 170)
-#   KVQ_SANITIZER_TIMEOUT seconds for each sanitizer run (default 60)
+#   KVQ_SANITIZER_TIMEOUT seconds for each sanitizer run (default 60; synccheck twice that)
 set -u
 BIN=${1:-.devbin-gpu/kvq_gpu_tests}
 OUT=${OUT:-./gpu_check_out}
@@ -58,9 +58,12 @@ for tool in $SAN_TOOLS; do
   # synccheck tracks a bounded number of mbarriers: the decode's and the Hopper prefill's many CTAs
   # overflow the default and then report errors that are not there ("Detected overflow of tracked
   # cuda::barrier structures"); 65536 tracks them all.
+  # With that many tracked barriers synccheck is the slowest tool (over 60 s on the H200 for this
+  # filter), so it gets twice the time.
   extra=()
-  [ "$tool" = synccheck ] && extra=(--num-cuda-barriers 65536)
-  timeout "$SAN_TIMEOUT" "$SAN" --tool "$tool" "${extra[@]}" --error-exitcode 3 \
+  limit=$SAN_TIMEOUT
+  [ "$tool" = synccheck ] && extra=(--num-cuda-barriers 65536) && limit=$((2 * SAN_TIMEOUT))
+  timeout "$limit" "$SAN" --tool "$tool" "${extra[@]}" --error-exitcode 3 \
     "$BIN" --gtest_filter="$SAN_FILTER" --gtest_brief=1 > "$OUT/$tool.log" 2>&1
   rc=$?
   echo "$tool: rc=$rc in $(( $(date +%s) - start ))s; $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|hazard' "$OUT/$tool.log" | tail -1)" | tee -a "$summary"
