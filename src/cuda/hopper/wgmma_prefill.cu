@@ -63,10 +63,13 @@ void launch_wg_prefill(tc::TcPrefillParams params, int64_t max_packed_rows, int 
     }
   }
   const int order = ping_pong ? kWgPingPong : kWgSerial;
+  // bf16 q over int8: fp16 MMAs unless KVQ_WG_FP16_MATH=0 (the bf16-MMA form, kept for A/B runs).
+  const char* fp16_env = std::getenv("KVQ_WG_FP16_MATH");
+  const bool fp16_math = !(fp16_env != nullptr && std::strcmp(fp16_env, "0") == 0);
   auto s = static_cast<cudaStream_t>(stream);
   switch (padded_head_dim) {
 #define KVQ_WG_PREFILL_CASE(HD) \
-  case HD: launch_wg_hd##HD(params, maps, batch_size, q_fp16, kv_int8, order, s); break;
+  case HD: launch_wg_hd##HD(params, maps, batch_size, q_fp16, kv_int8, fp16_math, order, s); break;
     KVQ_FOR_EACH_WG_HEAD_DIM(KVQ_WG_PREFILL_CASE)
 #undef KVQ_WG_PREFILL_CASE
     default:
