@@ -115,6 +115,9 @@ struct WgTmaMaps {
   int use = 0;
   int pos_first = 0;  // the maps' dim 1 is the in-page position (HND), else the kv head
   int box_rows = 0;   // divides page_size and the KV tile; a multiple of 8
+  // int8 caches: the conversion's stores in plain order (KVQ_WG_PLAIN_STORES=1, for A/B runs; the
+  // default orders them free of bank conflicts). Results are identical either way.
+  int plain_stores = 0;
 };
 
 template <typename Tr, int kOrder>
@@ -248,20 +251,29 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, cons
       return [=](int r) { return tc::smem_addr(tile_base + wg::tile_offset(kTileKv, r, pc * 8)); };
     };
     auto stag_at = [&](uint8_t* stag) { return [=](int r) { return tc::smem_addr(stag + r * kHeadDim + pc * 16); }; };
-    // Staged int8 tile -> q dtype, into the ring's swizzled panels (exact).
+    // Staged int8 tile -> q dtype, into the ring's swizzled panels (exact). Each thread's 16 values
+    // are two 16-byte chunks of one panel row; the 8 threads of a store's shared-memory phase (one
+    // row, 128 bytes of int8) cover two panels, whose rows sit on the same banks, so the threads
+    // of odd panels store their high chunk first: the phase then hits 8 distinct chunks (no bank
+    // conflict) instead of 4 twice. (maps.plain_stores: low chunk first everywhere, for A/B runs.)
+    const bool hi_first = !maps.plain_stores && ((pc * 16) / 64) % 2 == 1;
+    const int c_first = pc * 16 + (hi_first ? 8 : 0);
+    const int c_second = pc * 16 + (hi_first ? 0 : 8);
     auto convert = [&](const uint8_t* stag, uint8_t* dst) {
       if (p.diag & 4) return;
 #pragma unroll 4
       for (int pass = 0; pass < kPasses; ++pass) {
         const int r = pr0 + pass * kRowsPerPass;
         const uint4 w = *reinterpret_cast<const uint4*>(stag + r * kHeadDim + pc * 16);
-        uint4 lo, hi;
-        tc::int8x4_to_pairs<T>(w.x, lo.x, lo.y);
-        tc::int8x4_to_pairs<T>(w.y, lo.z, lo.w);
-        tc::int8x4_to_pairs<T>(w.z, hi.x, hi.y);
-        tc::int8x4_to_pairs<T>(w.w, hi.z, hi.w);
-        *reinterpret_cast<uint4*>(dst + wg::tile_offset(kTileKv, r, pc * 16)) = lo;
-        *reinterpret_cast<uint4*>(dst + wg::tile_offset(kTileKv, r, pc * 16 + 8)) = hi;
+        const uint32_t w0 = hi_first ? w.z : w.x, w1 = hi_first ? w.w : w.y;
+        const uint32_t w2 = hi_first ? w.x : w.z, w3 = hi_first ? w.y : w.w;
+        uint4 first, second;
+        tc::int8x4_to_pairs<T>(w0, first.x, first.y);
+        tc::int8x4_to_pairs<T>(w1, first.z, first.w);
+        tc::int8x4_to_pairs<T>(w2, second.x, second.y);
+        tc::int8x4_to_pairs<T>(w3, second.z, second.w);
+        *reinterpret_cast<uint4*>(dst + wg::tile_offset(kTileKv, r, c_first)) = first;
+        *reinterpret_cast<uint4*>(dst + wg::tile_offset(kTileKv, r, c_second)) = second;
       }
     };
     // Token ptid of a tile, read ahead of its ring slot being free: its block-table lookup, its

@@ -1,7 +1,7 @@
 // src/cuda/hopper/wgmma_prefill_launch.cuh — the instantiation list of the Hopper prefill: per head
 // dim, q in {bf16, fp16} x cache in {q's dtype, int8}; int8 caches with per-token V scales under
-// fp16 MMAs take the kFactorV variant; bf16 q over int8 runs its MMAs in fp16 (kFp16Math) unless
-// KVQ_WG_FP16_MATH=0. The head dims are the CMake list KVQ_WG_HEAD_DIMS (KVQ_FOR_EACH_WG_HEAD_DIM in
+// fp16 MMAs take the kFactorV variant; bf16 q over int8 runs its MMAs in fp16 (kFp16Math) when
+// KVQ_WG_FP16_MATH=1. The head dims are the CMake list KVQ_WG_HEAD_DIMS (KVQ_FOR_EACH_WG_HEAD_DIM in
 // the generated kvq_config.h), one generated translation unit each,
 // <build>/generated/cuda/wgmma_prefill_hd<D>.cu holding KVQ_WG_PREFILL_INSTANTIATE(D) (from
 // wgmma_prefill_hd.cu.in).
@@ -41,7 +41,7 @@ void launch_wg_hd(const TcPrefillParams& params, const WgTmaMaps& maps, int batc
       launch_wg_traits<WgPrefillTraits<kHeadDim, __half, false>>(params, maps, batch_size, order, stream);
   } else {
     // bf16 q over int8: fp16 MMAs (kFp16Math), per-token V scales factored out of P as for fp16 q;
-    // fp16_math false (KVQ_WG_FP16_MATH=0): bf16 MMAs, the previous form, for A/B runs.
+    // fp16_math false (the default; KVQ_WG_FP16_MATH=1 sets it): bf16 MMAs.
     if (kv_int8 && fp16_math && params.v_scale_mode == tc::kScalePerToken)
       launch_wg_traits<WgPrefillTraits<kHeadDim, __nv_bfloat16, true, true, true>>(params, maps, batch_size, order,
                                                                                     stream);
