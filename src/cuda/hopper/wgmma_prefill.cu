@@ -39,6 +39,8 @@ void launch_wg_prefill(tc::TcPrefillParams params, int64_t max_packed_rows, int 
   params.diag = wg_diag();
   // 16-bit caches: K/V tiles by TMA where the page size allows whole boxes (KVQ_WG_TMA=0: cp.async).
   WgTmaMaps maps{};
+  const char* stores_env = std::getenv("KVQ_WG_PLAIN_STORES");
+  maps.plain_stores = stores_env != nullptr && std::strcmp(stores_env, "1") == 0 ? 1 : 0;
   const char* tma_env = std::getenv("KVQ_WG_TMA");
   if (!kv_int8 && !(tma_env != nullptr && std::strcmp(tma_env, "0") == 0)) {
     const int64_t page = params.page_div.d;
@@ -63,10 +65,14 @@ void launch_wg_prefill(tc::TcPrefillParams params, int64_t max_packed_rows, int 
     }
   }
   const int order = ping_pong ? kWgPingPong : kWgSerial;
+  // bf16 q over int8: fp16 MMAs with KVQ_WG_FP16_MATH=1 (opt-in: on the H200 it measured -10% to
+  // +8% by shape against the bf16 MMAs, docs/perf-notes.md).
+  const char* fp16_env = std::getenv("KVQ_WG_FP16_MATH");
+  const bool fp16_math = fp16_env != nullptr && std::strcmp(fp16_env, "1") == 0;
   auto s = static_cast<cudaStream_t>(stream);
   switch (padded_head_dim) {
 #define KVQ_WG_PREFILL_CASE(HD) \
-  case HD: launch_wg_hd##HD(params, maps, batch_size, q_fp16, kv_int8, order, s); break;
+  case HD: launch_wg_hd##HD(params, maps, batch_size, q_fp16, kv_int8, fp16_math, order, s); break;
     KVQ_FOR_EACH_WG_HEAD_DIM(KVQ_WG_PREFILL_CASE)
 #undef KVQ_WG_PREFILL_CASE
     default:

@@ -38,6 +38,7 @@
 #include <cuda_fp16.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "src/cuda/common/mma_int8.cuh"
 #include "src/cuda/common/wgmma.cuh"
@@ -56,10 +57,19 @@ constexpr int kWgOverlap = 1;   // FlashAttention-3's intra-warpgroup order
 constexpr int kWgPingPong = 2;  // the same, and the two consumers take turns issuing GEMMs
 constexpr int wg_tile_kv(int head_dim) { return head_dim <= 128 ? 128 : 64; }
 
-template <int kHeadDim_, typename DTypeQ_, bool kKvInt8_, bool kFactorV_ = false>
+// kFp16Math (bf16 q over an int8 cache): the MMAs run in fp16. int8 K/V convert to fp16 exactly
+// with half the instructions of bf16 (common/convert.cuh), the producer's conversion being what
+// bounds the int8 kernel (docs/perf-notes.md); Q (with the per-channel K scale folded in) is scaled
+// per warpgroup by a power of two that puts its largest finite |value| in [2^14, 2^15) and rounded
+// to fp16 (11 significant bits against bf16's 8, so every bf16 q is exact unless it is below 2^-28
+// of the warpgroup's largest); P is rounded to fp16 (finer than bf16); per-token V scales are
+// factored out of P as for fp16 q (kFactorV). out and lse are written as always.
+template <int kHeadDim_, typename DTypeQ_, bool kKvInt8_, bool kFactorV_ = false, bool kFp16Math_ = false>
 struct WgPrefillTraits {
   static constexpr int kHeadDim = kHeadDim_;
   using DTypeQ = DTypeQ_;
+  static constexpr bool kFp16Math = kFp16Math_;
+  using DTypeMma = std::conditional_t<kFp16Math_, __half, DTypeQ_>;  // the MMAs' operands
   static constexpr bool kKvInt8 = kKvInt8_;
   static constexpr bool kFactorV = kFactorV_;
   static constexpr int kTileQ = wg_tile_q();
@@ -84,13 +94,15 @@ struct WgPrefillTraits {
   static constexpr int kMaxBoxes = kTileKv / 8;
   static constexpr int kBoxOff = kOffOff + kStages * kTileKv * 8;  // int2 [kStages][kMaxBoxes]
   static constexpr int kFlagOff = kBoxOff + kStages * kMaxBoxes * 8;  // int [kStages]
-  static constexpr int kBarOff = (kFlagOff + kStages * 4 + 7) / 8 * 8;  // uint64 full_k, full_v, empty_k, empty_v [kStages]
+  static constexpr int kQmaxOff = kFlagOff + kStages * 4;  // float [2 consumers][4 warps] (kFp16Math)
+  static constexpr int kBarOff = (kQmaxOff + 8 * 4 + 7) / 8 * 8;  // uint64 full_k, full_v, empty_k, empty_v [kStages]
   // The dynamic shared memory base is 1024-aligned on sm_90 (checked by the kernel).
   static constexpr int kSmemBytes = kBarOff + 4 * kStages * 8;
 
   static_assert(kHeadDim % 64 == 0 && kHeadDim <= 256, "head dims are whole 64-column panels up to 256");
   static_assert(kTileKv <= 128 && kTileKv % 32 == 0, "one producer thread per token; whole warps of V scales");
   static_assert(kKvTileBytes % 1024 == 0 && kQBytes % 1024 == 0, "panels start at 1024-byte boundaries");
+  static_assert(!kFp16Math || (kKvInt8 && std::is_same_v<DTypeQ_, __nv_bfloat16>), "fp16 math: bf16 q over int8");
   static_assert(kSmemBytes <= 232448, "shared memory of one CTA on sm_90");
   static_assert(kProducerRegs * 128 + kConsumerRegs * 256 <= 168 * 384, "setmaxnreg within the launch allocation");
 };
@@ -103,12 +115,16 @@ struct WgTmaMaps {
   int use = 0;
   int pos_first = 0;  // the maps' dim 1 is the in-page position (HND), else the kv head
   int box_rows = 0;   // divides page_size and the KV tile; a multiple of 8
+  // int8 caches: the conversion's stores in plain order (KVQ_WG_PLAIN_STORES=1, for A/B runs; the
+  // default orders them free of bank conflicts). Results are identical either way.
+  int plain_stores = 0;
 };
 
 template <typename Tr, int kOrder>
 __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, const WgTmaMaps& maps, uint8_t* smem_raw) {
 #if KVQ_SM90_ENABLED
-  using T = typename Tr::DTypeQ;
+  using T = typename Tr::DTypeMma;  // the MMAs' operands (the converted K/V, Q in shared memory, P)
+  using TQ = typename Tr::DTypeQ;   // q and out
   constexpr int kHeadDim = Tr::kHeadDim;
   constexpr int kTileQ = Tr::kTileQ;
   constexpr int kTileKv = Tr::kTileKv;
@@ -235,20 +251,29 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, cons
       return [=](int r) { return tc::smem_addr(tile_base + wg::tile_offset(kTileKv, r, pc * 8)); };
     };
     auto stag_at = [&](uint8_t* stag) { return [=](int r) { return tc::smem_addr(stag + r * kHeadDim + pc * 16); }; };
-    // Staged int8 tile -> q dtype, into the ring's swizzled panels (exact).
+    // Staged int8 tile -> q dtype, into the ring's swizzled panels (exact). Each thread's 16 values
+    // are two 16-byte chunks of one panel row; the 8 threads of a store's shared-memory phase (one
+    // row, 128 bytes of int8) cover two panels, whose rows sit on the same banks, so the threads
+    // of odd panels store their high chunk first: the phase then hits 8 distinct chunks (no bank
+    // conflict) instead of 4 twice. (maps.plain_stores: low chunk first everywhere, for A/B runs.)
+    const bool hi_first = !maps.plain_stores && ((pc * 16) / 64) % 2 == 1;
+    const int c_first = pc * 16 + (hi_first ? 8 : 0);
+    const int c_second = pc * 16 + (hi_first ? 0 : 8);
     auto convert = [&](const uint8_t* stag, uint8_t* dst) {
       if (p.diag & 4) return;
 #pragma unroll 4
       for (int pass = 0; pass < kPasses; ++pass) {
         const int r = pr0 + pass * kRowsPerPass;
         const uint4 w = *reinterpret_cast<const uint4*>(stag + r * kHeadDim + pc * 16);
-        uint4 lo, hi;
-        tc::int8x4_to_pairs<T>(w.x, lo.x, lo.y);
-        tc::int8x4_to_pairs<T>(w.y, lo.z, lo.w);
-        tc::int8x4_to_pairs<T>(w.z, hi.x, hi.y);
-        tc::int8x4_to_pairs<T>(w.w, hi.z, hi.w);
-        *reinterpret_cast<uint4*>(dst + wg::tile_offset(kTileKv, r, pc * 16)) = lo;
-        *reinterpret_cast<uint4*>(dst + wg::tile_offset(kTileKv, r, pc * 16 + 8)) = hi;
+        const uint32_t w0 = hi_first ? w.z : w.x, w1 = hi_first ? w.w : w.y;
+        const uint32_t w2 = hi_first ? w.x : w.z, w3 = hi_first ? w.y : w.w;
+        uint4 first, second;
+        tc::int8x4_to_pairs<T>(w0, first.x, first.y);
+        tc::int8x4_to_pairs<T>(w1, first.z, first.w);
+        tc::int8x4_to_pairs<T>(w2, second.x, second.y);
+        tc::int8x4_to_pairs<T>(w3, second.z, second.w);
+        *reinterpret_cast<uint4*>(dst + wg::tile_offset(kTileKv, r, c_first)) = first;
+        *reinterpret_cast<uint4*>(dst + wg::tile_offset(kTileKv, r, c_second)) = second;
       }
     };
     // Token ptid of a tile, read ahead of its ring slot being free: its block-table lookup, its
@@ -419,31 +444,77 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, cons
   };
 
   // ---- Q rows of this warpgroup -> shared (swizzled panels; K's per-channel scale folded in) ----
+  float q_pow2 = 1.f;  // kFp16Math: Q was stored times 1 / q_pow2 (a power of two); S is scaled back
   {
-    const T* q_ptr = static_cast<const T*>(p.q);
+    const TQ* q_ptr = static_cast<const TQ*>(p.q);
     constexpr int kQChunks = kHeadDim / 8;
-    for (int idx = ctid; idx < 64 * kQChunks; idx += 128) {
+    // Chunk idx of this warpgroup's rows (8 values): false for padding rows and columns (zeros).
+    auto q_src = [&](int idx) -> const TQ* {
       const int r = cw * 64 + idx / kQChunks;
       const int ch = idx % kQChunks;
       const int pr = row0 + r;
-      uint4 v = make_uint4(0, 0, 0, 0);
-      if (pr < packed_len && ch * 8 < p.head_dim) {
-        uint32_t tok, hin;
-        p.group_div.divmod(static_cast<uint32_t>(pr), tok, hin);
-        const T* src = q_ptr + (static_cast<int64_t>(q_start) + tok) * p.q_stride_n +
-                       static_cast<int64_t>(q_head_of(static_cast<int>(hin))) * p.q_stride_h + ch * 8;
-        v = *reinterpret_cast<const uint4*>(src);
-        if (k_per_channel) {
-          uint32_t* w = reinterpret_cast<uint32_t*>(&v);
+      if (!(pr < packed_len && ch * 8 < p.head_dim)) return nullptr;
+      uint32_t tok, hin;
+      p.group_div.divmod(static_cast<uint32_t>(pr), tok, hin);
+      return q_ptr + (static_cast<int64_t>(q_start) + tok) * p.q_stride_n +
+             static_cast<int64_t>(q_head_of(static_cast<int>(hin))) * p.q_stride_h + ch * 8;
+    };
+    // The chunk as fp32, times K's per-channel scale.
+    auto load_chunk = [&](const TQ* src, int ch, float (&x)[8]) {
+      const uint4 v = *reinterpret_cast<const uint4*>(src);
+      const uint32_t* w = reinterpret_cast<const uint32_t*>(&v);
 #pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int d = ch * 8 + 2 * e;
-            const float2 x = tc::unpack2<T>(w[e]);
-            const float s0 = tc::load_scale_any(p.k_scale, kv_head * p.ks_stride_a + d * p.ks_stride_b, p.k_scale_dtype);
-            const float s1 =
-                tc::load_scale_any(p.k_scale, kv_head * p.ks_stride_a + (d + 1) * p.ks_stride_b, p.k_scale_dtype);
-            w[e] = tc::pack2<T>(x.x * s0, x.y * s1);
-          }
+      for (int e = 0; e < 4; ++e) {
+        const float2 f = tc::unpack2<TQ>(w[e]);
+        x[2 * e] = f.x;
+        x[2 * e + 1] = f.y;
+        if (k_per_channel) {
+          const int d = ch * 8 + 2 * e;
+          x[2 * e] *= tc::load_scale_any(p.k_scale, kv_head * p.ks_stride_a + d * p.ks_stride_b, p.k_scale_dtype);
+          x[2 * e + 1] *=
+              tc::load_scale_any(p.k_scale, kv_head * p.ks_stride_a + (d + 1) * p.ks_stride_b, p.k_scale_dtype);
+        }
+      }
+    };
+    float q_inv = 1.f;
+    if constexpr (Tr::kFp16Math) {
+      // The largest finite |q'| of the warpgroup's rows (non-finite values stay non-finite in fp16
+      // and make their rows NaN as in bf16 math).
+      float amax = 0.f;
+      for (int idx = ctid; idx < 64 * kQChunks; idx += 128) {
+        const TQ* src = q_src(idx);
+        if (src == nullptr) continue;
+        float x[8];
+        load_chunk(src, idx % kQChunks, x);
+#pragma unroll
+        for (int e = 0; e < 8; ++e)
+          if (fabsf(x[e]) <= 3.402823466e38f) amax = fmaxf(amax, fabsf(x[e]));
+      }
+      const unsigned wmax = __reduce_max_sync(0xffffffffu, __float_as_uint(amax));  // non-negative floats
+      float* s_qmax = reinterpret_cast<float*>(smem + Tr::kQmaxOff) + cw * 4;
+      if (lane == 0) s_qmax[warp_in] = __uint_as_float(wmax);
+      wg::named_sync(2 + cw, 128);
+      amax = fmaxf(fmaxf(s_qmax[0], s_qmax[1]), fmaxf(s_qmax[2], s_qmax[3]));
+      // 2^e with e in [-120, 120]: both 2^e and 2^-e are normal floats.
+      const int e = amax > 0.f ? min(max(ilogbf(amax) - 14, -120), 120) : 0;
+      q_pow2 = ldexpf(1.f, e);
+      q_inv = ldexpf(1.f, -e);
+    }
+    for (int idx = ctid; idx < 64 * kQChunks; idx += 128) {
+      const int r = cw * 64 + idx / kQChunks;
+      const int ch = idx % kQChunks;
+      const TQ* src = q_src(idx);
+      uint4 v = make_uint4(0, 0, 0, 0);
+      if (src != nullptr) {
+        if (!k_per_channel && !Tr::kFp16Math) {
+          v = *reinterpret_cast<const uint4*>(src);  // as it is
+        } else {
+          float x[8];
+          load_chunk(src, ch, x);
+          v.x = tc::pack2<T>(x[0] * q_inv, x[1] * q_inv);
+          v.y = tc::pack2<T>(x[2] * q_inv, x[3] * q_inv);
+          v.z = tc::pack2<T>(x[4] * q_inv, x[5] * q_inv);
+          v.w = tc::pack2<T>(x[6] * q_inv, x[7] * q_inv);
         }
       }
       *reinterpret_cast<uint4*>(s_q + wg::tile_offset(kTileQ, r, ch * 8)) = v;
@@ -502,7 +573,7 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, cons
     const bool tile_has_invalid = s_flag[slot] != 0;
     const bool need_mask = tile_has_invalid || tile_needs_mask(kv0, kTileKv, kv_len, pos_min, pos_max, p.causal != 0,
                                                                p.local_window, p.global_window);
-    const float sc_mul = k_per_token ? 1.f : p.sm_scale_log2;
+    const float sc_mul = (k_per_token ? 1.f : p.sm_scale_log2) * q_pow2;
     if (k_per_token) {
 #pragma unroll
       for (int nb = 0; nb < kNbKv; ++nb) {
@@ -707,7 +778,7 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, cons
   }
 
   // ---- epilogue: normalize, per-channel V scale, write rows that exist ----
-  T* out_ptr = static_cast<T*>(p.out);
+  TQ* out_ptr = static_cast<TQ*>(p.out);
   constexpr float kLn2 = 0.693147180559945309f;
 #pragma unroll
   for (int rr = 0; rr < 2; ++rr) {
@@ -724,7 +795,7 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, cons
     p.group_div.divmod(static_cast<uint32_t>(pr), tok, hin);
     const int64_t tq = static_cast<int64_t>(q_start) + tok;
     const int qh = q_head_of(static_cast<int>(hin));
-    T* orow = out_ptr + tq * p.o_stride_n + static_cast<int64_t>(qh) * p.o_stride_h;
+    TQ* orow = out_ptr + tq * p.o_stride_n + static_cast<int64_t>(qh) * p.o_stride_h;
 #pragma unroll
     for (int nb = 0; nb < kNbD; ++nb) {
       const int d = nb * 8 + 2 * (lane % 4);
@@ -737,7 +808,7 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, cons
         }
         if (empty_row) v0 = v1 = 0.f;
         if (nan_row) v0 = v1 = kNaN;
-        *reinterpret_cast<uint32_t*>(orow + d) = tc::pack2<T>(v0, v1);
+        *reinterpret_cast<uint32_t*>(orow + d) = tc::pack2<TQ>(v0, v1);
       }
     }
     if (p.lse != nullptr && lane % 4 == 0) {

@@ -1,6 +1,7 @@
 // src/cuda/hopper/wgmma_prefill_launch.cuh — the instantiation list of the Hopper prefill: per head
-// dim, q in {bf16, fp16} x cache in {q's dtype, int8}, plus fp16 q over int8 with per-token V
-// scales (kFactorV). The head dims are the CMake list KVQ_WG_HEAD_DIMS (KVQ_FOR_EACH_WG_HEAD_DIM in
+// dim, q in {bf16, fp16} x cache in {q's dtype, int8}; int8 caches with per-token V scales under
+// fp16 MMAs take the kFactorV variant; bf16 q over int8 runs its MMAs in fp16 (kFp16Math) when
+// KVQ_WG_FP16_MATH=1. The head dims are the CMake list KVQ_WG_HEAD_DIMS (KVQ_FOR_EACH_WG_HEAD_DIM in
 // the generated kvq_config.h), one generated translation unit each,
 // <build>/generated/cuda/wgmma_prefill_hd<D>.cu holding KVQ_WG_PREFILL_INSTANTIATE(D) (from
 // wgmma_prefill_hd.cu.in).
@@ -30,7 +31,7 @@ void launch_wg_traits(const TcPrefillParams& params, const WgTmaMaps& maps, int 
 
 template <int kHeadDim>
 void launch_wg_hd(const TcPrefillParams& params, const WgTmaMaps& maps, int batch_size, bool q_fp16, bool kv_int8,
-                  int order, cudaStream_t stream) {
+                  bool fp16_math, int order, cudaStream_t stream) {
   if (q_fp16) {
     if (kv_int8 && params.v_scale_mode == tc::kScalePerToken)
       launch_wg_traits<WgPrefillTraits<kHeadDim, __half, true, true>>(params, maps, batch_size, order, stream);
@@ -39,7 +40,15 @@ void launch_wg_hd(const TcPrefillParams& params, const WgTmaMaps& maps, int batc
     else
       launch_wg_traits<WgPrefillTraits<kHeadDim, __half, false>>(params, maps, batch_size, order, stream);
   } else {
-    if (kv_int8)
+    // bf16 q over int8: fp16 MMAs (kFp16Math), per-token V scales factored out of P as for fp16 q;
+    // fp16_math false (the default; KVQ_WG_FP16_MATH=1 sets it): bf16 MMAs.
+    if (kv_int8 && fp16_math && params.v_scale_mode == tc::kScalePerToken)
+      launch_wg_traits<WgPrefillTraits<kHeadDim, __nv_bfloat16, true, true, true>>(params, maps, batch_size, order,
+                                                                                    stream);
+    else if (kv_int8 && fp16_math)
+      launch_wg_traits<WgPrefillTraits<kHeadDim, __nv_bfloat16, true, false, true>>(params, maps, batch_size, order,
+                                                                                     stream);
+    else if (kv_int8)
       launch_wg_traits<WgPrefillTraits<kHeadDim, __nv_bfloat16, true>>(params, maps, batch_size, order, stream);
     else
       launch_wg_traits<WgPrefillTraits<kHeadDim, __nv_bfloat16, false>>(params, maps, batch_size, order, stream);
@@ -49,7 +58,7 @@ void launch_wg_hd(const TcPrefillParams& params, const WgTmaMaps& maps, int batc
 // The head dims with an instantiation: src/core/kernels.h wg_has_head_dim (KVQ_WG_HEAD_DIMS).
 // launch_wg_hd<D> for each head dim of KVQ_FOR_EACH_WG_HEAD_DIM, defined in its wgmma_prefill_hd<D>.cu.
 #define KVQ_WG_PREFILL_DECLARE(HD) \
-  void launch_wg_hd##HD(const TcPrefillParams&, const WgTmaMaps&, int, bool, bool, int, cudaStream_t);
+  void launch_wg_hd##HD(const TcPrefillParams&, const WgTmaMaps&, int, bool, bool, bool, int, cudaStream_t);
 KVQ_FOR_EACH_WG_HEAD_DIM(KVQ_WG_PREFILL_DECLARE)
 #undef KVQ_WG_PREFILL_DECLARE
 
@@ -58,7 +67,7 @@ KVQ_FOR_EACH_WG_HEAD_DIM(KVQ_WG_PREFILL_DECLARE)
 #define KVQ_WG_PREFILL_INSTANTIATE(HD)                                                                  \
   namespace kvq::cuda::hopper {                                                                         \
   void launch_wg_hd##HD(const TcPrefillParams& params, const WgTmaMaps& maps, int batch_size, bool q_fp16, \
-                        bool kv_int8, int order, cudaStream_t stream) {                                 \
-    launch_wg_hd<HD>(params, maps, batch_size, q_fp16, kv_int8, order, stream);                         \
+                        bool kv_int8, bool fp16_math, int order, cudaStream_t stream) {                 \
+    launch_wg_hd<HD>(params, maps, batch_size, q_fp16, kv_int8, fp16_math, order, stream);              \
   }                                                                                                     \
   }
