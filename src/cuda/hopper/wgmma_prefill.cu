@@ -69,10 +69,13 @@ void launch_wg_prefill(tc::TcPrefillParams params, int64_t max_packed_rows, int 
   // +8% by shape against the bf16 MMAs, docs/perf-notes.md).
   const char* fp16_env = std::getenv("KVQ_WG_FP16_MATH");
   const bool fp16_math = fp16_env != nullptr && std::strcmp(fp16_env, "1") == 0;
+  // int8: two producer warpgroups with KVQ_WG_INT8_PRODUCERS=2 (opt-in until measured faster).
+  const char* prod_env = std::getenv("KVQ_WG_INT8_PRODUCERS");
+  const bool two_producers = prod_env != nullptr && std::strcmp(prod_env, "2") == 0;
   auto s = static_cast<cudaStream_t>(stream);
   switch (padded_head_dim) {
 #define KVQ_WG_PREFILL_CASE(HD) \
-  case HD: launch_wg_hd##HD(params, maps, batch_size, q_fp16, kv_int8, fp16_math, order, s); break;
+  case HD: launch_wg_hd##HD(params, maps, batch_size, q_fp16, kv_int8, fp16_math, two_producers, order, s); break;
     KVQ_FOR_EACH_WG_HEAD_DIM(KVQ_WG_PREFILL_CASE)
 #undef KVQ_WG_PREFILL_CASE
     default:

@@ -7,7 +7,8 @@
 // metadata handling, scale identities and non-finite rules (docs/design.md §1, docs/api.md); only
 // the mainloop differs. One CTA = (tile of 128 packed query rows, kv head, sequence).
 //
-// Threads: three warpgroups.
+// Threads: three warpgroups (four for int8 caches with kProducerWGs 2: two producers splitting
+// each tile's rows, the consumers being warpgroups 2 and 3).
 // - Warpgroup 0, the producer (setmaxnreg down to kProducerRegs): for each KV tile of the
 //   iteration order it reads the tile's block-table entries and per-token scales one tile ahead
 //   (registers, and row offsets in shared memory), waits for the ring slot's K half to be free
@@ -64,7 +65,12 @@ constexpr int wg_tile_kv(int head_dim) { return head_dim <= 128 ? 128 : 64; }
 // to fp16 (11 significant bits against bf16's 8, so every bf16 q is exact unless it is below 2^-28
 // of the warpgroup's largest); P is rounded to fp16 (finer than bf16); per-token V scales are
 // factored out of P as for fp16 q (kFactorV). out and lse are written as always.
-template <int kHeadDim_, typename DTypeQ_, bool kKvInt8_, bool kFactorV_ = false, bool kFp16Math_ = false>
+// kProducerWGs_ 2 (int8 caches, KVQ_WG_INT8_PRODUCERS=2): two producer warpgroups stage and convert
+// each tile, half its rows each, so the conversion's dependent chains have two warps per SM
+// sub-partition instead of one (the int8 kernel measured latency-bound there, docs/perf-notes.md);
+// 512 threads, the consumers' registers down to 200.
+template <int kHeadDim_, typename DTypeQ_, bool kKvInt8_, bool kFactorV_ = false, bool kFp16Math_ = false,
+          int kProducerWGs_ = 1>
 struct WgPrefillTraits {
   static constexpr int kHeadDim = kHeadDim_;
   using DTypeQ = DTypeQ_;
@@ -75,9 +81,12 @@ struct WgPrefillTraits {
   static constexpr int kTileQ = wg_tile_q();
   static constexpr int kTileKv = wg_tile_kv(kHeadDim);
   static constexpr int kStages = 2;
-  static constexpr int kNumThreads = 384;
+  static constexpr int kProducerWGs = kProducerWGs_;
+  static constexpr int kProducerThreads = 128 * kProducerWGs;
+  static constexpr int kNumThreads = kProducerThreads + 256;
+  static constexpr int kLaunchRegs = kNumThreads == 384 ? 168 : 128;  // per thread, one CTA per SM
   static constexpr int kProducerRegs = kKvInt8 ? 56 : 40;  // int8: the staging + conversion needs 56 (spills at 40)
-  static constexpr int kConsumerRegs = kKvInt8 ? 224 : 232;  // within 168 x 384 (the launch allocation)
+  static constexpr int kConsumerRegs = kProducerWGs == 2 ? 200 : (kKvInt8 ? 224 : 232);
   static constexpr int kQPanelBytes = kTileQ * 128;
   static constexpr int kQBytes = kTileQ * kHeadDim * 2;
   static constexpr int kKvPanelBytes = kTileKv * 128;
@@ -104,7 +113,9 @@ struct WgPrefillTraits {
   static_assert(kKvTileBytes % 1024 == 0 && kQBytes % 1024 == 0, "panels start at 1024-byte boundaries");
   static_assert(!kFp16Math || (kKvInt8 && std::is_same_v<DTypeQ_, __nv_bfloat16>), "fp16 math: bf16 q over int8");
   static_assert(kSmemBytes <= 232448, "shared memory of one CTA on sm_90");
-  static_assert(kProducerRegs * 128 + kConsumerRegs * 256 <= 168 * 384, "setmaxnreg within the launch allocation");
+  static_assert(kProducerWGs == 1 || (kProducerWGs == 2 && kKvInt8), "two producer warpgroups: int8 caches");
+  static_assert(kProducerRegs * kProducerThreads + kConsumerRegs * 256 <= kLaunchRegs * kNumThreads,
+                "setmaxnreg within the launch allocation");
 };
 
 // The Hopper prefill over a 16-bit cache: K and V tiles by TMA through these maps (box 128 bytes x
@@ -195,8 +206,8 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, cons
       // full_k: the producer's 128 threads (and, 16-bit caches by cp.async, their 128 copy
       // arrivals; by TMA thread 0's arrival carries the tile's bytes); full_v: 128 copy or
       // conversion arrivals, or one TMA arrival.
-      wg::mbar_init(&full_k[s], (Tr::kKvInt8 || maps.use) ? 128 : 256);
-      wg::mbar_init(&full_v[s], (!Tr::kKvInt8 && maps.use) ? 1 : 128);
+      wg::mbar_init(&full_k[s], (Tr::kKvInt8 || maps.use) ? Tr::kProducerThreads : 2 * Tr::kProducerThreads);
+      wg::mbar_init(&full_v[s], (!Tr::kKvInt8 && maps.use) ? 1 : Tr::kProducerThreads);
       wg::mbar_init(&empty_k[s], 256);
       wg::mbar_init(&empty_v[s], 256);
     }
@@ -214,16 +225,17 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, cons
   };
 
   const int warpgroup = tid / 128;
-  if (warpgroup == 0) {
+  if (warpgroup < Tr::kProducerWGs) {
     // ================= producer =================
     wg::regs_dec<Tr::kProducerRegs>();
     const int ptid = tid;
     constexpr int kElemBytes = Tr::kKvInt8 ? 1 : 2;
     constexpr int kSrcElems = 16 / kElemBytes;        // elements per 16-byte copy
     constexpr int kSrcChunks = kHeadDim / kSrcElems;  // copies per row
-    constexpr int kRowsPerPass = 128 / kSrcChunks;
+    constexpr int kPThreads = Tr::kProducerThreads;
+    constexpr int kRowsPerPass = kPThreads / kSrcChunks;
     constexpr int kPasses = kTileKv / kRowsPerPass;
-    static_assert(128 % kSrcChunks == 0 && kTileKv % kRowsPerPass == 0, "producer thread mapping");
+    static_assert(kPThreads % kSrcChunks == 0 && kTileKv % kRowsPerPass == 0, "producer thread mapping");
     const int pc = ptid % kSrcChunks;
     const int pr0 = ptid / kSrcChunks;
     const uint8_t* k_base = static_cast<const uint8_t*>(p.k_cache) + kv_head * p.k_stride_head * kElemBytes;
@@ -322,7 +334,7 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, cons
           }
         }
       }
-      const bool any_invalid = wg::named_sync_or(1, 128, t.hole);
+      const bool any_invalid = wg::named_sync_or(1, kPThreads, t.hole);
       if (ptid == 0) s_flag[slot] = any_invalid ? 1 : 0;
     };
 
@@ -336,7 +348,7 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, cons
       // publishes s_off to the copies of it + 1).
       if (n_iter > 0) {
         meta = fetch(0, 0);
-        wg::named_sync(1, 128);
+        wg::named_sync(1, kPThreads);
         issue(0, false, stag_at(s_stag_k));
         tc::cp_async_commit();
         issue(0, true, stag_at(s_stag_v));
@@ -350,20 +362,20 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, cons
         publish(meta, slot);
         if (more) meta = fetch(it + 1, (it + 1) % kStages);
         tc::cp_async_wait<1>();
-        wg::named_sync(1, 128);  // K(it) staged by every producer thread
+        wg::named_sync(1, kPThreads);  // K(it) staged by every producer thread
         convert(s_stag_k, s_k);
         wg::fence_async_smem();
         wg::mbar_arrive(&full_k[slot]);
-        wg::named_sync(1, 128);  // staging K read by everyone
+        wg::named_sync(1, kPThreads);  // staging K read by everyone
         if (more) issue((it + 1) % kStages, false, stag_at(s_stag_k));
         tc::cp_async_commit();
         tc::cp_async_wait<1>();
-        wg::named_sync(1, 128);  // V(it) staged
+        wg::named_sync(1, kPThreads);  // V(it) staged
         wg::mbar_wait(&empty_v[slot], ((it / kStages) & 1) ^ 1);
         convert(s_stag_v, s_k + Tr::kKvTileBytes);
         wg::fence_async_smem();
         wg::mbar_arrive(&full_v[slot]);
-        wg::named_sync(1, 128);  // staging V read by everyone
+        wg::named_sync(1, kPThreads);  // staging V read by everyone
         if (more) issue((it + 1) % kStages, true, stag_at(s_stag_v));
         tc::cp_async_commit();
       }
@@ -436,7 +448,7 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, cons
 
   // ================= consumers =================
   wg::regs_inc<Tr::kConsumerRegs>();
-  const int cw = warpgroup - 1;  // 0 or 1: rows [64 cw, 64 cw + 64) of the tile
+  const int cw = warpgroup - Tr::kProducerWGs;  // 0 or 1: rows [64 cw, 64 cw + 64) of the tile
   const int ctid = tid - 128 * warpgroup;
   const int warp_in = ctid / 32;
   auto q_head_of = [&](int head_in_group) {
@@ -687,7 +699,7 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, cons
       if (maps.use && r0 < kTileKv) {
         uint8_t* vt = stage_k(it % kStages) + Tr::kKvTileBytes;
         constexpr int kChunks = kHeadDim / 8;
-        for (int idx = tid - 128; idx < (kTileKv - r0) * kChunks; idx += 256) {
+        for (int idx = tid - Tr::kProducerThreads; idx < (kTileKv - r0) * kChunks; idx += 256) {
           const int r = r0 + idx / kChunks, c = idx % kChunks;
           *reinterpret_cast<uint4*>(vt + wg::tile_offset(kTileKv, r, c * 8)) = make_uint4(0, 0, 0, 0);
         }

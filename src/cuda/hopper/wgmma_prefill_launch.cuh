@@ -31,11 +31,19 @@ void launch_wg_traits(const TcPrefillParams& params, const WgTmaMaps& maps, int 
 
 template <int kHeadDim>
 void launch_wg_hd(const TcPrefillParams& params, const WgTmaMaps& maps, int batch_size, bool q_fp16, bool kv_int8,
-                  bool fp16_math, int order, cudaStream_t stream) {
+                  bool fp16_math, bool two_producers, int order, cudaStream_t stream) {
+  // two_producers (KVQ_WG_INT8_PRODUCERS=2): int8 caches without factored V scales and with the
+  // q dtype's MMAs stage and convert with two producer warpgroups; head dims up to 128 (at 512
+  // threads a thread starts with 128 registers, fewer than one m64n256 wgmma's accumulators).
+  if constexpr (kHeadDim > 128) two_producers = false;
   if (q_fp16) {
     if (kv_int8 && params.v_scale_mode == tc::kScalePerToken)
       launch_wg_traits<WgPrefillTraits<kHeadDim, __half, true, true>>(params, maps, batch_size, order, stream);
-    else if (kv_int8)
+    else if (kv_int8 && two_producers) {
+      if constexpr (kHeadDim <= 128)
+        launch_wg_traits<WgPrefillTraits<kHeadDim, __half, true, false, false, 2>>(params, maps, batch_size, order,
+                                                                                   stream);
+    } else if (kv_int8)
       launch_wg_traits<WgPrefillTraits<kHeadDim, __half, true>>(params, maps, batch_size, order, stream);
     else
       launch_wg_traits<WgPrefillTraits<kHeadDim, __half, false>>(params, maps, batch_size, order, stream);
@@ -48,7 +56,11 @@ void launch_wg_hd(const TcPrefillParams& params, const WgTmaMaps& maps, int batc
     else if (kv_int8 && fp16_math)
       launch_wg_traits<WgPrefillTraits<kHeadDim, __nv_bfloat16, true, false, true>>(params, maps, batch_size, order,
                                                                                      stream);
-    else if (kv_int8)
+    else if (kv_int8 && two_producers) {
+      if constexpr (kHeadDim <= 128)
+        launch_wg_traits<WgPrefillTraits<kHeadDim, __nv_bfloat16, true, false, false, 2>>(params, maps, batch_size,
+                                                                                          order, stream);
+    } else if (kv_int8)
       launch_wg_traits<WgPrefillTraits<kHeadDim, __nv_bfloat16, true>>(params, maps, batch_size, order, stream);
     else
       launch_wg_traits<WgPrefillTraits<kHeadDim, __nv_bfloat16, false>>(params, maps, batch_size, order, stream);
@@ -58,7 +70,7 @@ void launch_wg_hd(const TcPrefillParams& params, const WgTmaMaps& maps, int batc
 // The head dims with an instantiation: src/core/kernels.h wg_has_head_dim (KVQ_WG_HEAD_DIMS).
 // launch_wg_hd<D> for each head dim of KVQ_FOR_EACH_WG_HEAD_DIM, defined in its wgmma_prefill_hd<D>.cu.
 #define KVQ_WG_PREFILL_DECLARE(HD) \
-  void launch_wg_hd##HD(const TcPrefillParams&, const WgTmaMaps&, int, bool, bool, bool, int, cudaStream_t);
+  void launch_wg_hd##HD(const TcPrefillParams&, const WgTmaMaps&, int, bool, bool, bool, bool, int, cudaStream_t);
 KVQ_FOR_EACH_WG_HEAD_DIM(KVQ_WG_PREFILL_DECLARE)
 #undef KVQ_WG_PREFILL_DECLARE
 
@@ -67,7 +79,7 @@ KVQ_FOR_EACH_WG_HEAD_DIM(KVQ_WG_PREFILL_DECLARE)
 #define KVQ_WG_PREFILL_INSTANTIATE(HD)                                                                  \
   namespace kvq::cuda::hopper {                                                                         \
   void launch_wg_hd##HD(const TcPrefillParams& params, const WgTmaMaps& maps, int batch_size, bool q_fp16, \
-                        bool kv_int8, bool fp16_math, int order, cudaStream_t stream) {                 \
-    launch_wg_hd<HD>(params, maps, batch_size, q_fp16, kv_int8, fp16_math, order, stream);              \
+                        bool kv_int8, bool fp16_math, bool two_producers, int order, cudaStream_t stream) { \
+    launch_wg_hd<HD>(params, maps, batch_size, q_fp16, kv_int8, fp16_math, two_producers, order, stream);  \
   }                                                                                                     \
   }
