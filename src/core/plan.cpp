@@ -299,21 +299,11 @@ PrefillPlan make_prefill_plan(const PrefillArgs& args, const AttnProblem& p,
   plan.total_q = p.total_q;
   const int64_t max_kv = p.max_blocks_per_seq * p.page_size;
 
+  // The host lengths are checked as the call's own metadata is (validate.h), under their names here.
   if (cu_q_lens_host) {
-    KVQ_CHECK(cu_q_lens_host[0] == 0, func, "cu_q_lens_host",
-              "expected cu_q_lens_host[0] = 0, got " << cu_q_lens_host[0]);
-    for (int64_t b = 0; b < p.batch_size; ++b) {
-      const int64_t q_len = int64_t{cu_q_lens_host[b + 1]} - cu_q_lens_host[b];
-      KVQ_CHECK(q_len >= 0, func, "cu_q_lens_host",
-                "expected non-decreasing values, got cu_q_lens_host[" << b + 1 << "] = "
-                    << cu_q_lens_host[b + 1] << " < cu_q_lens_host[" << b
-                    << "] = " << cu_q_lens_host[b]);
-      plan.max_q_len = std::max(plan.max_q_len, q_len);
-    }
-    KVQ_CHECK(cu_q_lens_host[p.batch_size] <= p.total_q, func, "cu_q_lens_host",
-              "expected cu_q_lens_host[" << p.batch_size << "] <= total_q = " << p.total_q
-                                         << " (the rows of q), got "
-                                         << cu_q_lens_host[p.batch_size]);
+    check_cu_q_lens_values(func, "cu_q_lens_host", cu_q_lens_host, p.batch_size, p.total_q);
+    for (int64_t b = 0; b < p.batch_size; ++b)
+      plan.max_q_len = std::max(plan.max_q_len, int64_t{cu_q_lens_host[b + 1]} - cu_q_lens_host[b]);
   } else {
     plan.max_q_len = p.batch_size > 0 ? p.total_q : 0;
   }
@@ -321,9 +311,7 @@ PrefillPlan make_prefill_plan(const PrefillArgs& args, const AttnProblem& p,
   if (kv_lens_host) {
     for (int64_t b = 0; b < p.batch_size; ++b) {
       const int64_t kv_len = kv_lens_host[b];
-      KVQ_CHECK(kv_len >= 0 && kv_len <= max_kv, func, "kv_lens_host",
-                "expected kv_lens_host[" << b << "] in [0, max_blocks_per_seq * page_size = "
-                                         << max_kv << "], got " << kv_len);
+      check_kv_len_value(func, "kv_lens_host", b, kv_len, p.max_blocks_per_seq, p.page_size);
       plan.max_kv_len = std::max(plan.max_kv_len, kv_len);
       plan.num_referenced_blocks += ceil_div(kv_len, p.page_size);
     }

@@ -465,45 +465,6 @@ void check_workspace_alias(const char* func, const Workspace& ws,
                t.second->describe());
 }
 
-int32_t table_entry(const TensorView& t, int64_t row, int64_t col) {
-  return t.ptr<const int32_t>()[row * t.stride(0) + col * t.stride(1)];
-}
-
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-// kv_lens in [0, max_blocks_per_seq * page_size], block ids of the referenced entries in
-// [0, num_blocks). Returns sum_b ceil(kv_len_b / page_size).
-int64_t check_lens_and_table_data(const char* func, const TensorView& kv_lens,
-                                  const TensorView& block_tables, int64_t page_size,
-                                  int64_t num_blocks) {
-  const int64_t batch_size = kv_lens.size(0);
-  const int64_t max_blocks = block_tables.size(1);
-  int64_t referenced = 0;
-  for (int64_t b = 0; b < batch_size; ++b) {
-    const int64_t kv_len = read_i32(kv_lens, b);
-    if (kv_len < 0)
-      fail(ErrorKind::kValue, func, "kv_lens",
-           "expected kv_lens[" + std::to_string(b) + "] >= 0, got " + std::to_string(kv_len));
-    if (kv_len > max_blocks * page_size)
-      fail(ErrorKind::kValue, func, "kv_lens",
-           "expected kv_lens[" + std::to_string(b) + "] <= max_blocks_per_seq * page_size = " +
-               std::to_string(max_blocks) + " * " + std::to_string(page_size) + " = " +
-               std::to_string(max_blocks * page_size) + ", got " + std::to_string(kv_len));
-    const int64_t num_pages = ceil_div(kv_len, page_size);
-    for (int64_t i = 0; i < num_pages; ++i) {
-      const int32_t id = table_entry(block_tables, b, i);
-      if (id < 0 || id >= num_blocks)
-        fail(ErrorKind::kValue, func, "block_tables",
-             "expected block ids in [0, " + std::to_string(num_blocks) + ") for the " +
-                 std::to_string(num_pages) + " blocks sequence " + std::to_string(b) +
-                 " reads, got block_tables[" + std::to_string(b) + "][" + std::to_string(i) +
-                 "] = " + std::to_string(id));
-    }
-    referenced += num_pages;
-  }
-  return referenced;
-}
-
 }  // namespace
 
 int32_t read_i32(const TensorView& t, int64_t i) {
@@ -818,42 +779,133 @@ void validate_calibrate(const TensorView& x, const TensorView& scale_out, const 
   check_no_alias(func, "scale_out", scale_out, {{"x", &x}});
 }
 
+// ---- device-data values over host memory (the CPU's tensors, the CUDA backend's copies) ----
+
+namespace {
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+}  // namespace
+
+void check_kv_len_value(const char* func, const char* arg, int64_t b, int64_t kv_len,
+                        int64_t max_blocks_per_seq, int64_t page_size) {
+  if (kv_len < 0)
+    fail(ErrorKind::kValue, func, arg,
+         "expected " + std::string(arg) + "[" + std::to_string(b) + "] >= 0, got " +
+             std::to_string(kv_len));
+  if (kv_len > max_blocks_per_seq * page_size)
+    fail(ErrorKind::kValue, func, arg,
+         "expected " + std::string(arg) + "[" + std::to_string(b) +
+             "] <= max_blocks_per_seq * page_size = " + std::to_string(max_blocks_per_seq) + " * " +
+             std::to_string(page_size) + " = " + std::to_string(max_blocks_per_seq * page_size) +
+             ", got " + std::to_string(kv_len));
+}
+
+int64_t check_lens_and_table_values(const char* func, const int32_t* kv_lens, int64_t batch_size,
+                                    const int32_t* block_tables, int64_t max_blocks_per_seq,
+                                    int64_t table_row_stride, int64_t page_size,
+                                    int64_t num_blocks) {
+  int64_t referenced = 0;
+  for (int64_t b = 0; b < batch_size; ++b) {
+    const int64_t kv_len = kv_lens[b];
+    check_kv_len_value(func, "kv_lens", b, kv_len, max_blocks_per_seq, page_size);
+    const int64_t num_pages = ceil_div(kv_len, page_size);
+    for (int64_t i = 0; i < num_pages; ++i) {
+      const int32_t id = block_tables[b * table_row_stride + i];
+      if (id < 0 || id >= num_blocks)
+        fail(ErrorKind::kValue, func, "block_tables",
+             "expected block ids in [0, " + std::to_string(num_blocks) + ") for the " +
+                 std::to_string(num_pages) + " blocks sequence " + std::to_string(b) +
+                 " reads, got block_tables[" + std::to_string(b) + "][" + std::to_string(i) +
+                 "] = " + std::to_string(id));
+    }
+    referenced += num_pages;
+  }
+  return referenced;
+}
+
+int64_t check_lens_and_table_data(const char* func, const TensorView& kv_lens,
+                                  const TensorView& block_tables, int64_t page_size,
+                                  int64_t num_blocks) {
+  // Validation left both int32 with a contiguous last dimension (a stride matters only past size 1).
+  return check_lens_and_table_values(func, kv_lens.ptr<const int32_t>(), kv_lens.size(0),
+                                     block_tables.ptr<const int32_t>(), block_tables.size(1),
+                                     block_tables.stride(0), page_size, num_blocks);
+}
+
+void check_cu_q_lens_values(const char* func, const char* arg, const int32_t* cu_q_lens,
+                            int64_t batch_size, int64_t total_q) {
+  const std::string name = arg;
+  if (cu_q_lens[0] != 0)
+    fail(ErrorKind::kValue, func, name,
+         "expected " + name + "[0] = 0, got " + std::to_string(cu_q_lens[0]));
+  for (int64_t b = 0; b < batch_size; ++b) {
+    const int32_t lo = cu_q_lens[b], hi = cu_q_lens[b + 1];
+    if (hi < lo)
+      fail(ErrorKind::kValue, func, name,
+           "expected non-decreasing values, got " + name + "[" + std::to_string(b + 1) + "] = " +
+               std::to_string(hi) + " < " + name + "[" + std::to_string(b) + "] = " +
+               std::to_string(lo));
+  }
+  const int64_t last = cu_q_lens[batch_size];
+  if (last > total_q)
+    fail(ErrorKind::kValue, func, name,
+         "expected " + name + "[" + std::to_string(batch_size) + "] <= total_q = " +
+             std::to_string(total_q) + " (the rows of q), got " + std::to_string(last));
+}
+
+void check_mask_length(const char* func, const TensorView& mask, const int32_t* cu_q_lens,
+                       const int32_t* kv_lens, int64_t batch_size) {
+  int64_t expected = 0;
+  for (int64_t b = 0; b < batch_size; ++b)
+    expected += (int64_t{cu_q_lens[b + 1]} - cu_q_lens[b]) * kv_lens[b];
+  if (mask.size(0) != expected)
+    fail(ErrorKind::kValue, func, "mask",
+         "expected " + std::to_string(expected) + " elements (sum_b q_len_b * kv_len_b), got " +
+             mask.describe());
+}
+
+void check_compact_out_blocks(const char* func, const TensorView& out, int64_t referenced) {
+  if (out.size(0) < referenced)
+    fail(ErrorKind::kValue, func, "out",
+         "expected at least " + std::to_string(referenced) +
+             " blocks (compact mode: the referenced blocks), got " + out.describe());
+}
+
+void check_slot_values(const char* func, const int64_t* slots, int64_t num_tokens,
+                       int64_t num_slots, bool distinct) {
+  for (int64_t n = 0; n < num_tokens; ++n)
+    if (slots[n] >= num_slots)
+      fail(ErrorKind::kValue, func, "slot_mapping",
+           "expected slots < num_blocks * page_size = " + std::to_string(num_slots) +
+               " (or < 0 to skip a token), got slot_mapping[" + std::to_string(n) + "] = " +
+               std::to_string(slots[n]));
+  if (!distinct) return;
+  std::vector<std::pair<int64_t, int64_t>> order;  // (slot, token) of written tokens
+  for (int64_t n = 0; n < num_tokens; ++n)
+    if (slots[n] >= 0) order.emplace_back(slots[n], n);
+  std::sort(order.begin(), order.end());
+  for (size_t i = 1; i < order.size(); ++i)
+    if (order[i].first == order[i - 1].first)
+      fail(ErrorKind::kValue, func, "slot_mapping",
+           "expected distinct slots (check=true; two tokens written to one slot race on the GPU), "
+           "got slot " + std::to_string(order[i].first) + " at tokens " +
+               std::to_string(order[i - 1].second) + " and " + std::to_string(order[i].second));
+}
+
+// ---- the data checks of each entry point, over CPU tensors ----
+
 void check_prefill_data_host(const PrefillArgs& a, const AttnProblem& p, bool full,
                              const char* func) {
   const int64_t batch_size = p.batch_size;
-  const int32_t first = read_i32(a.cu_q_lens, 0);
-  if (first != 0)
-    fail(ErrorKind::kValue, func, "cu_q_lens",
-         "expected cu_q_lens[0] = 0, got " + std::to_string(first));
-  for (int64_t b = 0; b < batch_size; ++b) {
-    const int32_t lo = read_i32(a.cu_q_lens, b), hi = read_i32(a.cu_q_lens, b + 1);
-    if (hi < lo)
-      fail(ErrorKind::kValue, func, "cu_q_lens",
-           "expected non-decreasing values, got cu_q_lens[" + std::to_string(b + 1) + "] = " +
-               std::to_string(hi) + " < cu_q_lens[" + std::to_string(b) + "] = " +
-               std::to_string(lo));
-  }
-  const int64_t last = read_i32(a.cu_q_lens, batch_size);
-  if (last > p.total_q)
-    fail(ErrorKind::kValue, func, "cu_q_lens",
-         "expected cu_q_lens[" + std::to_string(batch_size) + "] <= total_q = " +
-             std::to_string(p.total_q) + " (the rows of q), got " + std::to_string(last));
+  const int32_t* cu = a.cu_q_lens.ptr<const int32_t>();  // contiguous, as validation left them
+  const int32_t* kv = a.kv_lens.ptr<const int32_t>();
+  check_cu_q_lens_values(func, "cu_q_lens", cu, batch_size, p.total_q);
   check_lens_and_table_data(func, a.kv_lens, a.block_tables, p.page_size, p.num_blocks);
-  if (a.mask.defined()) {
-    int64_t expected = 0;
-    for (int64_t b = 0; b < batch_size; ++b)
-      expected += static_cast<int64_t>(read_i32(a.cu_q_lens, b + 1) - read_i32(a.cu_q_lens, b)) *
-                  read_i32(a.kv_lens, b);
-    if (a.mask.size(0) != expected)
-      fail(ErrorKind::kValue, func, "mask",
-           "expected " + std::to_string(expected) + " elements (sum_b q_len_b * kv_len_b), got " +
-               a.mask.describe());
-  }
+  if (a.mask.defined()) check_mask_length(func, a.mask, cu, kv, batch_size);
   if (!full) return;
   if (p.causal)
     for (int64_t b = 0; b < batch_size; ++b) {
-      const int64_t q_len = read_i32(a.cu_q_lens, b + 1) - read_i32(a.cu_q_lens, b);
-      const int64_t kv_len = read_i32(a.kv_lens, b);
+      const int64_t q_len = int64_t{cu[b + 1]} - cu[b];
+      const int64_t kv_len = kv[b];
       if (kv_len < q_len)
         fail(ErrorKind::kValue, func, "kv_lens",
              "expected kv_lens[" + std::to_string(b) + "] >= q_len = " + std::to_string(q_len) +
@@ -899,7 +951,8 @@ std::string bits_str(DType dt, uint32_t u) {
   return fmt_float(f);
 }
 
-// Per-channel scales that append divides by: finite and > 0.
+}  // namespace
+
 void check_channel_scale_values(const char* func, const char* name, const TensorView& s) {
   for (int64_t h = 0; h < s.shape[0]; ++h)
     for (int64_t d = 0; d < s.shape[1]; ++d) {
@@ -912,35 +965,16 @@ void check_channel_scale_values(const char* func, const char* name, const Tensor
     }
 }
 
-}  // namespace
-
 void check_append_data_host(const AppendArgs& a, const AppendProblem& ap, const char* func) {
-  const int64_t num_slots = ap.cache.num_blocks * ap.cache.page_size;
   const TensorView& s = a.slot_mapping;
   std::vector<int64_t> slots(static_cast<size_t>(ap.num_tokens));
-  for (int64_t n = 0; n < ap.num_tokens; ++n) {
-    const int64_t slot = s.dtype == DType::kInt64 ? s.ptr<const int64_t>()[n * s.stride(0)]
-                                                  : s.ptr<const int32_t>()[n * s.stride(0)];
-    if (slot >= num_slots)
-      fail(ErrorKind::kValue, func, "slot_mapping",
-           "expected slots < num_blocks * page_size = " + std::to_string(num_slots) +
-               " (or < 0 to skip a token), got slot_mapping[" + std::to_string(n) + "] = " +
-               std::to_string(slot));
-    slots[static_cast<size_t>(n)] = slot;
-  }
+  for (int64_t n = 0; n < ap.num_tokens; ++n)
+    slots[static_cast<size_t>(n)] = s.dtype == DType::kInt64
+                                        ? s.ptr<const int64_t>()[n * s.stride(0)]
+                                        : s.ptr<const int32_t>()[n * s.stride(0)];
   // Two tokens for one slot: the CPU keeps the last, the GPU is racy; check=true refuses it.
-  if (a.check) {
-    std::vector<std::pair<int64_t, int64_t>> order;  // (slot, token) of written tokens
-    for (int64_t n = 0; n < ap.num_tokens; ++n)
-      if (slots[static_cast<size_t>(n)] >= 0) order.emplace_back(slots[static_cast<size_t>(n)], n);
-    std::sort(order.begin(), order.end());
-    for (size_t i = 1; i < order.size(); ++i)
-      if (order[i].first == order[i - 1].first)
-        fail(ErrorKind::kValue, func, "slot_mapping",
-             "expected distinct slots (check=true; two tokens written to one slot race on the GPU), "
-             "got slot " + std::to_string(order[i].first) + " at tokens " +
-                 std::to_string(order[i - 1].second) + " and " + std::to_string(order[i].second));
-  }
+  check_slot_values(func, slots.data(), ap.num_tokens, ap.cache.num_blocks * ap.cache.page_size,
+                    /*distinct=*/a.check);
   // Host data is read anyway: the values an int8 cache cannot hold (NaN, Inf), and the per-channel
   // scales append divides by, are checked on every CPU call (on CUDA with check=true).
   const CacheInfo& c = ap.cache;
@@ -969,10 +1003,7 @@ void check_append_data_host(const AppendArgs& a, const AppendProblem& ap, const 
 void check_dequant_data_host(const DequantArgs& a, const DequantProblem& dp, const char* func) {
   const int64_t referenced = check_lens_and_table_data(func, a.kv_lens, a.block_tables,
                                                        dp.cache.page_size, dp.cache.num_blocks);
-  if (dp.compact && a.out.size(0) < referenced)
-    fail(ErrorKind::kValue, func, "out",
-         "expected at least " + std::to_string(referenced) +
-             " blocks (compact mode: the referenced blocks), got " + a.out.describe());
+  if (dp.compact) check_compact_out_blocks(func, a.out, referenced);
 }
 
 }  // namespace kvq::detail

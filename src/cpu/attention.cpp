@@ -71,6 +71,7 @@
 
 #include "kvq/error.h"
 #include "src/core/backend.h"
+#include "src/core/validate.h"
 #include "src/cpu/parallel.h"
 #include "src/cpu/quant.h"
 #include "src/cpu/tensor_access.h"
@@ -628,25 +629,6 @@ void run_job(const AttnCall& call, const Job& job, Scratch<T>& w) {
   }
 }
 
-// Checks the metadata the jobs will index with, before anything is written. src/core runs the
-// same checks on CPU calls; these make the backend safe on its own.
-void check_sequence(const AttnCall& call, const SeqInfo& s, const char* func) {
-  const AttnProblem& p = *call.p;
-  KVQ_CHECK(s.kv_len >= 0, func, "kv_lens",
-            "expected kv_len >= 0, got " << s.kv_len << " for sequence " << s.batch_idx);
-  const int64_t num_pages = ceil_div(s.kv_len, p.page_size);
-  KVQ_CHECK(num_pages <= call.block_tables.shape[1], func, "kv_lens",
-            "expected kv_len <= max_blocks_per_seq * page_size = "
-                << call.block_tables.shape[1] * p.page_size << ", got " << s.kv_len
-                << " for sequence " << s.batch_idx);
-  for (int64_t i = 0; i < num_pages; ++i) {
-    const int64_t blk = read_index2(call.block_tables, s.batch_idx, i);
-    KVQ_CHECK(blk >= 0 && blk < p.num_blocks, func, "block_tables",
-              "expected block ids in [0, " << p.num_blocks << "), got " << blk << " at ["
-                                           << s.batch_idx << ", " << i << "]");
-  }
-}
-
 void check_int8_compute(const AttnCall& call, const char* func) {
   const AttnProblem& p = *call.p;
   if (call.fp64 || p.compute != ComputeMode::kInt8) return;
@@ -686,7 +668,6 @@ void run_all(const AttnCall& call) {
 
 void run(AttnCall& call, const char* func) {
   check_int8_compute(call, func);
-  for (const SeqInfo& s : call.seqs) check_sequence(call, s, func);
   make_jobs(call);
   call.avx2 = use_avx2();
   if (call.fp64)
@@ -712,13 +693,19 @@ void paged_prefill(const PrefillArgs& args, const AttnProblem& p) {
   KVQ_CHECK(args.q.dtype != DType::kInt8 || args.q_scale.defined(), func, "q_scale",
             "expected fp32 [total_q, num_qo_heads] with int8 q, got " << args.q_scale.describe());
 
+  // The metadata the jobs index with, checked before anything is written. These are src/core's
+  // checks (validate.h), which the dispatcher already ran on this call: they keep the backend safe
+  // on its own, and a refusal reads as on every backend.
+  const int32_t* cu = args.cu_q_lens.ptr<const int32_t>();
+  detail::check_cu_q_lens_values(func, "cu_q_lens", cu, p.batch_size, p.total_q);
+  detail::check_lens_and_table_data(func, args.kv_lens, args.block_tables, p.page_size, p.num_blocks);
+  if (p.has_mask && args.mask.defined())
+    detail::check_mask_length(func, args.mask, cu, args.kv_lens.ptr<const int32_t>(), p.batch_size);
+
   int64_t mask_offset = 0;
   for (int64_t b = 0; b < p.batch_size; ++b) {
     const int64_t q0 = read_index(args.cu_q_lens, b);
     const int64_t q1 = read_index(args.cu_q_lens, b + 1);
-    KVQ_CHECK(q0 >= 0 && q0 <= q1 && q1 <= p.total_q, func, "cu_q_lens",
-              "expected 0 <= cu_q_lens[b] <= cu_q_lens[b+1] <= total_q = "
-                  << p.total_q << ", got " << q0 << ", " << q1 << " at b = " << b);
     SeqInfo s;
     s.batch_idx = b;
     s.q_row0 = q0;
@@ -727,11 +714,6 @@ void paged_prefill(const PrefillArgs& args, const AttnProblem& p) {
     s.mask_offset = mask_offset;
     if (s.kv_len > 0) mask_offset += s.q_len * s.kv_len;
     call.seqs.push_back(s);
-  }
-  if (p.has_mask && args.mask.defined()) {
-    KVQ_CHECK(mask_offset <= args.mask.numel(), func, "mask",
-              "expected sum_b q_len * kv_len = " << mask_offset << " elements, got "
-                                                  << args.mask.describe());
   }
   run(call, func);
 }
@@ -746,6 +728,8 @@ void paged_decode(const DecodeArgs& args, const AttnProblem& p) {
   call.block_tables = args.block_tables;
   call.kv = args.kv;
   call.fp64 = fp64_accumulation();
+  // src/core's checks of what the jobs index with, as in paged_prefill.
+  detail::check_lens_and_table_data(func, args.kv_lens, args.block_tables, p.page_size, p.num_blocks);
   for (int64_t b = 0; b < p.batch_size; ++b) {
     SeqInfo s;
     s.batch_idx = b;

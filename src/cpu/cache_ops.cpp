@@ -21,7 +21,8 @@
 // calibrate: scale_out[h][d] = fmaxf(fmaxf-amax over tokens of |x[n][h][d]| / 127, 1e-5).
 //
 // Every entry checks the metadata it indexes with (slots, block ids, lengths) before writing
-// anything, so a bad table raises kvq::Error and leaves the cache and outputs untouched.
+// anything, so a bad table raises kvq::Error and leaves the cache and outputs untouched. The
+// checks are src/core's (validate.h), the ones the dispatcher ran: one wording on every backend.
 #include <algorithm>
 #include <cstdint>
 #include <tuple>
@@ -30,6 +31,7 @@
 
 #include "kvq/error.h"
 #include "src/core/backend.h"
+#include "src/core/validate.h"
 #include "src/cpu/parallel.h"
 #include "src/cpu/quant.h"
 #include "src/cpu/tensor_access.h"
@@ -73,14 +75,10 @@ void append(const AppendArgs& args, int64_t num_tokens, int64_t num_kv_heads, in
     KVQ_CHECK(cache->dtype != DType::kInt8 || mode != ScaleMode::kNone, func, name,
               "expected a per-channel or per-token scale for an int8 cache, got none");
   }
-  const int64_t capacity = num_blocks * page_size;
   std::vector<int64_t> slots(num_tokens);
-  for (int64_t n = 0; n < num_tokens; ++n) {
-    slots[n] = read_index(args.slot_mapping, n);
-    KVQ_CHECK(slots[n] < capacity, func, "slot_mapping",
-              "expected slots < num_blocks * page_size = " << capacity << ", got " << slots[n]
-                                                           << " at token " << n);
-  }
+  for (int64_t n = 0; n < num_tokens; ++n) slots[n] = read_index(args.slot_mapping, n);
+  // Duplicates are no hazard here (tokens are written in order, the last wins): bounds only.
+  detail::check_slot_values(func, slots.data(), num_tokens, num_blocks * page_size, /*distinct=*/false);
   parallel_for(num_kv_heads, [&](int64_t h, int) {
     std::vector<float> buf(head_dim), row(head_dim);
     float* x = buf.data();
@@ -106,26 +104,25 @@ void dequantize_blocks(const DequantArgs& args, int64_t num_kv_heads, int64_t pa
   const TensorView& table = args.block_tables;
   const bool compact = args.out_block_tables.defined();
   const int64_t batch_size = table.shape[0];
-  const int64_t table_width = table.shape[1];
   const int64_t num_blocks = cache.shape[0];
   KVQ_CHECK(cache.dtype != DType::kInt8 || mode != ScaleMode::kNone, func, "scale",
             "expected a per-channel or per-token scale for an int8 cache, got none");
 
-  // (source block, destination block) pairs, and the compact table, all checked before any write.
+  // Lengths, block ids and (compact mode) the room in `out`, checked before any write. The shapes
+  // of `out` and out_block_tables are validate_dequant's: out_block_tables has the shape of
+  // block_tables, so the lengths bound its columns too; in full mode `out` has the cache's shape.
+  const int64_t referenced =
+      detail::check_lens_and_table_data(func, args.kv_lens, table, page_size, num_blocks);
+  if (compact) detail::check_compact_out_blocks(func, out, referenced);
+
+  // (source block, destination block) pairs.
   std::vector<std::pair<int64_t, int64_t>> copies;
   std::vector<int64_t> num_pages(batch_size);
   std::vector<char> seen(compact ? 0 : num_blocks, 0);
   for (int64_t b = 0; b < batch_size; ++b) {
-    const int64_t kv_len = read_index(args.kv_lens, b);
-    KVQ_CHECK(kv_len >= 0, func, "kv_lens", "expected kv_len >= 0, got " << kv_len << " at b = " << b);
-    num_pages[b] = ceil_div(kv_len, page_size);
-    KVQ_CHECK(num_pages[b] <= table_width, func, "kv_lens",
-              "expected kv_len <= max_blocks_per_seq * page_size = " << table_width * page_size
-                                                                     << ", got " << kv_len << " at b = " << b);
+    num_pages[b] = ceil_div(read_index(args.kv_lens, b), page_size);
     for (int64_t i = 0; i < num_pages[b]; ++i) {
       const int64_t blk = read_index2(table, b, i);
-      KVQ_CHECK(blk >= 0 && blk < num_blocks, func, "block_tables",
-                "expected block ids in [0, " << num_blocks << "), got " << blk << " at [" << b << ", " << i << "]");
       if (compact) {
         copies.emplace_back(blk, static_cast<int64_t>(copies.size()));
       } else if (!seen[blk]) {
@@ -133,20 +130,6 @@ void dequantize_blocks(const DequantArgs& args, int64_t num_kv_heads, int64_t pa
         copies.emplace_back(blk, blk);
       }
     }
-  }
-  if (compact) {
-    KVQ_CHECK(static_cast<int64_t>(copies.size()) <= out.shape[0], func, "out",
-              "expected at least " << copies.size() << " blocks (one per referenced block), got "
-                                   << out.describe());
-    const TensorView& ot = args.out_block_tables;
-    KVQ_CHECK(ot.shape[0] >= batch_size, func, "out_block_tables",
-              "expected [" << batch_size << ", max_blocks_per_seq], got " << ot.describe());
-    for (int64_t b = 0; b < batch_size; ++b)
-      KVQ_CHECK(num_pages[b] <= ot.shape[1], func, "out_block_tables",
-                "expected at least " << num_pages[b] << " columns, got " << ot.describe());
-  } else {
-    KVQ_CHECK(out.shape[0] >= num_blocks, func, "out",
-              "expected " << num_blocks << " blocks like the cache, got " << out.describe());
   }
 
   if (compact) {

@@ -14,14 +14,13 @@
 //   device_info: what the planner asks of a device (SM count, sm_90, the decode kernel's occupancy).
 //   append / calibrate: append/. dequantize_blocks: prefill/dequant_blocks.
 //   check_prefill_data: copies the metadata to the host (synchronous; only when check=true).
+//   Like append's and dequantize_blocks' check=true, it runs src/core's device-data checks
+//   (validate.h) on the host copies: the CPU backend's checks, in its words.
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <cmath>
 #include <cstdlib>
-#include <cstring>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "kvq/error.h"
@@ -115,7 +114,8 @@ std::vector<int32_t> copy_table_to_host(const TensorView& t, cudaStream_t stream
 }
 
 // check=true for append: a per-channel scale [num_kv_heads, head_dim] (fp32/bf16/fp16, last dim
-// contiguous) must hold finite values > 0, since append divides by it. Synchronizes the stream.
+// contiguous), copied to the host and checked by src/core (finite and > 0: append divides by it).
+// Synchronizes the stream.
 void check_channel_scale_on_host(const TensorView& s, const char* name, cudaStream_t stream) {
   const int64_t rows = s.shape[0], cols = s.shape[1];
   if (rows == 0 || cols == 0) return;
@@ -124,41 +124,7 @@ void check_channel_scale_on_host(const TensorView& s, const char* name, cudaStre
   KVQ_CUDA_CHECK(cudaMemcpy2DAsync(h.data(), cols * es, s.data, s.strides[0] * es, cols * es, rows,
                                    cudaMemcpyDeviceToHost, stream));
   KVQ_CUDA_CHECK(cudaStreamSynchronize(stream));
-  for (int64_t i = 0; i < rows * cols; ++i) {
-    float v = 0.f;
-    if (s.dtype == DType::kFloat32) {
-      std::memcpy(&v, h.data() + i * 4, 4);
-    } else {
-      uint16_t b = 0;
-      std::memcpy(&b, h.data() + i * 2, 2);
-      if (s.dtype == DType::kBFloat16) {
-        const uint32_t u = static_cast<uint32_t>(b) << 16;
-        std::memcpy(&v, &u, 4);
-      } else {  // fp16: only its class matters here (finite, > 0)
-        const bool neg = (b & 0x8000u) != 0, special = (b & 0x7c00u) == 0x7c00u, zero = (b & 0x7fffu) == 0;
-        v = special ? ((b & 0x3ffu) ? NAN : (neg ? -INFINITY : INFINITY)) : (zero ? 0.f : (neg ? -1.f : 1.f));
-      }
-    }
-    KVQ_CHECK(std::isfinite(v) && v > 0.f, "append", name,
-              "expected per-channel scales that are finite and > 0 (append divides by them), got " << name << "["
-                  << i / cols << "][" << i % cols << "] = " << v);
-  }
-}
-
-void check_tables(const char* func, const std::vector<int32_t>& table, int64_t width, const std::vector<int32_t>& kv,
-                  int64_t page_size, int64_t num_blocks) {
-  for (size_t b = 0; b < kv.size(); ++b) {
-    KVQ_CHECK(kv[b] >= 0, func, "kv_lens", "expected kv_len >= 0, got " << kv[b] << " at b = " << b);
-    const int64_t pages = (int64_t{kv[b]} + page_size - 1) / page_size;
-    KVQ_CHECK(pages <= width, func, "kv_lens",
-              "expected kv_len <= max_blocks_per_seq * page_size = " << width * page_size << ", got " << kv[b]
-                                                                     << " at b = " << b);
-    for (int64_t i = 0; i < pages; ++i) {
-      const int32_t blk = table[b * width + i];
-      KVQ_CHECK(blk >= 0 && blk < num_blocks, func, "block_tables",
-                "expected block ids in [0, " << num_blocks << "), got " << blk << " at [" << b << ", " << i << "]");
-    }
-  }
+  detail::check_channel_scale_values("append", name, TensorView::make(h.data(), s.dtype, {rows, cols}));
 }
 
 }  // namespace
@@ -350,20 +316,9 @@ void append(const AppendArgs& args, int64_t num_tokens, int64_t num_kv_heads, in
       KVQ_CUDA_CHECK(cudaStreamSynchronize(s));
       std::copy(s32.begin(), s32.end(), slots.begin());
     }
-    for (int64_t n = 0; n < num_tokens; ++n)
-      KVQ_CHECK(slots[n] < num_blocks * page_size, "append", "slot_mapping",
-                "expected slots < num_blocks * page_size = " << num_blocks * page_size << ", got " << slots[n]
-                                                             << " at token " << n);
-    // Two tokens for one slot race (in per-token mode scale and payload may come from different
-    // tokens): refused with check=true.
-    std::vector<std::pair<int64_t, int64_t>> order;
-    for (int64_t n = 0; n < num_tokens; ++n)
-      if (slots[n] >= 0) order.emplace_back(slots[n], n);
-    std::sort(order.begin(), order.end());
-    for (size_t i = 1; i < order.size(); ++i)
-      KVQ_CHECK(order[i].first != order[i - 1].first, "append", "slot_mapping",
-                "expected distinct slots (check=true; two tokens written to one slot race on the GPU), got slot "
-                    << order[i].first << " at tokens " << order[i - 1].second << " and " << order[i].second);
+    // Slots past the cache, and two tokens for one slot (they race: in per-token mode scale and
+    // payload may come from different tokens), as the CPU backend words them.
+    detail::check_slot_values("append", slots.data(), num_tokens, num_blocks * page_size, /*distinct=*/true);
     if (args.kv.k_cache.dtype == DType::kInt8) {
       if (k_mode == ScaleMode::kPerChannel) check_channel_scale_on_host(args.kv.k_scale, "k_scale", s);
       if (v_mode == ScaleMode::kPerChannel) check_channel_scale_on_host(args.kv.v_scale, "v_scale", s);
@@ -391,19 +346,12 @@ void dequantize_blocks(const DequantArgs& args, int64_t num_kv_heads, int64_t pa
     const std::vector<int32_t> table = copy_table_to_host(args.block_tables, s);
     const std::vector<int32_t> kv = copy_to_host_1d<int32_t>(args.kv_lens, args.block_tables.shape[0], s);
     KVQ_CUDA_CHECK(cudaStreamSynchronize(s));
-    check_tables(kFunc, table, args.block_tables.shape[1], kv, page_size, args.cache.shape[0]);
-    if (compact) {
-      int64_t total = 0, max_pages = 0;
-      for (int32_t k : kv) {
-        const int64_t pages = (int64_t{k} + page_size - 1) / page_size;
-        total += pages;
-        max_pages = std::max(max_pages, pages);
-      }
-      KVQ_CHECK(total <= args.out.shape[0], kFunc, "out",
-                "expected at least " << total << " blocks (one per referenced block), got " << args.out.describe());
-      KVQ_CHECK(max_pages <= args.out_block_tables.shape[1], kFunc, "out_block_tables",
-                "expected at least " << max_pages << " columns, got " << args.out_block_tables.describe());
-    }
+    // src/core's checks over the contiguous host copies, as the CPU backend runs them (out_block_tables
+    // has the shape of block_tables, validate_dequant saw to it: the lengths bound its columns).
+    const int64_t width = args.block_tables.shape[1];
+    const int64_t referenced = detail::check_lens_and_table_values(
+        kFunc, kv.data(), args.block_tables.shape[0], table.data(), width, width, page_size, args.cache.shape[0]);
+    if (compact) detail::check_compact_out_blocks(kFunc, args.out, referenced);
   }
   DequantLaunch d;
   d.cache = args.cache;

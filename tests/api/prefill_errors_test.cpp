@@ -464,7 +464,8 @@ TEST_F(ApiErrors, PlanPrefillHostCuQLensDecreasing) {
 TEST_F(ApiErrors, PlanPrefillHostKvLenTooLong) {
   const int32_t kvl[] = {5, 13};
   expect_rejected([&] { kvq::plan_prefill(prefill, cu_q_lens.data(), kvl); }, kValue,
-                  "plan_prefill", "kv_lens_host", "kv_lens_host[1] in [0, max_blocks_per_seq * page_size = 12]");
+                  "plan_prefill", "kv_lens_host",
+                  "expected kv_lens_host[1] <= max_blocks_per_seq * page_size = 3 * 4 = 12, got 13");
 }
 
 // CUDA tensors in a build without CUDA: validation passes, then the stub refuses.
