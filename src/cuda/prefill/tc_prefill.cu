@@ -24,9 +24,6 @@ namespace kvq::cuda {
 namespace {
 
 int scale_dtype_code(DType d) { return d == DType::kBFloat16 ? 1 : (d == DType::kFloat16 ? 2 : 0); }
-int scale_mode_code(ScaleMode m) {
-  return m == ScaleMode::kPerChannel ? tc::kScalePerChannel : (m == ScaleMode::kPerToken ? tc::kScalePerToken : tc::kScaleNone);
-}
 
 }  // namespace
 
@@ -68,14 +65,14 @@ void launch_tc_prefill(const PrefillArgs& args, const detail::AttnProblem& p, co
   prm.bt_stride = block_tables.strides[0];
   prm.cu_stride = args.cu_q_lens.strides[0];
   prm.kvl_stride = args.kv_lens.strides[0];
-  prm.k_scale_mode = kv_int8 ? scale_mode_code(p.k_scale_mode) : tc::kScaleNone;
-  prm.v_scale_mode = kv_int8 ? scale_mode_code(p.v_scale_mode) : tc::kScaleNone;
+  prm.k_scale_mode = kv_int8 ? scale_code(p.k_scale_mode) : kScaleNone;
+  prm.v_scale_mode = kv_int8 ? scale_code(p.v_scale_mode) : kScaleNone;
   auto set_scale = [&](const TensorView& s, int mode, const void*& ptr, int& dtype, int64_t& a, int64_t& b,
                        int64_t& c) {
-    if (mode == tc::kScaleNone || !s.defined()) return;
+    if (mode == kScaleNone || !s.defined()) return;
     ptr = s.data;
     dtype = scale_dtype_code(s.dtype);
-    if (mode == tc::kScalePerChannel) {  // [num_kv_heads, head_dim]
+    if (mode == kScalePerChannel) {  // [num_kv_heads, head_dim]
       a = s.strides[0];
       b = s.strides[1];
     } else {  // HND [num_blocks, num_kv_heads, page_size] / NHD [num_blocks, page_size, num_kv_heads]
