@@ -6,7 +6,8 @@
 // pointers with their own strides, and page_size as a fast divisor. A token j of sequence b lives
 // at block_tables[b, j / page_size], in-page offset j % page_size. make_paged_params (backend.cu /
 // anything host-side holding a PagedKvCache) fills it from the public views; paged_strides is the
-// host's one mapping of a view's axes to those three strides, for every kernel's params.
+// host's one mapping of a view's axes to those three strides (src/core/paged_strides.h), for
+// every kernel's params.
 #pragma once
 #include <cstdint>
 
@@ -73,19 +74,13 @@ __device__ __forceinline__ int64_t v_token_scale_offset(const PagedCacheParams& 
 }  // namespace kvq::cuda
 
 #include "kvq/views.h"
+#include "src/core/paged_strides.h"
 
 namespace kvq::cuda {
 
-// Host side: the element strides of (block, kv head, in-page position) of a paged view, the one
-// place that knows which axis is which. Cache views HND [num_blocks, num_kv_heads, page_size, D] /
-// NHD [num_blocks, page_size, num_kv_heads, D]; per-token scale views are the same without D.
-struct PagedStrides {
-  int64_t block = 0, head = 0, pos = 0;
-};
-inline PagedStrides paged_strides(const TensorView& t, KvLayout layout) {
-  const bool hnd = layout == KvLayout::kHND;
-  return {t.strides[0], hnd ? t.strides[1] : t.strides[2], hnd ? t.strides[2] : t.strides[1]};
-}
+// Host side: a paged view's (block, kv head, in-page position) strides for either layout.
+using detail::PagedStrides;
+using detail::paged_strides;
 
 // Host side: fills PagedCacheParams from a validated PagedKvCache.
 inline PagedCacheParams make_paged_params(const PagedKvCache& kv, int64_t page_size, int64_t num_blocks,
