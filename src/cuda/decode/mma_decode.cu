@@ -214,8 +214,8 @@ void launch_mma_decode(const MmaDecodeLaunch& L, const detail::AttnProblem& p, i
   if (bulk) {
     const KvLayout layout = L.kv->layout;
     // Position as the map's dim 1 when its stride is the smaller one (HND), heads otherwise.
-    const PagedStrides k = paged_strides(L.kv->k_cache, layout);
-    prm.tma_pos_first = k.pos < k.head;
+    const PagedStrides ks = paged_strides(L.kv->k_cache, layout);
+    prm.tma_pos_first = ks.pos < ks.head;
     // The maps are encoded from this call's pointers: where the driver refuses them, cp.async.
     if (!encode_cache_map(&prm.tma_k, L.kv->k_cache, layout, p.page_size, p.num_kv_heads, eb, prm.tma_pos_first) ||
         !encode_cache_map(&prm.tma_v, L.kv->v_cache, layout, p.page_size, p.num_kv_heads, eb, prm.tma_pos_first))
