@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include "src/core/paged_strides.h"
+
 namespace kvq::detail {
 namespace {
 
@@ -94,11 +96,11 @@ bool mma_decode_supports_views(const PagedKvCache& kv, const TensorView& q, cons
   const int64_t eb = static_cast<int64_t>(dtype_size(p.kv_dtype));
   if (!rows_aligned16(kv.k_cache, eb) || !rows_aligned16(kv.v_cache, eb)) return false;
   // 32-bit in-block addressing: every byte stride and in-block offset < 2^31.
-  const bool hnd = kv.layout == KvLayout::kHND;
   for (const TensorView* t : {&kv.k_cache, &kv.v_cache}) {
-    const int64_t sh = hnd ? t->strides[1] : t->strides[2], sp = hnd ? t->strides[2] : t->strides[1];
-    if (t->strides[0] * eb >= (int64_t{1} << 31) || t->strides[0] < 0 || sh < 0 || sp < 0) return false;
-    if ((sh * (p.num_kv_heads - 1) + sp * (p.page_size - 1) + p.head_dim) * eb >= (int64_t{1} << 31)) return false;
+    const PagedStrides st = paged_strides(*t, kv.layout);
+    if (st.block * eb >= (int64_t{1} << 31) || st.block < 0 || st.head < 0 || st.pos < 0) return false;
+    if ((st.head * (p.num_kv_heads - 1) + st.pos * (p.page_size - 1) + p.head_dim) * eb >= (int64_t{1} << 31))
+      return false;
   }
   for (int i = 0; i < 2 && p.kv_dtype == DType::kInt8; ++i) {
     const TensorView& sc = i == 0 ? kv.k_scale : kv.v_scale;

@@ -5,7 +5,9 @@
 // [num_blocks, page_size, num_kv_heads, head_dim] differ only in those strides — the scale
 // pointers with their own strides, and page_size as a fast divisor. A token j of sequence b lives
 // at block_tables[b, j / page_size], in-page offset j % page_size. make_paged_params (backend.cu /
-// anything host-side holding a PagedKvCache) fills it from the public views.
+// anything host-side holding a PagedKvCache) fills it from the public views; paged_strides is the
+// host's one mapping of a view's axes to those three strides (src/core/paged_strides.h), for
+// every kernel's params.
 #pragma once
 #include <cstdint>
 
@@ -72,8 +74,13 @@ __device__ __forceinline__ int64_t v_token_scale_offset(const PagedCacheParams& 
 }  // namespace kvq::cuda
 
 #include "kvq/views.h"
+#include "src/core/paged_strides.h"
 
 namespace kvq::cuda {
+
+// Host side: a paged view's (block, kv head, in-page position) strides for either layout.
+using detail::PagedStrides;
+using detail::paged_strides;
 
 // Host side: fills PagedCacheParams from a validated PagedKvCache.
 inline PagedCacheParams make_paged_params(const PagedKvCache& kv, int64_t page_size, int64_t num_blocks,
@@ -81,13 +88,13 @@ inline PagedCacheParams make_paged_params(const PagedKvCache& kv, int64_t page_s
   PagedCacheParams c;
   c.k_data = kv.k_cache.data;
   c.v_data = kv.v_cache.data;
-  const bool hnd = kv.layout == KvLayout::kHND;
-  c.stride_block = kv.k_cache.strides[0];
-  c.stride_head = hnd ? kv.k_cache.strides[1] : kv.k_cache.strides[2];
-  c.stride_pos = hnd ? kv.k_cache.strides[2] : kv.k_cache.strides[1];
-  c.v_stride_block = kv.v_cache.strides[0];
-  c.v_stride_head = hnd ? kv.v_cache.strides[1] : kv.v_cache.strides[2];
-  c.v_stride_pos = hnd ? kv.v_cache.strides[2] : kv.v_cache.strides[1];
+  const PagedStrides k = paged_strides(kv.k_cache, kv.layout), v = paged_strides(kv.v_cache, kv.layout);
+  c.stride_block = k.block;
+  c.stride_head = k.head;
+  c.stride_pos = k.pos;
+  c.v_stride_block = v.block;
+  c.v_stride_head = v.head;
+  c.v_stride_pos = v.pos;
   c.k_mode = k_mode;
   c.v_mode = v_mode;
   auto fill = [&](const TensorView& s, ScaleMode mode, const void*& ptr, DType& dt, int64_t& a, int64_t& b,
@@ -100,9 +107,10 @@ inline PagedCacheParams make_paged_params(const PagedKvCache& kv, int64_t page_s
       b = s.strides[1];
       cc = 0;
     } else {
-      a = s.strides[0];
-      b = hnd ? s.strides[1] : s.strides[2];
-      cc = hnd ? s.strides[2] : s.strides[1];
+      const PagedStrides t = paged_strides(s, kv.layout);
+      a = t.block;
+      b = t.head;
+      cc = t.pos;
     }
   };
   fill(kv.k_scale, k_mode, c.k_scale, c.k_scale_dtype, c.k_scale_stride_a, c.k_scale_stride_b, c.k_scale_stride_c);

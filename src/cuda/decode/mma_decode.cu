@@ -136,11 +136,11 @@ KernelInfo kernel_for(const detail::AttnProblem& p, int64_t max_q_len, DecodeVar
 
 // A tensor map over one cache view [blocks, a, b, D] (common/tensor_map.h): box 128 bytes of D x 16
 // positions.
-bool encode_cache_map(CUtensorMap* map, const TensorView& t, bool hnd, int64_t page_size, int64_t num_kv_heads,
-                      int64_t eb, bool pos_first) {
-  const int64_t sh = hnd ? t.strides[1] : t.strides[2], sp = hnd ? t.strides[2] : t.strides[1];
+bool encode_cache_map(CUtensorMap* map, const TensorView& t, KvLayout layout, int64_t page_size,
+                      int64_t num_kv_heads, int64_t eb, bool pos_first) {
+  const PagedStrides st = paged_strides(t, layout);
   return encode_paged_cache_map(map, t.data, static_cast<int>(eb), t.shape[3], page_size, num_kv_heads, t.shape[0],
-                                t.strides[0], sh, sp, 16u, pos_first);
+                                st.block, st.head, st.pos, 16u, pos_first);
 }
 
 }  // namespace
@@ -212,14 +212,13 @@ void launch_mma_decode(const MmaDecodeLaunch& L, const detail::AttnProblem& p, i
                      "expected the cp.async decode off sm_90 or for a shape without TMA tiles (rows >= 128 bytes, "
                      "page_size % 16 == 0), got variant " << to_string(variant));
   if (bulk) {
-    const bool hnd = L.kv->layout == KvLayout::kHND;
+    const KvLayout layout = L.kv->layout;
     // Position as the map's dim 1 when its stride is the smaller one (HND), heads otherwise.
-    const int64_t sh = hnd ? L.kv->k_cache.strides[1] : L.kv->k_cache.strides[2];
-    const int64_t sp = hnd ? L.kv->k_cache.strides[2] : L.kv->k_cache.strides[1];
-    prm.tma_pos_first = sp < sh;
+    const PagedStrides ks = paged_strides(L.kv->k_cache, layout);
+    prm.tma_pos_first = ks.pos < ks.head;
     // The maps are encoded from this call's pointers: where the driver refuses them, cp.async.
-    if (!encode_cache_map(&prm.tma_k, L.kv->k_cache, hnd, p.page_size, p.num_kv_heads, eb, prm.tma_pos_first) ||
-        !encode_cache_map(&prm.tma_v, L.kv->v_cache, hnd, p.page_size, p.num_kv_heads, eb, prm.tma_pos_first))
+    if (!encode_cache_map(&prm.tma_k, L.kv->k_cache, layout, p.page_size, p.num_kv_heads, eb, prm.tma_pos_first) ||
+        !encode_cache_map(&prm.tma_v, L.kv->v_cache, layout, p.page_size, p.num_kv_heads, eb, prm.tma_pos_first))
       variant = DecodeVariant::kCpAsync;
   }
   const KernelInfo k = kernel_for(p, L.max_q_len, variant, L.func);

@@ -181,10 +181,10 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, cons
   const int n_iter = range.n_iter;
   auto tile_of = [&](int it) { return range.tile(it); };
 
-  const bool k_per_token = Tr::kKvInt8 && p.k_scale_mode == tc::kScalePerToken;
-  const bool v_per_token = Tr::kKvInt8 && p.v_scale_mode == tc::kScalePerToken;
-  const bool k_per_channel = Tr::kKvInt8 && p.k_scale_mode == tc::kScalePerChannel;
-  const bool v_per_channel = Tr::kKvInt8 && p.v_scale_mode == tc::kScalePerChannel;
+  const bool k_per_token = Tr::kKvInt8 && p.k_scale_mode == kScalePerToken;
+  const bool v_per_token = Tr::kKvInt8 && p.v_scale_mode == kScalePerToken;
+  const bool k_per_channel = Tr::kKvInt8 && p.k_scale_mode == kScalePerChannel;
+  const bool v_per_channel = Tr::kKvInt8 && p.v_scale_mode == kScalePerChannel;
 
   uint8_t* s_q = smem;
   float* s_scale = reinterpret_cast<float*>(smem + Tr::kScaleOff);

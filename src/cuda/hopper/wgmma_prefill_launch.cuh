@@ -37,7 +37,7 @@ void launch_wg_hd(const TcPrefillParams& params, const WgTmaMaps& maps, int batc
   // threads a thread starts with 128 registers, fewer than one m64n256 wgmma's accumulators).
   if constexpr (kHeadDim > 128) two_producers = false;
   if (q_fp16) {
-    if (kv_int8 && params.v_scale_mode == tc::kScalePerToken)
+    if (kv_int8 && params.v_scale_mode == kScalePerToken)
       launch_wg_traits<WgPrefillTraits<kHeadDim, __half, true, true>>(params, maps, batch_size, order, stream);
     else if (kv_int8 && two_producers) {
       if constexpr (kHeadDim <= 128)
@@ -50,7 +50,7 @@ void launch_wg_hd(const TcPrefillParams& params, const WgTmaMaps& maps, int batc
   } else {
     // bf16 q over int8: fp16 MMAs (kFp16Math), per-token V scales factored out of P as for fp16 q;
     // fp16_math false (the default; KVQ_WG_FP16_MATH=1 sets it): bf16 MMAs.
-    if (kv_int8 && fp16_math && params.v_scale_mode == tc::kScalePerToken)
+    if (kv_int8 && fp16_math && params.v_scale_mode == kScalePerToken)
       launch_wg_traits<WgPrefillTraits<kHeadDim, __nv_bfloat16, true, true, true>>(params, maps, batch_size, order,
                                                                                     stream);
     else if (kv_int8 && fp16_math)

@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "src/cuda/common/cuda_check.cuh"
+#include "src/cuda/common/paged.cuh"
 #include "src/cuda/prefill/dequant_kernel.cuh"
 
 namespace kvq::cuda {
@@ -35,12 +36,12 @@ void dispatch_out(const DequantParams& prm, DType out_dtype, cudaStream_t stream
 }  // namespace
 
 void launch_dequant_blocks(const DequantLaunch& d, void* stream) {
-  const bool hnd = d.layout == KvLayout::kHND;
   DequantParams prm;
   prm.cache = d.cache.data;
-  prm.c_stride_block = d.cache.strides[0];
-  prm.c_stride_head = hnd ? d.cache.strides[1] : d.cache.strides[2];
-  prm.c_stride_pos = hnd ? d.cache.strides[2] : d.cache.strides[1];
+  const PagedStrides c = paged_strides(d.cache, d.layout);
+  prm.c_stride_block = c.block;
+  prm.c_stride_head = c.head;
+  prm.c_stride_pos = c.pos;
   prm.mode = d.cache.dtype == DType::kInt8 ? d.mode : ScaleMode::kNone;
   if (prm.mode != ScaleMode::kNone) {
     prm.scale = d.scale.data;
@@ -49,9 +50,10 @@ void launch_dequant_blocks(const DequantLaunch& d, void* stream) {
       prm.s_stride_a = d.scale.strides[0];
       prm.s_stride_b = d.scale.strides[1];
     } else {
-      prm.s_stride_a = d.scale.strides[0];
-      prm.s_stride_b = hnd ? d.scale.strides[1] : d.scale.strides[2];
-      prm.s_stride_c = hnd ? d.scale.strides[2] : d.scale.strides[1];
+      const PagedStrides s = paged_strides(d.scale, d.layout);
+      prm.s_stride_a = s.block;
+      prm.s_stride_b = s.head;
+      prm.s_stride_c = s.pos;
     }
   }
   prm.block_tables = d.block_tables.ptr<int32_t>();
@@ -59,9 +61,10 @@ void launch_dequant_blocks(const DequantLaunch& d, void* stream) {
   prm.width = static_cast<int32_t>(d.block_tables.shape[1]);
   prm.kv_lens = d.kv_lens.ptr<int32_t>();
   prm.out = d.out.data;
-  prm.o_stride_block = d.out.strides[0];
-  prm.o_stride_head = hnd ? d.out.strides[1] : d.out.strides[2];
-  prm.o_stride_pos = hnd ? d.out.strides[2] : d.out.strides[1];
+  const PagedStrides o = paged_strides(d.out, d.layout);
+  prm.o_stride_block = o.block;
+  prm.o_stride_head = o.head;
+  prm.o_stride_pos = o.pos;
   prm.num_out_blocks = d.out.shape[0];
   prm.num_blocks = d.cache.shape[0];  // int64: never narrowed (a wrapped count refused every block)
   prm.batch_size = static_cast<int32_t>(d.block_tables.shape[0]);

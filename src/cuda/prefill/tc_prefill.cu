@@ -16,6 +16,7 @@
 
 #include "kvq/error.h"
 #include "src/cuda/common/device_info.h"
+#include "src/cuda/common/paged.cuh"
 #include "src/cuda/hopper/wgmma_prefill.h"
 #include "src/cuda/prefill/tc_prefill_launch.cuh"
 
@@ -23,9 +24,6 @@ namespace kvq::cuda {
 namespace {
 
 int scale_dtype_code(DType d) { return d == DType::kBFloat16 ? 1 : (d == DType::kFloat16 ? 2 : 0); }
-int scale_mode_code(ScaleMode m) {
-  return m == ScaleMode::kPerChannel ? tc::kScalePerChannel : (m == ScaleMode::kPerToken ? tc::kScalePerToken : tc::kScaleNone);
-}
 
 }  // namespace
 
@@ -39,7 +37,6 @@ void launch_tc_prefill(const PrefillArgs& args, const detail::AttnProblem& p, co
   }
   const int padded = detail::tc_padded_head_dim(static_cast<int>(p.head_dim));
   const bool kv_int8 = p.kv_dtype == DType::kInt8;
-  const bool hnd = kv.layout == KvLayout::kHND;
 
   tc::TcPrefillParams prm{};
   prm.q = args.q.data;
@@ -58,30 +55,31 @@ void launch_tc_prefill(const PrefillArgs& args, const detail::AttnProblem& p, co
     prm.lse_stride_n = args.lse.strides[0];
     prm.lse_stride_h = args.lse.strides[1];
   }
-  const int head_dim_axis = hnd ? 1 : 2, pos_axis = hnd ? 2 : 1;
-  prm.k_stride_block = kv.k_cache.strides[0];
-  prm.k_stride_head = kv.k_cache.strides[head_dim_axis];
-  prm.k_stride_pos = kv.k_cache.strides[pos_axis];
-  prm.v_stride_block = kv.v_cache.strides[0];
-  prm.v_stride_head = kv.v_cache.strides[head_dim_axis];
-  prm.v_stride_pos = kv.v_cache.strides[pos_axis];
+  const PagedStrides k = paged_strides(kv.k_cache, kv.layout), v = paged_strides(kv.v_cache, kv.layout);
+  prm.k_stride_block = k.block;
+  prm.k_stride_head = k.head;
+  prm.k_stride_pos = k.pos;
+  prm.v_stride_block = v.block;
+  prm.v_stride_head = v.head;
+  prm.v_stride_pos = v.pos;
   prm.bt_stride = block_tables.strides[0];
   prm.cu_stride = args.cu_q_lens.strides[0];
   prm.kvl_stride = args.kv_lens.strides[0];
-  prm.k_scale_mode = kv_int8 ? scale_mode_code(p.k_scale_mode) : tc::kScaleNone;
-  prm.v_scale_mode = kv_int8 ? scale_mode_code(p.v_scale_mode) : tc::kScaleNone;
+  prm.k_scale_mode = kv_int8 ? scale_code(p.k_scale_mode) : kScaleNone;
+  prm.v_scale_mode = kv_int8 ? scale_code(p.v_scale_mode) : kScaleNone;
   auto set_scale = [&](const TensorView& s, int mode, const void*& ptr, int& dtype, int64_t& a, int64_t& b,
                        int64_t& c) {
-    if (mode == tc::kScaleNone || !s.defined()) return;
+    if (mode == kScaleNone || !s.defined()) return;
     ptr = s.data;
     dtype = scale_dtype_code(s.dtype);
-    if (mode == tc::kScalePerChannel) {  // [num_kv_heads, head_dim]
+    if (mode == kScalePerChannel) {  // [num_kv_heads, head_dim]
       a = s.strides[0];
       b = s.strides[1];
     } else {  // HND [num_blocks, num_kv_heads, page_size] / NHD [num_blocks, page_size, num_kv_heads]
-      a = s.strides[0];
-      b = s.strides[head_dim_axis];
-      c = s.strides[pos_axis];
+      const PagedStrides t = paged_strides(s, kv.layout);
+      a = t.block;
+      b = t.head;
+      c = t.pos;
     }
   };
   set_scale(kv.k_scale, prm.k_scale_mode, prm.k_scale, prm.k_scale_dtype, prm.ks_stride_a, prm.ks_stride_b,

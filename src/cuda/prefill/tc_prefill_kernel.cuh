@@ -53,10 +53,9 @@
 
 #include "src/cuda/common/attn_tile.cuh"
 #include "src/cuda/common/mma_int8.cuh"
+#include "src/cuda/common/scale_code.h"
 
 namespace kvq::cuda::tc {
-
-enum : int { kScaleNone = 0, kScalePerChannel = 1, kScalePerToken = 2 };
 
 struct TcPrefillParams {
   const void* q;                 // [total_q, num_qo_heads, head_dim] DTypeQ
@@ -79,7 +78,7 @@ struct TcPrefillParams {
   // per-channel: a = head, b = dim. per-token: a = block, b = head, c = position.
   int64_t ks_stride_a, ks_stride_b, ks_stride_c;
   int64_t vs_stride_a, vs_stride_b, vs_stride_c;
-  int k_scale_mode, v_scale_mode;    // kScale*
+  int k_scale_mode, v_scale_mode;    // scale_code(ScaleMode): kScaleNone / kScalePerChannel / kScalePerToken
   int k_scale_dtype, v_scale_dtype;  // 0 fp32, 1 bf16, 2 fp16
   int total_q;                   // q.shape[0]
   int num_kv_heads;
