@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "tests/gpu/append_setup.h"
 #include "tests/gpu/gpu_util.h"
 
 namespace kvq::test {
@@ -228,52 +229,13 @@ TEST(DataCheckWording, DequantCompactOutTooSmall) {
 
 // ---- append ----
 
-// Tokens of bf16 K/V into an int8 cache [6 blocks, 2 heads, 4 positions, 32] with per-channel
-// scales: 24 slots.
-struct AppendCase {
-  HostTensor k_new, v_new, slots, k_cache, v_cache, k_scale, v_scale;
-};
-
-AppendCase append_case(const std::vector<int64_t>& slots) {
-  const int64_t N = static_cast<int64_t>(slots.size()), H = 2, D = 32, blocks = 6, ps = 4;
-  AppendCase s;
-  s.k_new = HostTensor(DType::kBFloat16, {N, H, D});
-  s.v_new = HostTensor(DType::kBFloat16, {N, H, D});
-  for (int64_t i = 0; i < s.k_new.storage_elements(); ++i) {
-    s.k_new.store(i, std::sin(0.37 * i) * 2);
-    s.v_new.store(i, std::cos(0.11 * i));
-  }
-  s.slots = HostTensor(DType::kInt64, {N});
-  for (int64_t n = 0; n < N; ++n) s.slots.store(n, static_cast<double>(slots[static_cast<size_t>(n)]));
-  s.k_cache = HostTensor(DType::kInt8, {blocks, H, ps, D});
-  s.v_cache = HostTensor(DType::kInt8, {blocks, H, ps, D});
-  for (int64_t i = 0; i < s.k_cache.storage_elements(); ++i) {
-    s.k_cache.store(i, 7);
-    s.v_cache.store(i, -7);
-  }
-  s.k_scale = HostTensor(DType::kFloat32, {H, D});
-  s.v_scale = HostTensor(DType::kFloat32, {H, D});
-  for (int64_t i = 0; i < s.k_scale.storage_elements(); ++i) {
-    s.k_scale.store(i, 0.02);
-    s.v_scale.store(i, 0.01);
-  }
-  return s;
-}
-
 bool same_bytes(const HostTensor& a, const HostTensor& b) {
   return a.nbytes() == b.nbytes() && std::memcmp(a.data(), b.data(), a.nbytes()) == 0;
 }
 
-void expect_append_refusal_matches(const AppendCase& s, const std::string& arg) {
-  AppendCase cpu_copy = s;  // the CPU call would write into the host caches if it went through
-  AppendArgs host;
-  host.k_new = cpu_copy.k_new.view();
-  host.v_new = cpu_copy.v_new.view();
-  host.slot_mapping = cpu_copy.slots.view();
-  host.kv.k_cache = cpu_copy.k_cache.view();
-  host.kv.v_cache = cpu_copy.v_cache.view();
-  host.kv.k_scale = cpu_copy.k_scale.view();
-  host.kv.v_scale = cpu_copy.v_scale.view();
+void expect_append_refusal_matches(const AppendSetup& s, const std::string& arg) {
+  AppendSetup cpu_copy = s;  // the CPU call would write into the host caches if it went through
+  AppendArgs host = cpu_copy.host_args();
   host.check = true;
   const Refusal cpu = refusal_of([&] { append(host); });
 
@@ -298,17 +260,17 @@ void expect_append_refusal_matches(const AppendCase& s, const std::string& arg) 
 }
 
 TEST(DataCheckWording, AppendSlotPastTheCache) {
-  expect_append_refusal_matches(append_case({3, 24, 5}), "slot_mapping");
+  expect_append_refusal_matches(append_setup({3, 24, 5}), "slot_mapping");
 }
 
 TEST(DataCheckWording, AppendDuplicateSlots) {
-  expect_append_refusal_matches(append_case({3, 9, 3}), "slot_mapping");
+  expect_append_refusal_matches(append_setup({3, 9, 3}), "slot_mapping");
 }
 
 TEST(DataCheckWording, AppendBadPerChannelScale) {
   for (double bad : {std::numeric_limits<double>::quiet_NaN(), 0.0, -0.01, std::numeric_limits<double>::infinity()}) {
     SCOPED_TRACE(bad);
-    AppendCase s = append_case({3, 9});
+    AppendSetup s = append_setup({3, 9});
     s.v_scale.set({1, 7}, bad);
     expect_append_refusal_matches(s, "v_scale");
   }
