@@ -37,12 +37,20 @@ void launch_wg_prefill(tc::TcPrefillParams params, int64_t max_packed_rows, int 
   params.num_q_tiles = static_cast<int>(tiles);
   if (tiles == 0 || batch_size == 0) return;
   params.diag = wg_diag();
-  // 16-bit caches: K/V tiles by TMA where the page size allows whole boxes (KVQ_WG_TMA=0: cp.async).
+  // K/V tiles by TMA where the page size allows whole boxes: 16-bit caches straight into the ring
+  // (KVQ_WG_TMA=0: cp.async); int8 into the staging slots.
   WgTmaMaps maps{};
   const char* stores_env = std::getenv("KVQ_WG_PLAIN_STORES");
   maps.plain_stores = stores_env != nullptr && std::strcmp(stores_env, "1") == 0 ? 1 : 0;
   const char* tma_env = std::getenv("KVQ_WG_TMA");
-  if (!kv_int8 && !(tma_env != nullptr && std::strcmp(tma_env, "0") == 0)) {
+  // int8 caches by TMA (head dim 128, three staging slots): opt-in with KVQ_WG_INT8_TMA=1 until
+  // measured faster than the cp.async staging.
+  const char* int8_tma_env = std::getenv("KVQ_WG_INT8_TMA");
+  const bool int8_tma = int8_tma_env != nullptr && std::strcmp(int8_tma_env, "1") == 0;
+  const bool want_tma =
+      kv_int8 ? (padded_head_dim == 128 && int8_tma) : !(tma_env != nullptr && std::strcmp(tma_env, "0") == 0);
+  const int elem_bytes = kv_int8 ? 1 : 2;
+  if (want_tma) {
     const int64_t page = params.page_div.d;
     uint32_t box = 0;
     for (const uint32_t b : {128u, 64u, 32u, 16u, 8u}) {
@@ -53,10 +61,10 @@ void launch_wg_prefill(tc::TcPrefillParams params, int64_t max_packed_rows, int 
     }
     const bool pos_first = params.k_stride_pos < params.k_stride_head;
     if (box != 0 &&
-        encode_paged_cache_map(&maps.k, params.k_cache, 2, params.head_dim, page, params.num_kv_heads,
+        encode_paged_cache_map(&maps.k, params.k_cache, elem_bytes, params.head_dim, page, params.num_kv_heads,
                                params.num_blocks, params.k_stride_block, params.k_stride_head, params.k_stride_pos, box,
                                pos_first) &&
-        encode_paged_cache_map(&maps.v, params.v_cache, 2, params.head_dim, page, params.num_kv_heads,
+        encode_paged_cache_map(&maps.v, params.v_cache, elem_bytes, params.head_dim, page, params.num_kv_heads,
                                params.num_blocks, params.v_stride_block, params.v_stride_head, params.v_stride_pos, box,
                                pos_first)) {
       maps.use = 1;

@@ -93,9 +93,12 @@ struct WgPrefillTraits {
   static constexpr int kKvTileBytes = kTileKv * kHeadDim * 2;
   static constexpr int kStageBytes = 2 * kKvTileBytes;
   // int8 caches: the raw tile lands here (cp.async) before the producer converts it into the ring.
-  static constexpr int kStagTileBytes = kKvInt8 ? kTileKv * kHeadDim : 0;  // one K and one V tile, int8
+  static constexpr int kStagTileBytes = kKvInt8 ? kTileKv * kHeadDim : 0;  // one K or V tile, int8
+  // Staging slots: a K and a V tile (cp.async); three for int8 D128, where TMA may fill them in the
+  // order K(0), V(0), K(1), ... two tiles ahead of the conversion (shared memory has room there).
+  static constexpr int kStagSlots = (kKvInt8 && kHeadDim == 128) ? 3 : 2;
   static constexpr int kStagOff = kQBytes + kStages * kStageBytes;
-  static constexpr int kScaleOff = kStagOff + 2 * kStagTileBytes;     // float [kStages][2][kTileKv]
+  static constexpr int kScaleOff = kStagOff + kStagSlots * kStagTileBytes;     // float [kStages][2][kTileKv]
   static constexpr int kVmaxOff = kScaleOff + kStages * 2 * kTileKv * 4;  // float [kStages][kTileKv / 32]
   static constexpr int kValidOff = kVmaxOff + kStages * (kTileKv / 32) * 4;  // uint8 [kStages][kTileKv]
   static constexpr int kOffOff = (kValidOff + kStages * kTileKv + 15) / 16 * 16;  // int64 [kStages][kTileKv]
@@ -106,7 +109,8 @@ struct WgPrefillTraits {
   static constexpr int kQmaxOff = kFlagOff + kStages * 4;  // float [2 consumers][4 warps] (kFp16Math)
   static constexpr int kBarOff = (kQmaxOff + 8 * 4 + 7) / 8 * 8;  // uint64 full_k, full_v, empty_k, empty_v [kStages]
   // The dynamic shared memory base is 1024-aligned on sm_90 (checked by the kernel).
-  static constexpr int kSmemBytes = kBarOff + 4 * kStages * 8;
+  // ... then stag_full[3] (int8 D128 by TMA).
+  static constexpr int kSmemBytes = kBarOff + 4 * kStages * 8 + 3 * 8;
 
   static_assert(kHeadDim % 64 == 0 && kHeadDim <= 256, "head dims are whole 64-column panels up to 256");
   static_assert(kTileKv <= 128 && kTileKv % 32 == 0, "one producer thread per token; whole warps of V scales");
@@ -211,6 +215,8 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, cons
       wg::mbar_init(&empty_k[s], 256);
       wg::mbar_init(&empty_v[s], 256);
     }
+    if (Tr::kStagSlots == 3)
+      for (int s = 0; s < 3; ++s) wg::mbar_init(&empty_v[kStages + s], 1);  // stag_full: thread 0's expect_tx
     wg::mbar_init_fence();
   }
   __syncthreads();
@@ -271,12 +277,15 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, cons
     const bool hi_first = !maps.plain_stores && ((pc * 16) / 64) % 2 == 1;
     const int c_first = pc * 16 + (hi_first ? 8 : 0);
     const int c_second = pc * 16 + (hi_first ? 0 : 8);
-    auto convert = [&](const uint8_t* stag, uint8_t* dst) {
+    // swz: the staged tile came by TMA with the 128-byte swizzle (int8 D128: a row is one 128-byte
+    // panel row, its 16-byte chunk c at c ^ (row % 8)); else rows are plain.
+    auto convert = [&](const uint8_t* stag, uint8_t* dst, bool swz) {
       if (p.diag & 4) return;
 #pragma unroll 4
       for (int pass = 0; pass < kPasses; ++pass) {
         const int r = pr0 + pass * kRowsPerPass;
-        const uint4 w = *reinterpret_cast<const uint4*>(stag + r * kHeadDim + pc * 16);
+        const uint8_t* src = swz ? stag + r * 128 + ((pc ^ (r & 7)) << 4) : stag + r * kHeadDim + pc * 16;
+        const uint4 w = *reinterpret_cast<const uint4*>(src);
         const uint32_t w0 = hi_first ? w.z : w.x, w1 = hi_first ? w.w : w.y;
         const uint32_t w2 = hi_first ? w.x : w.z, w3 = hi_first ? w.y : w.w;
         uint4 first, second;
@@ -339,6 +348,63 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, cons
     };
 
     TokMeta meta;
+    if constexpr (Tr::kKvInt8 && Tr::kStagSlots == 3) {
+      if (maps.use) {
+#if KVQ_SM90_ENABLED
+        // int8 D128 by TMA (maps.use): thread 0 loads half-tile h (K(h / 2) for even h, V(h / 2)
+        // for odd) into staging slot h % 3, one box per page run of maps.box_rows tokens, completing
+        // on stag_full[h % 3] with the half-tile's bytes (absent blocks read block -1: zeros). Three
+        // half-tiles are in flight when the loop starts; each conversion frees its slot for h + 3,
+        // so a tile's loads have the two conversions before it to land under. Rows past kv_len in a
+        // present block are copied as they are: int8 is finite, and they meet P = 0 or a masked score.
+        uint64_t* stag_full = empty_v + kStages;
+        const int n_half = 2 * n_iter;
+        auto stag_slot = [&](int h) { return smem + Tr::kStagOff + (h % 3) * Tr::kStagTileBytes; };
+        auto issue_stag = [&](int h) {
+          uint64_t* bar = &stag_full[h % 3];
+          (void)::cuda::ptx::mbarrier_arrive_expect_tx(::cuda::ptx::sem_release, ::cuda::ptx::scope_cta,
+                                                       ::cuda::ptx::space_shared, bar, kTileKv * 128);
+          const int t0 = tile_of(h / 2) * kTileKv;
+          for (int b = 0; b < kTileKv / maps.box_rows; ++b) {
+            int block;
+            uint32_t off;
+            if (!locate(t0 + b * maps.box_rows, block, off)) block = -1;
+            const int32_t c1 = maps.pos_first ? static_cast<int32_t>(off) : kv_head;
+            const int32_t c2 = maps.pos_first ? kv_head : static_cast<int32_t>(off);
+            const int32_t crd[4] = {0, c1, c2, block};
+            ::cuda::ptx::cp_async_bulk_tensor(::cuda::ptx::space_cluster, ::cuda::ptx::space_global,
+                                              stag_slot(h) + b * maps.box_rows * 128, (h & 1) ? &maps.v : &maps.k,
+                                              crd, bar);
+          }
+        };
+        if (n_iter > 0) meta = fetch(0, 0);
+        if (ptid == 0)
+          for (int h = 0; h < min(3, n_half); ++h) issue_stag(h);
+        for (int it = 0; it < n_iter; ++it) {
+          const int slot = it % kStages;
+          uint8_t* s_k = stage_k(slot);
+          wg::mbar_wait(&empty_k[slot], ((it / kStages) & 1) ^ 1);
+          publish(meta, slot);
+          if (it + 1 < n_iter) meta = fetch(it + 1, (it + 1) % kStages);
+          const int hk = 2 * it, hv = hk + 1;
+          wg::mbar_wait(&stag_full[hk % 3], (hk / 3) & 1);
+          convert(stag_slot(hk), s_k, true);
+          wg::fence_async_smem();
+          wg::mbar_arrive(&full_k[slot]);
+          wg::named_sync(1, kPThreads);  // K(it)'s staging slot read by everyone
+          if (ptid == 0 && hk + 3 < n_half) issue_stag(hk + 3);
+          wg::mbar_wait(&stag_full[hv % 3], (hv / 3) & 1);
+          wg::mbar_wait(&empty_v[slot], ((it / kStages) & 1) ^ 1);
+          convert(stag_slot(hv), s_k + Tr::kKvTileBytes, true);
+          wg::fence_async_smem();
+          wg::mbar_arrive(&full_v[slot]);
+          wg::named_sync(1, kPThreads);  // V(it)'s staging slot read by everyone
+          if (ptid == 0 && hv + 3 < n_half) issue_stag(hv + 3);
+        }
+#endif
+        return;
+      }
+    }
     if constexpr (Tr::kKvInt8) {
       // int8 rows are staged by cp.async (one K and one V staging tile), then converted into the
       // ring. Groups in flight at the top of iteration it, oldest first: K(it), V(it). K(it + 1) is
@@ -363,7 +429,7 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, cons
         if (more) meta = fetch(it + 1, (it + 1) % kStages);
         tc::cp_async_wait<1>();
         wg::named_sync(1, kPThreads);  // K(it) staged by every producer thread
-        convert(s_stag_k, s_k);
+        convert(s_stag_k, s_k, false);
         wg::fence_async_smem();
         wg::mbar_arrive(&full_k[slot]);
         wg::named_sync(1, kPThreads);  // staging K read by everyone
@@ -372,7 +438,7 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, cons
         tc::cp_async_wait<1>();
         wg::named_sync(1, kPThreads);  // V(it) staged
         wg::mbar_wait(&empty_v[slot], ((it / kStages) & 1) ^ 1);
-        convert(s_stag_v, s_k + Tr::kKvTileBytes);
+        convert(s_stag_v, s_k + Tr::kKvTileBytes, false);
         wg::fence_async_smem();
         wg::mbar_arrive(&full_v[slot]);
         wg::named_sync(1, kPThreads);  // staging V read by everyone
