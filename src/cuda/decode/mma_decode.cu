@@ -23,6 +23,8 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <type_traits>
 #include <vector>
@@ -229,7 +231,25 @@ void launch_mma_decode(const MmaDecodeLaunch& L, const detail::AttnProblem& p, i
   if (num_splits > 1) {
     // One CTA per (row, q head); multi-token: per (sequence, row < max_q_len, q head).
     const int64_t units = L.cu_q_lens.defined() ? p.batch_size * L.max_q_len : L.total_rows;
-    k.merge<<<static_cast<unsigned>(units * p.num_qo_heads), 128, 0, s>>>(prm);
+    // On sm_90 the merge is a programmatic dependent launch: it is set up, and its CTAs become
+    // resident, while the split kernel finishes, instead of after (at batch 1 the launch gap is a
+    // large part of the decode's time). It waits for the split kernel's results before reading
+    // them. KVQ_DECODE_PDL=0: a plain launch (A/B runs).
+    static const bool pdl_off = [] {
+      const char* e = std::getenv("KVQ_DECODE_PDL");
+      return e != nullptr && std::strcmp(e, "0") == 0;
+    }();
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(static_cast<unsigned>(units * p.num_qo_heads));
+    cfg.blockDim = dim3(128);
+    cfg.dynamicSmemBytes = 0;
+    cfg.stream = s;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = (!pdl_off && current_device_is_sm90()) ? 1 : 0;
+    KVQ_CUDA_CHECK(cudaLaunchKernelEx(&cfg, k.merge, prm));
     KVQ_LAUNCH_CHECK(s);
   }
 }

@@ -212,6 +212,12 @@ __device__ __forceinline__ float fast_exp2(float x) {
 template <typename Traits>
 __global__ void __launch_bounds__(Traits::kThreads, 2) mma_decode_kernel(const __grid_constant__ MmaDecodeParams prm) {
   using namespace mma_decode_detail;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  // The merge (launched as a programmatic dependent, mma_decode.cu) may start its CTAs once every
+  // CTA here has started; they wait for this grid's completion and memory before reading anything
+  // (cudaGridDependencySynchronize there). Without a dependent launch this does nothing.
+  cudaTriggerProgrammaticLaunchCompletion();
+#endif
   using KV = typename Traits::DTypeKV;
   using T = typename Traits::T;
   constexpr bool kInt8 = Traits::kInt8;
@@ -968,6 +974,11 @@ __global__ void __launch_bounds__(128) mma_decode_merge_kernel(const __grid_cons
   __shared__ float red_m[4], red_d[4];
   __shared__ unsigned red_f[4];
   __shared__ float4 part[kPhases][kV4];
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  // Launched as a programmatic dependent of the split kernel (its launch overlaps that kernel's
+  // tail): nothing of the split kernel's is read before it has completed and its writes are visible.
+  cudaGridDependencySynchronize();
+#endif
   const int h = static_cast<int>(blockIdx.x % prm.num_qo_heads);
   const int64_t unit = blockIdx.x / prm.num_qo_heads;
   int64_t tok = unit;
