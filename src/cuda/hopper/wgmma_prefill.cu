@@ -43,8 +43,8 @@ void launch_wg_prefill(tc::TcPrefillParams params, int64_t max_packed_rows, int 
   const char* stores_env = std::getenv("KVQ_WG_PLAIN_STORES");
   maps.plain_stores = stores_env != nullptr && std::strcmp(stores_env, "1") == 0 ? 1 : 0;
   const char* tma_env = std::getenv("KVQ_WG_TMA");
-  // int8 caches by TMA (head dim 128, three staging slots): opt-in with KVQ_WG_INT8_TMA=1 until
-  // measured faster than the cp.async staging.
+  // int8 caches by TMA (head dim 128, three staging slots): opt-in with KVQ_WG_INT8_TMA=1: on the
+  // H200 it measured 1-5% slower than the cp.async staging (docs/perf-notes.md).
   const char* int8_tma_env = std::getenv("KVQ_WG_INT8_TMA");
   const bool int8_tma = int8_tma_env != nullptr && std::strcmp(int8_tma_env, "1") == 0;
   const bool want_tma =
@@ -77,9 +77,10 @@ void launch_wg_prefill(tc::TcPrefillParams params, int64_t max_packed_rows, int 
   // +8% by shape against the bf16 MMAs, docs/perf-notes.md).
   const char* fp16_env = std::getenv("KVQ_WG_FP16_MATH");
   const bool fp16_math = fp16_env != nullptr && std::strcmp(fp16_env, "1") == 0;
-  // int8: two producer warpgroups with KVQ_WG_INT8_PRODUCERS=2 (opt-in until measured faster).
+  // int8 caches, head dims up to 128: two producer warpgroups (the default; on the H200 +3% to
+  // +12% by shape over one, docs/perf-notes.md); KVQ_WG_INT8_PRODUCERS=1 keeps the one-producer kernel.
   const char* prod_env = std::getenv("KVQ_WG_INT8_PRODUCERS");
-  const bool two_producers = prod_env != nullptr && std::strcmp(prod_env, "2") == 0;
+  const bool two_producers = !(prod_env != nullptr && std::strcmp(prod_env, "1") == 0);
   auto s = static_cast<cudaStream_t>(stream);
   switch (padded_head_dim) {
 #define KVQ_WG_PREFILL_CASE(HD) \

@@ -65,7 +65,7 @@ constexpr int wg_tile_kv(int head_dim) { return head_dim <= 128 ? 128 : 64; }
 // to fp16 (11 significant bits against bf16's 8, so every bf16 q is exact unless it is below 2^-28
 // of the warpgroup's largest); P is rounded to fp16 (finer than bf16); per-token V scales are
 // factored out of P as for fp16 q (kFactorV). out and lse are written as always.
-// kProducerWGs_ 2 (int8 caches, KVQ_WG_INT8_PRODUCERS=2): two producer warpgroups stage and convert
+// kProducerWGs_ 2 (int8 caches, head dims up to 128, the default; KVQ_WG_INT8_PRODUCERS=1 gives 1): two producer warpgroups stage and convert
 // each tile, half its rows each, so the conversion's dependent chains have two warps per SM
 // sub-partition instead of one (the int8 kernel measured latency-bound there, docs/perf-notes.md);
 // 512 threads, the consumers' registers down to 200.

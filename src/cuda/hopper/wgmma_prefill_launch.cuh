@@ -32,7 +32,7 @@ void launch_wg_traits(const TcPrefillParams& params, const WgTmaMaps& maps, int 
 template <int kHeadDim>
 void launch_wg_hd(const TcPrefillParams& params, const WgTmaMaps& maps, int batch_size, bool q_fp16, bool kv_int8,
                   bool fp16_math, bool two_producers, int order, cudaStream_t stream) {
-  // two_producers (KVQ_WG_INT8_PRODUCERS=2): int8 caches without factored V scales and with the
+  // two_producers (default; KVQ_WG_INT8_PRODUCERS=1 turns it off): int8 caches without factored V scales and with the
   // q dtype's MMAs stage and convert with two producer warpgroups; head dims up to 128 (at 512
   // threads a thread starts with 128 registers, fewer than one m64n256 wgmma's accumulators).
   if constexpr (kHeadDim > 128) two_producers = false;
