@@ -134,9 +134,9 @@ def make_case(B, q_len, kv_len, Hq=32, Hkv=8, D=128, page=64, seed=0, q_dtype=to
                 cu_host=[b * q_len for b in range(B + 1)], kv_host=[kv_len] * B)  # what an engine's scheduler knows
 
 
-def kvq_planned(c, k, v, path="auto", **scales):
+def kvq_planned(c, k, v, path="auto", compute="bf16", **scales):
     """kvq.PagedPrefill for case c over caches k, v, planned from the case's host lengths."""
-    pp = kvq.PagedPrefill(causal=True, path=path)
+    pp = kvq.PagedPrefill(causal=True, path=path, compute=compute)
     pp.plan(c["cu_host"], c["kv_host"], c["q"], k, v, c["table"], c["cu_q"], c["kv_lens"], **scales)
     return pp
 
@@ -229,18 +229,19 @@ def run_prefill(name, c, paths):
             del k16, v16
         except Exception as e:
             log(f"  kvq_bf16cache      not run: {short(e)}")
-        for path in paths:
+        # kvq_int8: compute="int8" (int8 Q·Kᵀ) on the planner's path, FLOPs counted as for the others.
+        for path, compute, peer in [(p, "bf16", "kvq_" + p) for p in paths] + [("auto", "int8", "kvq_int8")]:
             try:
                 out = torch.empty_like(c["q"])
-                pp = kvq_planned(c, c["k8"], c["v8"], path=path, k_scale=c["ks"], v_scale=c["vs"])
+                pp = kvq_planned(c, c["k8"], c["v8"], path=path, compute=compute, k_scale=c["ks"], v_scale=c["vs"])
                 fn = lambda: pp.run(c["q"], c["k8"], c["v8"], c["table"], c["cu_q"], c["kv_lens"],
                                     k_scale=c["ks"], v_scale=c["vs"], out=out)
                 fn()
                 torch.cuda.synchronize()
-                add("kvq_" + path, bench_ms(fn), dict(rel_err_vs_sdpa=rel_err(out, ref) if ref is not None else None,
-                                                      kernel=pp.plan_info.kernel))
+                add(peer, bench_ms(fn), dict(rel_err_vs_sdpa=rel_err(out, ref) if ref is not None else None,
+                                             kernel=pp.plan_info.kernel))
             except Exception as e:
-                log(f"  kvq_{path:14s} not run: {short(e)}")
+                log(f"  {peer:18s} not run: {short(e)}")
     return rows
 
 

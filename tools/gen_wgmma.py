@@ -3,7 +3,8 @@
 
 An inline-asm wgmma needs one "+f" operand per accumulator register (N/2 of them for m64nNk16), so
 the wrappers are generated rather than written by hand. Shapes: m64nNk16 for N in NS, fp32
-accumulators, A from shared memory (SS) or from registers (RS), B from shared memory; bf16 and fp16.
+accumulators, A from shared memory (SS) or from registers (RS), B from shared memory; bf16 and fp16;
+and m64nNk32 int8 x int8 with int32 accumulators (SS only) for N in S8_NS.
 Run it after changing NS: `python3 tools/gen_wgmma.py`.
 """
 import pathlib
@@ -41,6 +42,20 @@ for ctype, ptx in TYPES:
         out.append("  }")
         out.append("};")
         out.append("")
+# int8 x int8 -> int32 (m64nNk32, both operands K-major from shared memory: the only layout 8-bit
+# wgmma takes), for S = Q·Kᵀ straight from an int8 K tile (compute="int8").
+S8_NS = (64, 128)
+for n in S8_NS:
+    k = n // 2
+    out.append(f"template <> struct MmaS8<{n}> {{")
+    out.append(f"  static __device__ __forceinline__ void ss(uint32_t (&d)[{k}], uint64_t da, uint64_t db, int scale_d) {{")
+    out.append('    asm volatile("{\\n.reg .pred p;\\nsetp.ne.b32 p, %' + str(k + 2) + ', 0;\\n"')
+    out.append(f'                 "wgmma.mma_async.sync.aligned.m64n{n}k32.s32.s8.s8 {{{acc_list(n)}}}, %{k}, %{k+1}, p;\\n}}\\n"')
+    out.append("                 : " + ", ".join(f'"+r"(d[{i}])' for i in range(k)))
+    out.append(f'                 : "l"(da), "l"(db), "r"(scale_d));')
+    out.append("  }")
+    out.append("};")
+    out.append("")
 path = pathlib.Path(__file__).resolve().parent.parent / "src/cuda/common/wgmma_ops.inc"
 path.write_text("\n".join(out))
 print(f"wrote {path}")

@@ -536,7 +536,8 @@ int run_bench(const BenchOptions& o) {
   std::ostringstream shape_name;
   shape_name << o.mode << " B" << batch << (decode ? "" : " q" + std::to_string(q_len)) << " kv" << kv_len << " H"
              << sh.num_qo_heads << "/" << sh.num_kv_heads << " D" << sh.head_dim << " page" << sh.page_size << " "
-             << kvq::to_string(sh.layout) << " " << o.kv_dtype << (decode ? "" : causal ? " causal" : " non-causal");
+             << kvq::to_string(sh.layout) << " " << o.kv_dtype << (decode ? "" : causal ? " causal" : " non-causal")
+             << (o.compute == "int8" ? " int8-compute" : "");
   std::cerr << "kvq bench: " << shape_name.str() << ": preparing the cache\n";
 
   std::mt19937 rng(1234);
@@ -603,7 +604,8 @@ int run_bench(const BenchOptions& o) {
      << ",\"kv_len\":" << kv_len << ",\"num_qo_heads\":" << sh.num_qo_heads << ",\"num_kv_heads\":"
      << sh.num_kv_heads << ",\"head_dim\":" << sh.head_dim << ",\"page_size\":" << sh.page_size
      << ",\"layout\":\"" << kvq::to_string(sh.layout) << "\",\"kv_dtype\":\"" << o.kv_dtype << "\",\"causal\":"
-     << (causal ? "true" : "false") << ",\"iters\":" << o.iters << ",\"results\":[";
+     << (causal ? "true" : "false") << ",\"compute\":\"" << o.compute << "\",\"iters\":" << o.iters
+     << ",\"results\":[";
   int served = 0, index = 0;
   const int warmup = gpu ? 3 : 1;
   for (const std::string& path : o.paths) {
@@ -635,6 +637,7 @@ int run_bench(const BenchOptions& o) {
       pa.kv_lens = db.kv_lens.view();
       pa.out = out.view();
       pa.mask_options.causal = causal;
+      pa.compute = o.compute == "int8" ? kvq::ComputeMode::kInt8 : kvq::ComputeMode::kNative;
       pa.path = parse_path("path", path);
       kvq::PrefillPlan plan;
       try {

@@ -132,6 +132,8 @@ const std::vector<FlagSpec>& bench_flags() {
       {"path", "auto|fused|dequant|generic|all", "auto",
        "prefill kernel to time (all: each in turn); decode has one kernel and accepts only auto"},
       {"kv-dtype", "int8|bf16", "int8", "cache dtype (int8 with per-channel scales, or bf16)"},
+      {"compute", "native|int8", "native",
+       "prefill math: native (16-bit MMAs) or int8 (int8 Q·Kᵀ, int8 cache only; FLOP/s counted alike)"},
       {"causal", "", "true", "causal masking (prefill; a decode query sees every key either way)"},
       {"iters", "N", "20", "timed runs after the warmup; the median is reported"},
       {"num-splits", "S", "0", "decode: KV splits per sequence (0: the planner's choice)"},
@@ -243,6 +245,11 @@ BenchOptions parse_bench(const Flags& flags) {
   if (b.kv_dtype != "int8" && b.kv_dtype != "bf16")
     throw UsageError("--kv-dtype: expected int8 or bf16, got '" + b.kv_dtype + "'");
   b.int8 = b.kv_dtype == "int8";
+  b.compute = flags.str("compute");
+  if (b.compute != "native" && b.compute != "int8")
+    throw UsageError("--compute: expected native or int8, got '" + b.compute + "'");
+  if (b.compute == "int8" && !b.int8) throw UsageError("--compute: int8 needs --kv-dtype int8");
+  if (b.compute == "int8" && decode) throw UsageError("--compute: int8 applies to --mode prefill only");
   b.causal = flags.boolean("causal");
   b.cpu = flags.boolean("cpu");
   b.json = flags.boolean("json");

@@ -75,6 +75,7 @@ struct BenchOptions {
   std::string path = "auto";       // as given
   bool int8 = true;
   std::string kv_dtype = "int8";
+  std::string compute = "native";  // prefill: "int8" = compute mode int8
   bool causal = true;
   int iters = 20;
   int num_splits = 0;  // decode: 0 = the planner's choice

@@ -36,7 +36,12 @@ bool tc_prefill_supports(const AttnProblem& p) {
   if (p.q_dtype != DType::kBFloat16 && p.q_dtype != DType::kFloat16) return false;
   if (p.kv_dtype != p.q_dtype && p.kv_dtype != DType::kInt8) return false;
   if (p.out_dtype != p.q_dtype) return false;
-  if (p.compute != ComputeMode::kNative || p.has_mask) return false;
+  if (p.has_mask) return false;
+  if (p.compute != ComputeMode::kNative) {
+    if (p.compute != ComputeMode::kInt8 || p.kv_dtype != DType::kInt8) return false;
+    const int padded = tc_padded_head_dim(static_cast<int>(p.head_dim));
+    if ((padded != 128 && padded != 256) || !wg_has_head_dim(padded)) return false;
+  }
   if (p.head_dim < 1 || p.head_dim > 256) return false;
   if (p.head_dim % (p.kv_dtype == DType::kInt8 ? 16 : 8) != 0) return false;
   if (tc_padded_head_dim(static_cast<int>(p.head_dim)) == 0) return false;
@@ -44,6 +49,10 @@ bool tc_prefill_supports(const AttnProblem& p) {
   if (p.page_size < 1 || p.page_size > (int64_t{1} << 30)) return false;
   if (p.total_q * p.group_size >= (int64_t{1} << 31) || p.num_blocks >= (int64_t{1} << 31)) return false;  // 32-bit row math
   return true;
+}
+
+bool wg_int8_compute_supports(const AttnProblem& p) {
+  return p.compute == ComputeMode::kInt8 && tc_prefill_supports(p);
 }
 
 bool tc_prefill_supports_views(const PrefillArgs& args, const AttnProblem& p, const PagedKvCache& kv,

@@ -50,7 +50,9 @@ constexpr int tc_padded_head_dim(int head_dim) {
 }
 
 // Whether the tensor-core kernel serves this problem (head dim instantiated or padded up, dtypes,
-// scale modes, compute mode, no mask). When false `auto` takes the generic kernel.
+// scale modes, compute mode, no mask). When false `auto` takes the generic kernel. Compute int8
+// (bf16/fp16 q over an int8 cache, padded head dim 128 or 256 with a Hopper instantiation) is
+// served by the Hopper mainloop only (wg_int8_compute_supports): the planner gives it no other.
 bool tc_prefill_supports(const AttnProblem& p);
 
 // tc_prefill_supports plus what only the views tell: 16-byte aligned base pointers and outer
@@ -70,6 +72,10 @@ constexpr bool wg_has_head_dim(int padded_head_dim) {
   for (int d : kWgHeadDims) found = found || d == padded_head_dim;
   return found;
 }
+
+// compute="int8" on the Hopper kernel: bf16/fp16 q (not int8 q) over an int8 cache, padded head
+// dim 128 or 256 instantiated, everything else as tc_prefill_supports.
+bool wg_int8_compute_supports(const AttnProblem& p);
 
 // Below this many packed query rows (max q_len x GQA group) of the longest sequence, the
 // mma.sync kernel stays faster (H200: B16 q512 Hq32/Hkv8 D128 int8, 0.38 ms vs 0.44 ms: few KV

@@ -220,6 +220,12 @@ PrefillMainloop choose_tc_mainloop(int64_t head_dim, int64_t packed_rows, const 
   return wg_order(env);
 }
 
+PrefillMainloop choose_wg_int8_mainloop(const DeviceInfo& dev, const PlannerEnv& env) {
+  // Every size (the generic kernel is the alternative, not mma.sync); serial order only.
+  if (!dev.sm90 || env.prefill_kernel == "mma") return PrefillMainloop::kMmaSync;
+  return PrefillMainloop::kWgmma;
+}
+
 DecodeVariant choose_mma_decode_variant(const AttnProblem& p, const DeviceInfo& dev, const PlannerEnv& env) {
   if (env.decode_kernel == "v5") return DecodeVariant::kCpAsync;
   if (!mma_decode_has_tma_form(p) || !dev.sm90) return DecodeVariant::kCpAsync;
@@ -338,7 +344,9 @@ PrefillPlan make_prefill_plan(const PrefillArgs& args, const AttnProblem& p,
   // The tensor-core prefill's mainloop, where the plan runs that kernel (header).
   if (plan.device == Device::kCUDA && plan.kernel == PrefillKernel::kPath) {
     const int64_t packed_rows = tc_rows_per_sequence(p, plan) * p.group_size;
-    if (plan.path == PrefillPath::kFused && tc_prefill_supports(p))
+    if (plan.path == PrefillPath::kFused && wg_int8_compute_supports(p))
+      plan.mainloop = choose_wg_int8_mainloop(dev, env);
+    else if (plan.path == PrefillPath::kFused && tc_prefill_supports(p))
       plan.mainloop = choose_tc_mainloop(p.head_dim, packed_rows, dev, env);
     if (plan.path == PrefillPath::kDequant && tc_prefill_supports(dequant_problem(p, plan.num_referenced_blocks)))
       plan.mainloop = choose_tc_mainloop(p.head_dim, packed_rows, dev, env);
@@ -421,13 +429,16 @@ KernelLaunch resolve_prefill_launch(const PrefillArgs& args, const AttnProblem& 
       if (tc_prefill_supports(p) && tc_prefill_supports_views(args, p, args.kv, args.block_tables)) {
         launch.kernel = LaunchKernel::kTcPrefill;
         launch.mainloop = runnable_tc_mainloop(plan.mainloop, p, args.kv, dev);
-        return launch;
+        // int8 compute runs on the Hopper mainloop only; elsewhere the generic kernel serves it.
+        if (p.compute == ComputeMode::kNative || launch.mainloop == PrefillMainloop::kWgmma) return launch;
+        launch.mainloop = PrefillMainloop::kNone;
       }
       if (args.path == PrefillPath::kFused)
         throw Error(ErrorKind::kValue, kFunc, "path",
                     "expected a problem the fused (tensor-core) path serves (fast head_dim, no mask, 16-byte "
-                    "aligned views), got head_dim " +
+                    "aligned views; int8 compute: head_dim 128 or 256 on an sm_90 GPU), got head_dim " +
                         std::to_string(p.head_dim) + (p.has_mask ? " with a mask" : "") +
+                        (p.compute == ComputeMode::kInt8 ? " with int8 compute" : "") +
                         " (path=fused was forced; use auto or generic)");
       launch.kernel = LaunchKernel::kGeneric;
       return launch;

@@ -56,6 +56,10 @@ PrefillPath resolve_prefill_path(const AttnProblem& p, Device device, PrefillPat
 // of KVQ_WG_MAINLOOP; else mma.sync.
 PrefillMainloop choose_tc_mainloop(int64_t head_dim, int64_t packed_rows, const DeviceInfo& dev,
                                    const PlannerEnv& env);
+// compute="int8" (kernels.h wg_int8_compute_supports): the Hopper kernel, serial, at every size on
+// sm_90 (KVQ_PREFILL_KERNEL=mma: never); kMmaSync says it cannot run there, and the launch then
+// takes the generic kernel (resolve_prefill_launch).
+PrefillMainloop choose_wg_int8_mainloop(const DeviceInfo& dev, const PlannerEnv& env);
 
 // The tensor-core decode's form for p: TMA on sm_90 where the shape has it (kernels.h
 // mma_decode_has_tma_form), with int8 Q·Kᵀ for int8 caches under KVQ_DECODE_KERNEL=s8; cp.async

@@ -70,6 +70,11 @@ __device__ __forceinline__ uint64_t desc_mn_major(uint32_t addr, uint32_t panel_
 // RS takes A as the mma.sync m16n8k16 A fragment of the warp's 16 rows.
 template <int N, typename T>
 struct Mma;
+// wgmma m64nNk32 s8 x s8 -> s32, both operands K-major in shared memory (an int8 operand's panel
+// is 128 int8 columns; a k32 step is the same 32 bytes a 16-bit k16 step is); d in the same
+// fragment order as Mma's.
+template <int N>
+struct MmaS8;
 
 #if KVQ_SM90_ENABLED
 #include "src/cuda/common/wgmma_ops.inc"
@@ -87,6 +92,12 @@ template <int N>
 __device__ __forceinline__ void fence_operand(float (&d)[N]) {
 #pragma unroll
   for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+
+template <int N>
+__device__ __forceinline__ void fence_operand(uint32_t (&d)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+r"(d[i])::"memory");
 }
 
 // Register reallocation between warpgroups (all threads of the warpgroup execute it).

@@ -32,7 +32,7 @@ static int wg_diag() {
 }
 
 void launch_wg_prefill(tc::TcPrefillParams params, int64_t max_packed_rows, int batch_size, int padded_head_dim,
-                       bool q_fp16, bool kv_int8, bool ping_pong, void* stream) {
+                       bool q_fp16, bool kv_int8, bool ping_pong, bool qk_int8, void* stream) {
   const int64_t tiles = (max_packed_rows + wg_tile_q() - 1) / wg_tile_q();
   params.num_q_tiles = static_cast<int>(tiles);
   if (tiles == 0 || batch_size == 0) return;
@@ -47,8 +47,9 @@ void launch_wg_prefill(tc::TcPrefillParams params, int64_t max_packed_rows, int 
   // H200 it measured 1-5% slower than the cp.async staging (docs/perf-notes.md).
   const char* int8_tma_env = std::getenv("KVQ_WG_INT8_TMA");
   const bool int8_tma = int8_tma_env != nullptr && std::strcmp(int8_tma_env, "1") == 0;
-  const bool want_tma =
-      kv_int8 ? (padded_head_dim == 128 && int8_tma) : !(tma_env != nullptr && std::strcmp(tma_env, "0") == 0);
+  // int8 compute: K straight into the ring by TMA like a 16-bit cache (KVQ_WG_TMA=0: cp.async).
+  const bool tma_off = tma_env != nullptr && std::strcmp(tma_env, "0") == 0;
+  const bool want_tma = qk_int8 ? !tma_off : kv_int8 ? (padded_head_dim == 128 && int8_tma) : !tma_off;
   const int elem_bytes = kv_int8 ? 1 : 2;
   if (want_tma) {
     const int64_t page = params.page_div.d;
@@ -84,7 +85,7 @@ void launch_wg_prefill(tc::TcPrefillParams params, int64_t max_packed_rows, int 
   auto s = static_cast<cudaStream_t>(stream);
   switch (padded_head_dim) {
 #define KVQ_WG_PREFILL_CASE(HD) \
-  case HD: launch_wg_hd##HD(params, maps, batch_size, q_fp16, kv_int8, fp16_math, two_producers, order, s); break;
+  case HD: launch_wg_hd##HD(params, maps, batch_size, q_fp16, kv_int8, fp16_math, two_producers, qk_int8, order, s); break;
     KVQ_FOR_EACH_WG_HEAD_DIM(KVQ_WG_PREFILL_CASE)
 #undef KVQ_WG_PREFILL_CASE
     default:

@@ -14,7 +14,8 @@ namespace kvq::cuda::hopper {
 // Launches over the same params as the tensor-core prefill (num_q_tiles is recomputed for
 // 128-row tiles from max_q_len * group); padded_head_dim in KVQ_WG_HEAD_DIMS. ping_pong: the
 // consumers in FlashAttention-3's ping-pong order (PrefillMainloop::kWgmmaPingPong), else serial.
+// qk_int8: compute="int8" (int8 cache, padded head dim 128 or 256): int8 Q·Kᵀ, serial order.
 void launch_wg_prefill(tc::TcPrefillParams params, int64_t max_packed_rows, int batch_size, int padded_head_dim,
-                       bool q_fp16, bool kv_int8, bool ping_pong, void* stream);
+                       bool q_fp16, bool kv_int8, bool ping_pong, bool qk_int8, void* stream);
 
 }  // namespace kvq::cuda::hopper

@@ -69,8 +69,16 @@ constexpr int wg_tile_kv(int head_dim) { return head_dim <= 128 ? 128 : 64; }
 // each tile, half its rows each, so the conversion's dependent chains have two warps per SM
 // sub-partition instead of one (the int8 kernel measured latency-bound there, docs/perf-notes.md);
 // 512 threads, the consumers' registers down to 200.
+// kQkInt8_ (compute="int8", int8 caches, head dims 128 and 256): docs/design.md §1's int8 recipe.
+// Each consumer quantizes its Q rows (K's per-channel scale folded in) per (token, head) into two
+// int8 parts, q' = s_q (hi + lo / 128), into two K-major int8 tiles; S = Q·Kᵀ is int8 wgmma
+// (s8 x s8 -> s32) straight from the int8 K tile, which the producer copies as it is (TMA, or
+// cp.async where the page size allows no box) into the ring in the 128-byte swizzled panel layout
+// (an int8 panel is 128 columns): acc = hi·k8, acc *= 128, acc += lo·k8 (exact in int32: |acc| <=
+// 2^29 + 2^22), then S = float(acc) * s_q / 128. Only V is staged and converted (to the q dtype);
+// P·V is the bf16 mode's. Serial order only.
 template <int kHeadDim_, typename DTypeQ_, bool kKvInt8_, bool kFactorV_ = false, bool kFp16Math_ = false,
-          int kProducerWGs_ = 1>
+          int kProducerWGs_ = 1, bool kQkInt8_ = false>
 struct WgPrefillTraits {
   static constexpr int kHeadDim = kHeadDim_;
   using DTypeQ = DTypeQ_;
@@ -78,6 +86,7 @@ struct WgPrefillTraits {
   using DTypeMma = std::conditional_t<kFp16Math_, __half, DTypeQ_>;  // the MMAs' operands
   static constexpr bool kKvInt8 = kKvInt8_;
   static constexpr bool kFactorV = kFactorV_;
+  static constexpr bool kQkInt8 = kQkInt8_;
   static constexpr int kTileQ = wg_tile_q();
   static constexpr int kTileKv = wg_tile_kv(kHeadDim);
   static constexpr int kStages = 2;
@@ -88,7 +97,8 @@ struct WgPrefillTraits {
   static constexpr int kProducerRegs = kKvInt8 ? 56 : 40;  // int8: the staging + conversion needs 56 (spills at 40)
   static constexpr int kConsumerRegs = kProducerWGs == 2 ? 200 : (kKvInt8 ? 224 : 232);
   static constexpr int kQPanelBytes = kTileQ * 128;
-  static constexpr int kQBytes = kTileQ * kHeadDim * 2;
+  static constexpr int kQBytes = kTileQ * kHeadDim * 2;  // kQkInt8: the hi tile, then the lo tile (int8)
+  static constexpr int kQ8PartBytes = kTileQ * kHeadDim;
   static constexpr int kKvPanelBytes = kTileKv * 128;
   static constexpr int kKvTileBytes = kTileKv * kHeadDim * 2;
   static constexpr int kStageBytes = 2 * kKvTileBytes;
@@ -96,7 +106,8 @@ struct WgPrefillTraits {
   static constexpr int kStagTileBytes = kKvInt8 ? kTileKv * kHeadDim : 0;  // one K or V tile, int8
   // Staging slots: a K and a V tile (cp.async); three for int8 D128, where TMA may fill them in the
   // order K(0), V(0), K(1), ... two tiles ahead of the conversion (shared memory has room there).
-  static constexpr int kStagSlots = (kKvInt8 && kHeadDim == 128) ? 3 : 2;
+  // (kQkInt8: two V staging slots.)
+  static constexpr int kStagSlots = (kKvInt8 && kHeadDim == 128 && !kQkInt8) ? 3 : 2;
   static constexpr int kStagOff = kQBytes + kStages * kStageBytes;
   static constexpr int kScaleOff = kStagOff + kStagSlots * kStagTileBytes;     // float [kStages][2][kTileKv]
   static constexpr int kVmaxOff = kScaleOff + kStages * 2 * kTileKv * 4;  // float [kStages][kTileKv / 32]
@@ -107,7 +118,8 @@ struct WgPrefillTraits {
   static constexpr int kBoxOff = kOffOff + kStages * kTileKv * 8;  // int2 [kStages][kMaxBoxes]
   static constexpr int kFlagOff = kBoxOff + kStages * kMaxBoxes * 8;  // int [kStages]
   static constexpr int kQmaxOff = kFlagOff + kStages * 4;  // float [2 consumers][4 warps] (kFp16Math)
-  static constexpr int kBarOff = (kQmaxOff + 8 * 4 + 7) / 8 * 8;  // uint64 full_k, full_v, empty_k, empty_v [kStages]
+  static constexpr int kSqOff = kQmaxOff + 8 * 4;  // float [kTileQ] (kQkInt8): each row's s_q / 128
+  static constexpr int kBarOff = (kSqOff + (kQkInt8 ? kTileQ * 4 : 0) + 7) / 8 * 8;  // uint64 full_k, full_v, empty_k, empty_v [kStages]
   // The dynamic shared memory base is 1024-aligned on sm_90 (checked by the kernel).
   // ... then stag_full[3] (int8 D128 by TMA).
   static constexpr int kSmemBytes = kBarOff + 4 * kStages * 8 + 3 * 8;
@@ -118,6 +130,7 @@ struct WgPrefillTraits {
   static_assert(!kFp16Math || (kKvInt8 && std::is_same_v<DTypeQ_, __nv_bfloat16>), "fp16 math: bf16 q over int8");
   static_assert(kSmemBytes <= 232448, "shared memory of one CTA on sm_90");
   static_assert(kProducerWGs == 1 || (kProducerWGs == 2 && kKvInt8), "two producer warpgroups: int8 caches");
+  static_assert(!kQkInt8 || (kKvInt8 && !kFp16Math && kHeadDim >= 128), "int8 Q·Kᵀ: int8 caches, D 128 or 256");
   static_assert(kProducerRegs * kProducerThreads + kConsumerRegs * 256 <= kLaunchRegs * kNumThreads,
                 "setmaxnreg within the launch allocation");
 };
@@ -210,7 +223,9 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, cons
       // full_k: the producer's 128 threads (and, 16-bit caches by cp.async, their 128 copy
       // arrivals; by TMA thread 0's arrival carries the tile's bytes); full_v: 128 copy or
       // conversion arrivals, or one TMA arrival.
-      wg::mbar_init(&full_k[s], (Tr::kKvInt8 || maps.use) ? Tr::kProducerThreads : 2 * Tr::kProducerThreads);
+      // (kQkInt8: K as the 16-bit caches load it, by TMA or cp.async.)
+      const bool k_plain_count = Tr::kKvInt8 && !Tr::kQkInt8;
+      wg::mbar_init(&full_k[s], (k_plain_count || maps.use) ? Tr::kProducerThreads : 2 * Tr::kProducerThreads);
       wg::mbar_init(&full_v[s], (!Tr::kKvInt8 && maps.use) ? 1 : Tr::kProducerThreads);
       wg::mbar_init(&empty_k[s], 256);
       wg::mbar_init(&empty_v[s], 256);
@@ -315,7 +330,7 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, cons
       t.ok = locate(j, block, off);
       t.hole = !t.ok && j < kv_len;
       s_off[slot * kTileKv + ptid] = t.ok ? (block * p.k_stride_block + off * p.k_stride_pos) * kElemBytes : -1;
-      if (!Tr::kKvInt8 && maps.use && ptid % maps.box_rows == 0)
+      if ((!Tr::kKvInt8 || Tr::kQkInt8) && maps.use && ptid % maps.box_rows == 0)
         s_box[slot * Tr::kMaxBoxes + ptid / maps.box_rows] = make_int2(t.ok ? block : -1, static_cast<int>(off));
       if constexpr (Tr::kKvInt8) {
         if (t.ok && k_per_token)
@@ -348,6 +363,74 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, cons
     };
 
     TokMeta meta;
+    if constexpr (Tr::kQkInt8) {
+      // int8 Q·Kᵀ: K(it) goes into the ring as it is, in the swizzled panel layout (a 16-byte chunk
+      // c of a row is int8 columns [16c, 16c + 16): chunk c of the 16-bit layout's addressing),
+      // by TMA (thread 0, one box per page run and 128-column panel, completing on full_k with the
+      // tile's bytes) or by cp.async (each thread's copies one noinc arrival on full_k after its
+      // plain one). V is staged by cp.async into two staging slots, V(it + 1) issued before V(it)
+      // is converted, so its latency hides under that conversion and the consumers' work.
+      // Groups: V(0) alone, then per iteration {K(it) cp.async, V(it + 1)}; the wait for all but
+      // the newest group lands V(it).
+      auto stag = [&](int i) { return (i & 1) ? s_stag_v : s_stag_k; };  // V(i)'s staging slot
+      auto issue_tma_k8 = [&](uint8_t* dst, int slot, uint64_t* bar) {
+#if KVQ_SM90_ENABLED
+        (void)::cuda::ptx::mbarrier_arrive_expect_tx(::cuda::ptx::sem_release, ::cuda::ptx::scope_cta,
+                                                     ::cuda::ptx::space_shared, bar, kTileKv * kHeadDim);
+        const int n_box = kTileKv / maps.box_rows;
+        for (int b = 0; b < n_box; ++b) {
+          const int2 bo = s_box[slot * Tr::kMaxBoxes + b];
+          const int32_t c1 = maps.pos_first ? bo.y : kv_head;
+          const int32_t c2 = maps.pos_first ? kv_head : bo.y;
+#pragma unroll
+          for (int pnl = 0; pnl < kHeadDim / 128; ++pnl) {
+            const int32_t crd[4] = {pnl * 128, c1, c2, bo.x};
+            ::cuda::ptx::cp_async_bulk_tensor(::cuda::ptx::space_cluster, ::cuda::ptx::space_global,
+                                              dst + pnl * Tr::kKvPanelBytes + b * maps.box_rows * 128, &maps.k, crd,
+                                              bar);
+          }
+        }
+#endif
+      };
+      if (n_iter > 0) {
+        meta = fetch(0, 0);
+        wg::named_sync(1, kPThreads);
+        issue(0, true, stag_at(stag(0)));
+        tc::cp_async_commit();
+      }
+      for (int it = 0; it < n_iter; ++it) {
+        const int slot = it % kStages;
+        uint8_t* s_k = stage_k(slot);
+        wg::mbar_wait(&empty_k[slot], ((it / kStages) & 1) ^ 1);
+        publish(meta, slot);
+        if (maps.use) {
+          if (ptid == 0)
+            issue_tma_k8(s_k, slot, &full_k[slot]);
+          else
+            wg::mbar_arrive(&full_k[slot]);
+        } else {
+          wg::mbar_arrive(&full_k[slot]);
+          issue(slot, false, ring_at(s_k));
+          wg::cp_async_arrive_noinc(&full_k[slot]);
+        }
+        if (it + 1 < n_iter) {
+          // Tile it + 1's row offsets and boxes go to the other slot (its last readers, the copies
+          // of tile it - 1, were issued before this iteration's publish barrier).
+          meta = fetch(it + 1, (it + 1) % kStages);
+          wg::named_sync(1, kPThreads);  // s_off of it + 1 written by everyone; V(it - 1) converted
+          issue((it + 1) % kStages, true, stag_at(stag(it + 1)));
+        }
+        tc::cp_async_commit();
+        tc::cp_async_wait<1>();
+        wg::named_sync(1, kPThreads);  // V(it) staged by every producer thread
+        wg::mbar_wait(&empty_v[slot], ((it / kStages) & 1) ^ 1);
+        convert(stag(it), s_k + Tr::kKvTileBytes, false);
+        wg::fence_async_smem();
+        wg::mbar_arrive(&full_v[slot]);
+      }
+      tc::cp_async_wait<0>();
+      return;
+    }
     if constexpr (Tr::kKvInt8 && Tr::kStagSlots == 3) {
       if (maps.use) {
 #if KVQ_SM90_ENABLED
@@ -554,48 +637,104 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, cons
         }
       }
     };
-    float q_inv = 1.f;
-    if constexpr (Tr::kFp16Math) {
-      // The largest finite |q'| of the warpgroup's rows (non-finite values stay non-finite in fp16
-      // and make their rows NaN as in bf16 math).
+    if constexpr (Tr::kQkInt8) {
+      // Two threads per row (64 rows, 128 threads), half the row's 8-value chunks each: the row's
+      // max|q'| (fmaxf: a NaN is skipped and carried in the row's factor instead, as src/cpu
+      // does), s_q = max / 127 (1 below 1e-6), then hi = clamp(round(q' / s_q), -127, 127) and
+      // lo = clamp(round((q' / s_q - hi) * 128), -127, 127) (the IEEE quotient; the difference and
+      // the * 128 are exact) into the hi and lo tiles. Padding rows and columns stay zero.
+      const int r = cw * 64 + ctid / 2;
+      const int half = ctid & 1;
+      constexpr int kHalfChunks = kQChunks / 2;
+      const TQ* row_src = q_src((r - cw * 64) * kQChunks);  // chunk 0 of the row (null: padding row)
       float amax = 0.f;
-      for (int idx = ctid; idx < 64 * kQChunks; idx += 128) {
-        const TQ* src = q_src(idx);
-        if (src == nullptr) continue;
+      bool has_nan = false;
+      for (int c = 0; c < kHalfChunks; ++c) {
+        const int ch = half * kHalfChunks + c;
+        if (row_src == nullptr || ch * 8 >= p.head_dim) continue;
         float x[8];
-        load_chunk(src, idx % kQChunks, x);
+        load_chunk(row_src + ch * 8, ch, x);
 #pragma unroll
-        for (int e = 0; e < 8; ++e)
-          if (fabsf(x[e]) <= 3.402823466e38f) amax = fmaxf(amax, fabsf(x[e]));
-      }
-      const unsigned wmax = __reduce_max_sync(0xffffffffu, __float_as_uint(amax));  // non-negative floats
-      float* s_qmax = reinterpret_cast<float*>(smem + Tr::kQmaxOff) + cw * 4;
-      if (lane == 0) s_qmax[warp_in] = __uint_as_float(wmax);
-      wg::named_sync(2 + cw, 128);
-      amax = fmaxf(fmaxf(s_qmax[0], s_qmax[1]), fmaxf(s_qmax[2], s_qmax[3]));
-      // 2^e with e in [-120, 120]: both 2^e and 2^-e are normal floats.
-      const int e = amax > 0.f ? min(max(ilogbf(amax) - 14, -120), 120) : 0;
-      q_pow2 = ldexpf(1.f, e);
-      q_inv = ldexpf(1.f, -e);
-    }
-    for (int idx = ctid; idx < 64 * kQChunks; idx += 128) {
-      const int r = cw * 64 + idx / kQChunks;
-      const int ch = idx % kQChunks;
-      const TQ* src = q_src(idx);
-      uint4 v = make_uint4(0, 0, 0, 0);
-      if (src != nullptr) {
-        if (!k_per_channel && !Tr::kFp16Math) {
-          v = *reinterpret_cast<const uint4*>(src);  // as it is
-        } else {
-          float x[8];
-          load_chunk(src, ch, x);
-          v.x = tc::pack2<T>(x[0] * q_inv, x[1] * q_inv);
-          v.y = tc::pack2<T>(x[2] * q_inv, x[3] * q_inv);
-          v.z = tc::pack2<T>(x[4] * q_inv, x[5] * q_inv);
-          v.w = tc::pack2<T>(x[6] * q_inv, x[7] * q_inv);
+        for (int e = 0; e < 8; ++e) {
+          amax = fmaxf(amax, fabsf(x[e]));
+          has_nan = has_nan || x[e] != x[e];
         }
       }
-      *reinterpret_cast<uint4*>(s_q + wg::tile_offset(kTileQ, r, ch * 8)) = v;
+      amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
+      has_nan = (__shfl_xor_sync(0xffffffffu, has_nan ? 1 : 0, 1) != 0) || has_nan;
+      float s_q8 = amax / 127.f;
+      if (s_q8 < 1e-6f) s_q8 = 1.f;
+      uint8_t* s_hi = s_q;
+      uint8_t* s_lo = s_q + Tr::kQ8PartBytes;
+      for (int c = 0; c < kHalfChunks; ++c) {
+        const int ch = half * kHalfChunks + c;
+        uint32_t hw[2] = {0u, 0u}, lw[2] = {0u, 0u};
+        if (row_src != nullptr && ch * 8 < p.head_dim) {
+          float x[8];
+          load_chunk(row_src + ch * 8, ch, x);
+#pragma unroll
+          for (int e = 0; e < 8; ++e) {
+            const float t = __fdiv_rn(x[e], s_q8);
+            int hi = __float2int_rn(t);  // NaN: 0
+            hi = hi < -127 ? -127 : (hi > 127 ? 127 : hi);
+            int lo = __float2int_rn(__fmul_rn(__fsub_rn(t, static_cast<float>(hi)), 128.f));
+            lo = lo < -127 ? -127 : (lo > 127 ? 127 : lo);
+            hw[e / 4] |= (static_cast<uint32_t>(hi) & 0xffu) << (8 * (e % 4));
+            lw[e / 4] |= (static_cast<uint32_t>(lo) & 0xffu) << (8 * (e % 4));
+          }
+        }
+        // Byte column 8 ch: 16-byte chunk ch / 2 of the int8 panels (addressed as the 16-bit
+        // layout's column 8 (ch / 2)), half ch % 2 of it.
+        const uint32_t off = wg::tile_offset(kTileQ, r, (ch / 2) * 8) + (ch % 2) * 8;
+        *reinterpret_cast<uint2*>(s_hi + off) = make_uint2(hw[0], hw[1]);
+        *reinterpret_cast<uint2*>(s_lo + off) = make_uint2(lw[0], lw[1]);
+      }
+      if (half == 0)
+        reinterpret_cast<float*>(smem + Tr::kSqOff)[r] = has_nan ? __int_as_float(0x7fc00000) : s_q8 * (1.f / 128.f);
+    } else {
+      float q_inv = 1.f;
+      if constexpr (Tr::kFp16Math) {
+        // The largest finite |q'| of the warpgroup's rows (non-finite values stay non-finite in fp16
+        // and make their rows NaN as in bf16 math).
+        float amax = 0.f;
+        for (int idx = ctid; idx < 64 * kQChunks; idx += 128) {
+          const TQ* src = q_src(idx);
+          if (src == nullptr) continue;
+          float x[8];
+          load_chunk(src, idx % kQChunks, x);
+  #pragma unroll
+          for (int e = 0; e < 8; ++e)
+            if (fabsf(x[e]) <= 3.402823466e38f) amax = fmaxf(amax, fabsf(x[e]));
+        }
+        const unsigned wmax = __reduce_max_sync(0xffffffffu, __float_as_uint(amax));  // non-negative floats
+        float* s_qmax = reinterpret_cast<float*>(smem + Tr::kQmaxOff) + cw * 4;
+        if (lane == 0) s_qmax[warp_in] = __uint_as_float(wmax);
+        wg::named_sync(2 + cw, 128);
+        amax = fmaxf(fmaxf(s_qmax[0], s_qmax[1]), fmaxf(s_qmax[2], s_qmax[3]));
+        // 2^e with e in [-120, 120]: both 2^e and 2^-e are normal floats.
+        const int e = amax > 0.f ? min(max(ilogbf(amax) - 14, -120), 120) : 0;
+        q_pow2 = ldexpf(1.f, e);
+        q_inv = ldexpf(1.f, -e);
+      }
+      for (int idx = ctid; idx < 64 * kQChunks; idx += 128) {
+        const int r = cw * 64 + idx / kQChunks;
+        const int ch = idx % kQChunks;
+        const TQ* src = q_src(idx);
+        uint4 v = make_uint4(0, 0, 0, 0);
+        if (src != nullptr) {
+          if (!k_per_channel && !Tr::kFp16Math) {
+            v = *reinterpret_cast<const uint4*>(src);  // as it is
+          } else {
+            float x[8];
+            load_chunk(src, ch, x);
+            v.x = tc::pack2<T>(x[0] * q_inv, x[1] * q_inv);
+            v.y = tc::pack2<T>(x[2] * q_inv, x[3] * q_inv);
+            v.z = tc::pack2<T>(x[4] * q_inv, x[5] * q_inv);
+            v.w = tc::pack2<T>(x[6] * q_inv, x[7] * q_inv);
+          }
+        }
+        *reinterpret_cast<uint4*>(s_q + wg::tile_offset(kTileQ, r, ch * 8)) = v;
+      }
     }
     wg::fence_async_smem();
     wg::named_sync(2 + cw, 128);
@@ -631,6 +770,48 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, cons
       wg::Mma<kTileKv, T>::template ss<0>(s, da, db, kk > 0 ? 1 : 0);
     }
     wg::commit();
+  };
+  // kQkInt8: S = Q·Kᵀ in int32 from the int8 tiles, acc = hi·k8, acc *= 128, acc += lo·k8 (two
+  // committed groups, the first waited for inside; the caller waits for the second), then
+  // s8_to_scores makes S float, times each row's s_q / 128.
+  uint32_t si[Tr::kQkInt8 ? kTileKv / 2 : 1];
+  float row_sq[2] = {1.f, 1.f};
+  if constexpr (Tr::kQkInt8) {
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr)
+      row_sq[rr] = reinterpret_cast<const float*>(smem + Tr::kSqOff)[cw * 64 + warp_in * 16 + rr * 8 + lane / 4];
+  }
+  auto qk_issue_s8 = [&](int slot) {
+    if constexpr (Tr::kQkInt8) {
+      const uint32_t k_addr = tc::smem_addr(stage_k(slot));
+      wg::fence();
+#pragma unroll
+      for (int kk = 0; kk < kHeadDim / 32; ++kk) {
+        const uint64_t da = wg::desc_k_major(q_addr + (kk / 4) * Tr::kQPanelBytes + (kk % 4) * 32);
+        const uint64_t db = wg::desc_k_major(k_addr + (kk / 4) * Tr::kKvPanelBytes + (kk % 4) * 32);
+        wg::MmaS8<kTileKv>::ss(si, da, db, kk > 0 ? 1 : 0);
+      }
+      wg::commit();
+      wg::wait<0>();
+      wg::fence_operand(si);
+#pragma unroll
+      for (int i = 0; i < kTileKv / 2; ++i) si[i] *= 128u;  // two's complement: the int32 times 128
+      wg::fence();
+#pragma unroll
+      for (int kk = 0; kk < kHeadDim / 32; ++kk) {
+        const uint64_t da =
+            wg::desc_k_major(q_addr + Tr::kQ8PartBytes + (kk / 4) * Tr::kQPanelBytes + (kk % 4) * 32);
+        const uint64_t db = wg::desc_k_major(k_addr + (kk / 4) * Tr::kKvPanelBytes + (kk % 4) * 32);
+        wg::MmaS8<kTileKv>::ss(si, da, db, 1);
+      }
+      wg::commit();
+    }
+  };
+  auto s8_to_scores = [&]() {
+    if constexpr (Tr::kQkInt8) {
+#pragma unroll
+      for (int i = 0; i < kTileKv / 2; ++i) s[i] = __int2float_rn(static_cast<int>(si[i])) * row_sq[(i / 2) % 2];
+    }
   };
   // Issues O += P·V of the tile in `slot` with P in pa (one committed group).
   auto pv_issue = [&](int slot) {
@@ -752,7 +933,7 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, cons
   };
   auto wait_k = [&](int it) {
     wg::mbar_wait(&full_k[it % kStages], (it / kStages) & 1);
-    if constexpr (!Tr::kKvInt8) wg::fence_async_smem();  // tile written by cp.async (generic proxy)
+    if constexpr (!Tr::kKvInt8 || Tr::kQkInt8) wg::fence_async_smem();  // tile written by cp.async (generic proxy)
   };
   auto wait_v = [&](int it) {
     wg::mbar_wait(&full_v[it % kStages], (it / kStages) & 1);
@@ -780,9 +961,16 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, cons
     for (int it = 0; it < n_iter; ++it) {
       const int slot = it % kStages;
       wait_k(it);
-      qk_issue(slot);
-      wg::wait<0>();
-      wg::fence_operand(s);
+      if constexpr (Tr::kQkInt8) {
+        qk_issue_s8(slot);
+        wg::wait<0>();
+        wg::fence_operand(si);
+        s8_to_scores();
+      } else {
+        qk_issue(slot);
+        wg::wait<0>();
+        wg::fence_operand(s);
+      }
       wg::fence_operand(o);
       if (!(p.diag & 2)) softmax(slot, tile_of(it) * kTileKv);
       rescale_o();
@@ -795,6 +983,7 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, cons
       wg::mbar_arrive(&empty_v[slot]);
     }
   } else if (n_iter > 0) {
+    static_assert(!Tr::kQkInt8, "int8 Q·Kᵀ: serial order only");
     // FlashAttention-3's order inside a warpgroup: S(it) is issued, then P·V(it - 1), and the
     // softmax of S(it) runs while P·V(it - 1) is still on the tensor cores. Inside each pair of
     // (commit, wait) no instruction touches the in-flight accumulators (S, then O and pa), so

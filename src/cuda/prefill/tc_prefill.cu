@@ -3,13 +3,14 @@
 //
 // Served (src/core/kernels.h tc_prefill_supports / _views, the planner's definition): q bf16/fp16
 // with out in q's dtype; a cache of q's dtype, or int8 with per-channel or per-token scales
-// (fp32/bf16/fp16, K and V modes independent); compute kNative; no boolean mask; head dims 1..256
+// (fp32/bf16/fp16, K and V modes independent); compute kNative (kInt8 over an int8 cache at padded
+// head dims 128 and 256 on the Hopper mainloop only); no boolean mask; head dims 1..256
 // that are a multiple of 8 (16 for int8 caches), padded up to the next built instantiation
 // (KVQ_TC_HEAD_DIMS in CMakeLists.txt) with zero-fill; any page size; HND/NHD; GQA grouped and
 // interleaved (the q heads h, h + Hkv, ... of one kv head are packed into the row tile); causal
 // (bottom-right), local/global windows; optional lse. Base pointers and strides of q, out and the
 // caches must be multiples of 16 bytes (tc_prefill_supports_views), block_tables' last dim
-// contiguous. Everything else (int8 q / compute kInt8, masks, odd head dims) goes to generic.
+// contiguous. Everything else (int8 q, other compute kInt8 shapes, masks, odd head dims) goes to generic.
 #include "src/cuda/prefill/tc_prefill.h"
 
 #include <cuda_runtime.h>
@@ -114,10 +115,15 @@ void launch_tc_prefill(const PrefillArgs& args, const detail::AttnProblem& p, co
                        "expected the mma.sync mainloop off sm_90, for padded head dims outside KVQ_WG_HEAD_DIMS or "
                        "over K/V views of different strides, got "
                            << to_string(mainloop) << " (padded head dim " << padded << ")");
+    const bool qk_int8 = p.compute == ComputeMode::kInt8;
+    KVQ_INTERNAL_CHECK(!qk_int8 || mainloop == PrefillMainloop::kWgmma, "paged_prefill",
+                       "expected int8 compute on the serial Hopper mainloop, got " << to_string(mainloop));
     hopper::launch_wg_prefill(prm, max_q_len * p.group_size, static_cast<int>(p.batch_size), padded, q_fp16, kv_int8,
-                              mainloop == PrefillMainloop::kWgmmaPingPong, stream);
+                              mainloop == PrefillMainloop::kWgmmaPingPong, qk_int8, stream);
     return;
   }
+  KVQ_INTERNAL_CHECK(p.compute == ComputeMode::kNative, "paged_prefill",
+                     "expected native compute on the mma.sync mainloop (int8 compute runs on the Hopper one)");
   auto s = static_cast<cudaStream_t>(stream);
   switch (padded) {
 #define KVQ_TC_PREFILL_CASE(HD) \
