@@ -1,5 +1,6 @@
-// tests/gpu/int8_accuracy_test.cpp — the accuracy grid of compute=int8 on the GPU: the generic
-// prefill kernel, which serves int8 compute (auto must route there), on the cases of
+// tests/gpu/int8_accuracy_test.cpp — the accuracy grid of compute=int8 on the GPU: path auto (on
+// sm_90 the Hopper prefill's int8 Q·Kᵀ at D 128, elsewhere the generic kernel) and the generic
+// kernel forced, on the cases of
 // tests/common/int8_accuracy.h (near-uniform, randn and peaked attention; K outlier channels) x
 // kv_len {1k, 16k, 64k, 128k} x {per-channel, per-token} scales — the bytes that
 // tests/cpu/int8_accuracy_test.cpp checks on the CPU. Per case, scale mode and path:
@@ -26,7 +27,7 @@ constexpr double kTolVsCpuRecipe = 5e-3;
 
 class Int8Accuracy : public ::testing::TestWithParam<Int8Case> {};
 
-TEST_P(Int8Accuracy, GenericMatchesCpuAndFp64) {
+TEST_P(Int8Accuracy, MatchesCpuAndFp64) {
   const Int8Case which = GetParam();
   PagedCase c = make_int8_accuracy_case(which);
   for (ScaleMode mode : {ScaleMode::kPerChannel, ScaleMode::kPerToken}) {

@@ -356,6 +356,51 @@ TEST(PlannerResolve, ViewsAndDeviceTakeAPlannedFormDownAStep) {
   EXPECT_EQ(kvq::detail::resolve_prefill_launch(a, r.p, none, kH200).mainloop, PrefillMainloop::kMmaSync);
 }
 
+// compute="int8": the Hopper kernel's int8 Q·Kᵀ (serial) at every size on sm_90 for padded head
+// dims 128 and 256; elsewhere the generic kernel (auto), or an error naming path (fused forced).
+TEST(PlannerResolve, Int8ComputeOnTheHopperKernelOrGeneric) {
+  REQUIRE_DEFAULT_LISTS();
+  FakeCall c;  // 3 and 5 query rows: far below the row threshold
+  kvq::PrefillArgs a = c.prefill();
+  a.compute = kvq::ComputeMode::kInt8;
+  const Planned r = plan_of(c, a, kH200);
+  EXPECT_EQ(r.plan.path, PrefillPath::kFused);
+  EXPECT_EQ(r.plan.mainloop, PrefillMainloop::kWgmma);
+  KernelLaunch l = kvq::detail::resolve_prefill_launch(a, r.p, r.plan, kH200);
+  EXPECT_EQ(l.kernel, LaunchKernel::kTcPrefill);
+  EXPECT_EQ(l.mainloop, PrefillMainloop::kWgmma);
+  // Ping-pong asked for: int8 compute stays serial.
+  PlannerEnv pingpong;
+  pingpong.wg_mainloop = "pingpong";
+  const Planned pp = plan_of(c, a, kH200, pingpong);
+  EXPECT_EQ(pp.plan.mainloop, PrefillMainloop::kWgmma);
+  // Not sm_90, or KVQ_PREFILL_KERNEL=mma: the generic kernel.
+  EXPECT_EQ(kvq::detail::resolve_prefill_launch(a, r.p, r.plan, kA100).kernel, LaunchKernel::kGeneric);
+  const Planned mma = plan_of(c, a, kH200, env_with(&PlannerEnv::prefill_kernel, "mma"));
+  EXPECT_EQ(kvq::detail::resolve_prefill_launch(a, mma.p, mma.plan, kH200).kernel, LaunchKernel::kGeneric);
+  // K and V of different strides (the Hopper kernel needs them equal): generic.
+  c.v_block_stride_differs = true;
+  kvq::PrefillArgs apart = c.prefill();
+  apart.compute = kvq::ComputeMode::kInt8;
+  EXPECT_EQ(kvq::detail::resolve_prefill_launch(apart, r.p, r.plan, kH200).kernel, LaunchKernel::kGeneric);
+  c.v_block_stride_differs = false;
+  // Head dim 64: generic; forced fused there: an error naming path and int8 compute.
+  c.head_dim = 64;
+  kvq::PrefillArgs d64 = c.prefill();
+  d64.compute = kvq::ComputeMode::kInt8;
+  const Planned r64 = plan_of(c, d64, kH200);
+  EXPECT_EQ(kvq::detail::resolve_prefill_launch(d64, r64.p, r64.plan, kH200).kernel, LaunchKernel::kGeneric);
+  d64.path = PrefillPath::kFused;
+  const Planned f64 = plan_of(c, d64, kH200);
+  try {
+    kvq::detail::resolve_prefill_launch(d64, f64.p, f64.plan, kH200);
+    FAIL() << "int8 compute forced onto the fused path at head dim 64 must be an error";
+  } catch (const kvq::Error& e) {
+    EXPECT_EQ(e.argument(), "path");
+    EXPECT_NE(std::string(e.what()).find("with int8 compute"), std::string::npos) << e.what();
+  }
+}
+
 TEST(PlannerResolve, ShortChunksAndDequant) {
   REQUIRE_DEFAULT_LISTS();
   FakeCall c;

@@ -74,9 +74,10 @@ constexpr int wg_tile_kv(int head_dim) { return head_dim <= 128 ? 128 : 64; }
 // int8 parts, q' = s_q (hi + lo / 128), into two K-major int8 tiles; S = Q·Kᵀ is int8 wgmma
 // (s8 x s8 -> s32) straight from the int8 K tile, which the producer copies as it is (TMA, or
 // cp.async where the page size allows no box) into the ring in the 128-byte swizzled panel layout
-// (an int8 panel is 128 columns): acc = hi·k8, acc *= 128, acc += lo·k8 (exact in int32: |acc| <=
-// 2^29 + 2^22), then S = float(acc) * s_q / 128. Only V is staged and converted (to the q dtype);
-// P·V is the bf16 mode's. Serial order only.
+// (an int8 panel is 128 columns): hi·k8 and lo·k8 in two int32 accumulators (exact), S = hi·k8 +
+// lo·k8 / 128 in one rounding, each row's s_q in the softmax's scale (qk_issue_s8 says how, without
+// an int -> float conversion instruction). Only V is staged and converted (to the q dtype); P·V is
+// the bf16 mode's. Serial order only.
 template <int kHeadDim_, typename DTypeQ_, bool kKvInt8_, bool kFactorV_ = false, bool kFp16Math_ = false,
           int kProducerWGs_ = 1, bool kQkInt8_ = false>
 struct WgPrefillTraits {
@@ -118,7 +119,7 @@ struct WgPrefillTraits {
   static constexpr int kBoxOff = kOffOff + kStages * kTileKv * 8;  // int2 [kStages][kMaxBoxes]
   static constexpr int kFlagOff = kBoxOff + kStages * kMaxBoxes * 8;  // int [kStages]
   static constexpr int kQmaxOff = kFlagOff + kStages * 4;  // float [2 consumers][4 warps] (kFp16Math)
-  static constexpr int kSqOff = kQmaxOff + 8 * 4;  // float [kTileQ] (kQkInt8): each row's s_q / 128
+  static constexpr int kSqOff = kQmaxOff + 8 * 4;  // float [kTileQ] (kQkInt8): each row's s_q
   static constexpr int kBarOff = (kSqOff + (kQkInt8 ? kTileQ * 4 : 0) + 7) / 8 * 8;  // uint64 full_k, full_v, empty_k, empty_v [kStages]
   // The dynamic shared memory base is 1024-aligned on sm_90 (checked by the kernel).
   // ... then stag_full[3] (int8 D128 by TMA).
@@ -690,7 +691,7 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, cons
         *reinterpret_cast<uint2*>(s_lo + off) = make_uint2(lw[0], lw[1]);
       }
       if (half == 0)
-        reinterpret_cast<float*>(smem + Tr::kSqOff)[r] = has_nan ? __int_as_float(0x7fc00000) : s_q8 * (1.f / 128.f);
+        reinterpret_cast<float*>(smem + Tr::kSqOff)[r] = has_nan ? __int_as_float(0x7fc00000) : s_q8;
     } else {
       float q_inv = 1.f;
       if constexpr (Tr::kFp16Math) {
@@ -771,10 +772,14 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, cons
     }
     wg::commit();
   };
-  // kQkInt8: S = Q·Kᵀ in int32 from the int8 tiles, acc = hi·k8, acc *= 128, acc += lo·k8 (two
-  // committed groups, the first waited for inside; the caller waits for the second), then
-  // s8_to_scores makes S float, times each row's s_q / 128.
-  uint32_t si[Tr::kQkInt8 ? kTileKv / 2 : 1];
+  // kQkInt8: S = Q·Kᵀ in int32 from the int8 tiles, hi·k8 and lo·k8 in two accumulators issued
+  // together (one committed group; the caller waits), each started at the bits of 1.5 * 2^23:
+  // |hi·k8| <= 127 * 127 * 256 and |lo·k8| <= 64 * 128 * 256 are below 2^22, so each sum read as a
+  // float is exactly 1.5 * 2^23 + the sum, and s8_to_scores makes S = hi·k8 + lo·k8 / 128 with one
+  // fused multiply-add (one rounding, as float(128 hi·k8 + lo·k8) / 128) and no int -> float
+  // conversion instruction (a quarter-rate one). Each row's s_q joins the softmax's scale.
+  constexpr uint32_t kMagicBits = 0x4B400000u;  // 1.5 * 2^23
+  uint32_t si[Tr::kQkInt8 ? kTileKv / 2 : 1], sl[Tr::kQkInt8 ? kTileKv / 2 : 1];
   float row_sq[2] = {1.f, 1.f};
   if constexpr (Tr::kQkInt8) {
 #pragma unroll
@@ -784,33 +789,29 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, cons
   auto qk_issue_s8 = [&](int slot) {
     if constexpr (Tr::kQkInt8) {
       const uint32_t k_addr = tc::smem_addr(stage_k(slot));
-      wg::fence();
 #pragma unroll
-      for (int kk = 0; kk < kHeadDim / 32; ++kk) {
-        const uint64_t da = wg::desc_k_major(q_addr + (kk / 4) * Tr::kQPanelBytes + (kk % 4) * 32);
-        const uint64_t db = wg::desc_k_major(k_addr + (kk / 4) * Tr::kKvPanelBytes + (kk % 4) * 32);
-        wg::MmaS8<kTileKv>::ss(si, da, db, kk > 0 ? 1 : 0);
-      }
-      wg::commit();
-      wg::wait<0>();
+      for (int i = 0; i < kTileKv / 2; ++i) si[i] = sl[i] = kMagicBits;
+      // Pinned before the fence: an accumulator written after it would make ptxas serialize the wgmmas.
       wg::fence_operand(si);
-#pragma unroll
-      for (int i = 0; i < kTileKv / 2; ++i) si[i] *= 128u;  // two's complement: the int32 times 128
+      wg::fence_operand(sl);
       wg::fence();
 #pragma unroll
       for (int kk = 0; kk < kHeadDim / 32; ++kk) {
-        const uint64_t da =
-            wg::desc_k_major(q_addr + Tr::kQ8PartBytes + (kk / 4) * Tr::kQPanelBytes + (kk % 4) * 32);
         const uint64_t db = wg::desc_k_major(k_addr + (kk / 4) * Tr::kKvPanelBytes + (kk % 4) * 32);
-        wg::MmaS8<kTileKv>::ss(si, da, db, 1);
+        const uint32_t qa = q_addr + (kk / 4) * Tr::kQPanelBytes + (kk % 4) * 32;
+        wg::MmaS8<kTileKv>::ss(si, wg::desc_k_major(qa), db, 1);
+        wg::MmaS8<kTileKv>::ss(sl, wg::desc_k_major(qa + Tr::kQ8PartBytes), db, 1);
       }
       wg::commit();
     }
   };
   auto s8_to_scores = [&]() {
     if constexpr (Tr::kQkInt8) {
+      // (1.5 * 2^23 + hi) - (1.5 * 2^23 + 1.5 * 2^16) is exact; + (1.5 * 2^23 + lo) / 128 rounds once.
+      constexpr float kOffset = 12582912.f + 98304.f;
 #pragma unroll
-      for (int i = 0; i < kTileKv / 2; ++i) s[i] = __int2float_rn(static_cast<int>(si[i])) * row_sq[(i / 2) % 2];
+      for (int i = 0; i < kTileKv / 2; ++i)
+        s[i] = fmaf(__uint_as_float(sl[i]), 1.f / 128.f, __uint_as_float(si[i]) - kOffset);
     }
   };
   // Issues O += P·V of the tile in `slot` with P in pa (one committed group).
@@ -882,15 +883,16 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, cons
       for (int nb = 0; nb < kNbKv; ++nb) mx = fmaxf(mx, fmaxf(s[4 * nb + 2 * rr], s[4 * nb + 2 * rr + 1]));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      mx = fmaxf(m[rr], __fmul_ru(mx, sc_mul));
+      const float sc_row = sc_mul * row_sq[rr];  // kQkInt8: the row's s_q (NaN: a NaN in q'); else 1
+      mx = fmaxf(m[rr], __fmul_ru(mx, sc_row));
       const float m_use = mx == kNegInf ? 0.f : mx;
       const float alpha = tc::fast_exp2(m[rr] - m_use);
       m[rr] = mx;
       float sum = 0.f;
 #pragma unroll
       for (int nb = 0; nb < kNbKv; ++nb) {
-        const float p0 = tc::fast_exp2(fmaf(s[4 * nb + 2 * rr], sc_mul, -m_use));
-        const float p1 = tc::fast_exp2(fmaf(s[4 * nb + 2 * rr + 1], sc_mul, -m_use));
+        const float p0 = tc::fast_exp2(fmaf(s[4 * nb + 2 * rr], sc_row, -m_use));
+        const float p1 = tc::fast_exp2(fmaf(s[4 * nb + 2 * rr + 1], sc_row, -m_use));
         s[4 * nb + 2 * rr] = p0;
         s[4 * nb + 2 * rr + 1] = p1;
         sum += p0 + p1;
@@ -965,6 +967,7 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, cons
         qk_issue_s8(slot);
         wg::wait<0>();
         wg::fence_operand(si);
+        wg::fence_operand(sl);
         s8_to_scores();
       } else {
         qk_issue(slot);
