@@ -15,7 +15,6 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <cstring>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -43,10 +42,6 @@ void shrink(PagedCase& c, int64_t active) {
     c.spec.kv_lens[b] = 0;
   }
   c.total_q = c.cu_q_lens_host[c.batch_size];
-}
-
-bool same_rows(const HostTensor& a, const HostTensor& b) {
-  return a.nbytes() == b.nbytes() && std::memcmp(a.data(), b.data(), a.nbytes()) == 0;
 }
 
 class GraphPrefill : public testing::TestWithParam<PrefillPath> {};
@@ -117,8 +112,8 @@ TEST_P(GraphPrefill, CaptureLargestReplaySmaller) {
     HostTensor out = c.out, lse = c.lse;
     dc.out.download(out);
     dc.lse.download(lse);
-    EXPECT_TRUE(same_rows(out, eager_out)) << "graph replay differs from eager, active=" << active;
-    EXPECT_TRUE(same_rows(lse, eager_lse)) << "graph replay lse differs from eager, active=" << active;
+    EXPECT_TRUE(same_bytes(out, eager_out)) << "graph replay differs from eager, active=" << active;
+    EXPECT_TRUE(same_bytes(lse, eager_lse)) << "graph replay lse differs from eager, active=" << active;
     EXPECT_EQ(count_written_outside(out, c.total_q), 0) << "active=" << active;
     if (active > 0) {
       const RefOutput ref = cpu_prefill(c.prefill_args(), true);
@@ -183,7 +178,7 @@ TEST(GraphDecode, CaptureLargestReplaySmaller) {
     HostTensor out = c.out, lse = c.lse;
     dc.out.download(out);
     dc.lse.download(lse);
-    EXPECT_TRUE(same_rows(out, eager)) << "graph replay differs from eager, active=" << active;
+    EXPECT_TRUE(same_bytes(out, eager)) << "graph replay differs from eager, active=" << active;
     const RefOutput ref = cpu_decode(c.decode_args(), true);
     const ErrorStats st = compare_decode_output(out.view(), ref);
     EXPECT_TRUE(st.ok(kTolNative)) << "active=" << active << ": " << st.describe();
@@ -294,10 +289,10 @@ TEST_P(GraphDecodeMaxBatch, ReplaysEqualEagerRunsBitForBit) {
     const Outputs eager = run(false);
     const Outputs replay = run(true);
     const Outputs replay2 = run(true);
-    EXPECT_TRUE(same_rows(replay.out, eager.out)) << "graph replay differs from the eager run";
-    EXPECT_TRUE(same_rows(replay.lse, eager.lse)) << "graph replay lse differs from the eager run";
-    EXPECT_TRUE(same_rows(replay2.out, replay.out)) << "two replays differ";
-    EXPECT_TRUE(same_rows(replay2.lse, replay.lse)) << "two replays' lse differ";
+    EXPECT_TRUE(same_bytes(replay.out, eager.out)) << "graph replay differs from the eager run";
+    EXPECT_TRUE(same_bytes(replay.lse, eager.lse)) << "graph replay lse differs from the eager run";
+    EXPECT_TRUE(same_bytes(replay2.out, replay.out)) << "two replays differ";
+    EXPECT_TRUE(same_bytes(replay2.lse, replay.lse)) << "two replays' lse differ";
     const RefOutput ref = cpu_decode(c.decode_args(), true);
     const ErrorStats st = compare_decode_output(replay.out.view(), ref);
     EXPECT_TRUE(st.ok(kTolNative)) << st.describe();
@@ -450,10 +445,10 @@ TEST_P(GraphPrefillMaxBatch, ReplaysEqualEagerRunsBitForBit) {
     const Outputs eager = run(false);
     const Outputs replay = run(true);
     const Outputs replay2 = run(true);
-    EXPECT_TRUE(same_rows(replay.out, eager.out)) << "graph replay differs from the eager run";
-    EXPECT_TRUE(same_rows(replay.lse, eager.lse)) << "graph replay lse differs from the eager run";
-    EXPECT_TRUE(same_rows(replay2.out, replay.out)) << "two replays differ";
-    EXPECT_TRUE(same_rows(replay2.lse, replay.lse)) << "two replays' lse differ";
+    EXPECT_TRUE(same_bytes(replay.out, eager.out)) << "graph replay differs from the eager run";
+    EXPECT_TRUE(same_bytes(replay.lse, eager.lse)) << "graph replay lse differs from the eager run";
+    EXPECT_TRUE(same_bytes(replay2.out, replay.out)) << "two replays differ";
+    EXPECT_TRUE(same_bytes(replay2.lse, replay.lse)) << "two replays' lse differ";
     // Nothing outside the live rows [0, cu_q_lens[B]) is written.
     EXPECT_EQ(count_written_outside(replay.out, rows), 0) << "rows past cu_q_lens[B] written";
     EXPECT_EQ(count_written_outside(replay.lse, rows), 0) << "lse rows past cu_q_lens[B] written";

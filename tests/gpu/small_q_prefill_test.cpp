@@ -26,7 +26,6 @@
 
 #include <cmath>
 #include <cstdlib>
-#include <cstring>
 #include <limits>
 #include <sstream>
 #include <stdexcept>
@@ -146,10 +145,6 @@ double rows_rel_err(const HostTensor& out, const RefOutput& ref, int64_t t0, int
         den += e * e;
       }
   return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
-
-bool same_bits(const HostTensor& a, const HostTensor& b) {
-  return a.nbytes() == b.nbytes() && std::memcmp(a.data(), b.data(), a.nbytes()) == 0;
 }
 
 // A small routed case: 4 sequences of q_len 3, 0, 1, 4 over int8 pages.
@@ -393,7 +388,7 @@ TEST_F(SmallQPrefill, RouteIsChosenAndIntrospectable) {
     }
     HostTensor out = c.out;
     dc.out.download(out);
-    EXPECT_TRUE(same_bits(out, c.out)) << "a refused call wrote out";
+    EXPECT_TRUE(same_bytes(out, c.out)) << "a refused call wrote out";
   }
 }
 
@@ -434,7 +429,7 @@ TEST_F(SmallQPrefill, MatchesTheOldRoute) {
     EXPECT_EQ(ls.num_mismatch, 0) << what << ": " << ls.describe();
     // Two different kernels (accumulation orders, fp16 vs bf16 operands) never agree in every bit
     // over these ~100k outputs: identical bits would mean the route was not taken.
-    EXPECT_FALSE(same_bits(r_new.out, r_old.out)) << what << ": the routed run is bit-identical to the old route";
+    EXPECT_FALSE(same_bytes(r_new.out, r_old.out)) << what << ": the routed run is bit-identical to the old route";
   }
 }
 
@@ -472,8 +467,8 @@ TEST_F(SmallQPrefill, DeterministicForAFixedPlan) {
   plan.workspace_bytes = (rows * c.spec.head_dim * 4 + 255) / 256 * 256 + (rows * 4 + 255) / 256 * 256;
   const Result x = run_plan(c, dc, a, plan);
   const Result y = run_plan(c, dc, a, plan);
-  EXPECT_TRUE(same_bits(x.out, y.out)) << "two runs of one plan differ (out)";
-  EXPECT_TRUE(same_bits(x.lse, y.lse)) << "two runs of one plan differ (lse)";
+  EXPECT_TRUE(same_bytes(x.out, y.out)) << "two runs of one plan differ (out)";
+  EXPECT_TRUE(same_bytes(x.lse, y.lse)) << "two runs of one plan differ (lse)";
 }
 
 TEST_F(SmallQPrefill, GraphCaptureReplay) {
@@ -530,8 +525,8 @@ TEST_F(SmallQPrefill, GraphCaptureReplay) {
     Result r{c.out, c.lse};
     dc.out.download(r.out);
     dc.lse.download(r.lse);
-    EXPECT_TRUE(same_bits(r.out, eager_out)) << "replay differs from eager, round " << round;
-    EXPECT_TRUE(same_bits(r.lse, eager_lse)) << "replay lse differs from eager, round " << round;
+    EXPECT_TRUE(same_bytes(r.out, eager_out)) << "replay differs from eager, round " << round;
+    EXPECT_TRUE(same_bytes(r.lse, eager_lse)) << "replay lse differs from eager, round " << round;
     expect_matches(c, r, cpu_prefill(c.prefill_args(), true), "graph round " + std::to_string(round));
   }
   cudaGraphExecDestroy(exec);
