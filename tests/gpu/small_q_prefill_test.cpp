@@ -32,7 +32,7 @@
 #include <string>
 #include <vector>
 
-#include "tests/gpu/gpu_util.h"
+#include "tests/gpu/graph_setup.h"
 
 namespace kvq::test {
 namespace {
@@ -74,9 +74,7 @@ class SmallQ : public testing::Test {
   ScopedEnv env_{"KVQ_SMALL_Q_DECODE", nullptr};
 };
 
-struct Result {
-  HostTensor out, lse;
-};
+using Result = RunOutputs;
 
 // Poisons the case's outputs, uploads them, runs `a` (device args) under `plan` with a fresh
 // workspace of plan.workspace_bytes on `stream`, downloads out and lse.
@@ -483,15 +481,9 @@ TEST_F(SmallQPrefill, GraphCaptureReplay) {
   DeviceTensor ws = DeviceTensor::bytes(plan.workspace_bytes);
   a.plan = &plan;
   a.workspace = {ws.data(), plan.workspace_bytes};
-  cudaStream_t stream;
-  KVQ_TEST_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  a.stream = stream;
-  cudaGraph_t graph;
-  KVQ_TEST_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
-  paged_prefill(a);
-  KVQ_TEST_CUDA(cudaStreamEndCapture(stream, &graph));
-  cudaGraphExec_t exec;
-  KVQ_TEST_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+  GraphOfOneCall g;
+  a.stream = g.stream();
+  ASSERT_NO_FATAL_FAILURE(g.capture([&a] { paged_prefill(a); }));
   // Round 0: the planned lengths; round 1: shorter chunks and prefixes written in place (the plan's
   // max_q_len still bounds them), sequence 1 resting (q_len 0).
   for (int round = 0; round < 2; ++round) {
@@ -510,28 +502,12 @@ TEST_F(SmallQPrefill, GraphCaptureReplay) {
       dc.cu_q_lens.upload(c.cu_q_lens);
       dc.kv_lens.upload(c.kv_lens);
     }
-    c.poison_outputs();
-    dc.out.upload(c.out);
-    dc.lse.upload(c.lse);
-    paged_prefill(a);
-    KVQ_TEST_CUDA(cudaStreamSynchronize(stream));
-    HostTensor eager_out = c.out, eager_lse = c.lse;
-    dc.out.download(eager_out);
-    dc.lse.download(eager_lse);
-    dc.out.upload(c.out);
-    dc.lse.upload(c.lse);
-    KVQ_TEST_CUDA(cudaGraphLaunch(exec, stream));
-    KVQ_TEST_CUDA(cudaStreamSynchronize(stream));
-    Result r{c.out, c.lse};
-    dc.out.download(r.out);
-    dc.lse.download(r.lse);
-    EXPECT_TRUE(same_bytes(r.out, eager_out)) << "replay differs from eager, round " << round;
-    EXPECT_TRUE(same_bytes(r.lse, eager_lse)) << "replay lse differs from eager, round " << round;
+    const Result eager = g.run(c, dc, false);
+    const Result r = g.run(c, dc, true);
+    EXPECT_TRUE(same_bytes(r.out, eager.out)) << "replay differs from eager, round " << round;
+    EXPECT_TRUE(same_bytes(r.lse, eager.lse)) << "replay lse differs from eager, round " << round;
     expect_matches(c, r, cpu_prefill(c.prefill_args(), true), "graph round " + std::to_string(round));
   }
-  cudaGraphExecDestroy(exec);
-  cudaGraphDestroy(graph);
-  cudaStreamDestroy(stream);
 }
 
 TEST_F(SmallQPrefill, HostileMetadata) {
