@@ -8,7 +8,8 @@
 // of them, so an error test can assert that a failing call wrote nothing anywhere.
 //
 // The fixture owns its buffers and the args structs point into them: it is neither copied nor
-// moved (gtest constructs it in place).
+// moved (gtest constructs it in place). use_int8_q / use_float_cache / on_cuda are the variations
+// of the valid arguments that several error tests start from.
 #pragma once
 #include <gtest/gtest.h>
 
@@ -21,6 +22,13 @@
 #include "kvq/kvq.h"
 
 namespace kvq_api_test {
+
+// The names every api test uses.
+using kvq::DType;
+using kvq::Device;
+using kvq::TensorView;
+inline constexpr kvq::ErrorKind kType = kvq::ErrorKind::kType;
+inline constexpr kvq::ErrorKind kValue = kvq::ErrorKind::kValue;
 
 inline uint16_t to_bf16(float f) {
   uint32_t u;
@@ -94,6 +102,42 @@ class ApiFixture : public ::testing::Test {
     expect_rejected([&] { kvq::calibrate(x, s); }, kind, "calibrate", arg, expect);
   }
 
+  // --- variations of the valid arguments ---
+  // a's q as int8 [total_q, num_qo_heads, head_dim] (q_int8) with its fp32 q_scale [total_q, num_qo_heads].
+  void use_int8_q(kvq::PrefillArgs& a) {
+    a.q = TensorView::make(q_int8.data(), DType::kInt8, {kTotalQ, kHq, kD});
+    a.q_scale = TensorView::make(q_scale.data(), DType::kFloat32, {kTotalQ, kHq});
+  }
+  // a's K/V caches replaced by bf16 or fp16 ones of the same shape, every element 1.0 (held in
+  // k_float and v_float, which snapshot() leaves out), their scales dropped unless keep_scales.
+  void use_float_cache(kvq::PrefillArgs& a, DType dtype, bool keep_scales = false) {
+    const uint16_t one = dtype == DType::kBFloat16 ? 0x3f80 : 0x3c00;
+    k_float.assign(kCacheElems, one);
+    v_float.assign(kCacheElems, one);
+    a.kv.k_cache = TensorView::make(k_float.data(), dtype, {kBlocks, kHkv, kPage, kD});
+    a.kv.v_cache = TensorView::make(v_float.data(), dtype, {kBlocks, kHkv, kPage, kD});
+    if (!keep_scales) {
+      a.kv.k_scale = TensorView{};
+      a.kv.v_scale = TensorView{};
+    }
+  }
+  // Every tensor of the valid arguments marked as a CUDA tensor (cuda:0).
+  static void on_cuda(kvq::PrefillArgs& a) {
+    for (TensorView* t : {&a.q, &a.out, &a.lse, &a.kv.k_cache, &a.kv.v_cache, &a.kv.k_scale,
+                          &a.kv.v_scale, &a.block_tables, &a.cu_q_lens, &a.kv_lens})
+      t->device = Device::kCUDA;
+  }
+  static void on_cuda(kvq::DecodeArgs& a) {
+    for (TensorView* t : {&a.q, &a.out, &a.lse, &a.kv.k_cache, &a.kv.v_cache, &a.kv.k_scale,
+                          &a.kv.v_scale, &a.block_tables, &a.kv_lens})
+      t->device = Device::kCUDA;
+  }
+  static void on_cuda(kvq::AppendArgs& a) {
+    for (TensorView* t : {&a.k_new, &a.v_new, &a.slot_mapping, &a.kv.k_cache, &a.kv.v_cache,
+                          &a.kv.k_scale, &a.kv.v_scale})
+      t->device = Device::kCUDA;
+  }
+
   // --- buffers ---
   std::vector<uint16_t> q, out, q_dec, out_dec, dq_out, dq_out_compact;
   std::vector<int8_t> k_cache, v_cache, q_int8;
@@ -102,6 +146,7 @@ class ApiFixture : public ::testing::Test {
   std::vector<int32_t> block_tables, cu_q_lens, kv_lens, out_block_tables;
   std::vector<int64_t> slots;
   std::vector<uint8_t> mask;
+  std::vector<uint16_t> k_float, v_float;  // use_float_cache's caches (not in snapshot())
 
   // --- valid arguments ---
   kvq::PagedKvCache kv;  // int8 HND, per-channel scales

@@ -15,10 +15,6 @@
 namespace kvq_api_test {
 namespace {
 
-using kvq::DType;
-using kvq::Device;
-using kvq::TensorView;
-
 constexpr uint16_t kOutPattern = 0xABCD;
 
 // An attention output is a convex combination of value rows: |o| <= max |v|.

@@ -16,10 +16,6 @@
 namespace kvq_api_test {
 namespace {
 
-using kvq::DType;
-using kvq::TensorView;
-constexpr kvq::ErrorKind kValue = kvq::ErrorKind::kValue;
-
 class HostileCpu : public ApiFixture {
  protected:
   // Both check modes refuse `a` naming `arg` (message containing `expect`), nothing written.

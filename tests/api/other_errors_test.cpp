@@ -5,12 +5,6 @@
 namespace kvq_api_test {
 namespace {
 
-using kvq::DType;
-using kvq::Device;
-using kvq::TensorView;
-constexpr kvq::ErrorKind kType = kvq::ErrorKind::kType;
-constexpr kvq::ErrorKind kValue = kvq::ErrorKind::kValue;
-
 // --- decode ---
 
 TEST_F(ApiErrors, DecodeInt8QRefused) {
@@ -79,18 +73,14 @@ TEST_F(ApiErrors, DecodeWorkspaceSizeValidates) {
 TEST_F(ApiErrors, DecodeCudaTensorsWithoutCuda) {
   if (kvq::cuda_built()) GTEST_SKIP() << "this build has the CUDA backend";
   kvq::DecodeArgs a = decode;
-  for (TensorView* t : {&a.q, &a.out, &a.lse, &a.kv.k_cache, &a.kv.v_cache, &a.kv.k_scale,
-                        &a.kv.v_scale, &a.block_tables, &a.kv_lens})
-    t->device = Device::kCUDA;
+  on_cuda(a);
   expect_decode_rejected(a, kType, "device", "CUDA tensors need kvq built with CUDA");
 }
 
 TEST_F(ApiErrors, DecodeWorkspaceSizeCudaWithoutCuda) {
   if (kvq::cuda_built()) GTEST_SKIP() << "this build has the CUDA backend";
   kvq::DecodeArgs a = decode;
-  for (TensorView* t : {&a.q, &a.out, &a.lse, &a.kv.k_cache, &a.kv.v_cache, &a.kv.k_scale,
-                        &a.kv.v_scale, &a.block_tables, &a.kv_lens})
-    t->device = Device::kCUDA;
+  on_cuda(a);
   expect_rejected([&] { kvq::decode_workspace_size(a); }, kType, "decode_workspace_size",
                   "device", "CUDA tensors need kvq built with CUDA");
 }
@@ -167,9 +157,7 @@ TEST_F(ApiErrors, AppendDeviceMismatch) {
 TEST_F(ApiErrors, AppendCudaTensorsWithoutCuda) {
   if (kvq::cuda_built()) GTEST_SKIP() << "this build has the CUDA backend";
   kvq::AppendArgs a = append;
-  for (TensorView* t : {&a.k_new, &a.v_new, &a.slot_mapping, &a.kv.k_cache, &a.kv.v_cache,
-                        &a.kv.k_scale, &a.kv.v_scale})
-    t->device = Device::kCUDA;
+  on_cuda(a);
   expect_append_rejected(a, kType, "device", "CUDA tensors need kvq built with CUDA");
 }
 

@@ -9,12 +9,6 @@
 namespace kvq_api_test {
 namespace {
 
-using kvq::DType;
-using kvq::Device;
-using kvq::TensorView;
-constexpr kvq::ErrorKind kType = kvq::ErrorKind::kType;
-constexpr kvq::ErrorKind kValue = kvq::ErrorKind::kValue;
-
 // --- q ---
 
 TEST_F(ApiErrors, PrefillQWrongRank) {
@@ -76,20 +70,15 @@ TEST_F(ApiErrors, PrefillQScaleWithFloatQ) {
 
 TEST_F(ApiErrors, PrefillQScaleWrongShape) {
   kvq::PrefillArgs a = prefill;
-  a.q = TensorView::make(q_int8.data(), DType::kInt8, {kTotalQ, kHq, kD});
+  use_int8_q(a);
   a.q_scale = TensorView::make(q_scale.data(), DType::kFloat32, {kTotalQ, kHq - 1});
   expect_prefill_rejected(a, kValue, "q_scale", "[6, 4]");
 }
 
 TEST_F(ApiErrors, PrefillInt8QWithBf16Cache) {
-  std::vector<uint16_t> kb(kCacheElems, 0x3f80), vb(kCacheElems, 0x3f80);
   kvq::PrefillArgs a = prefill;
-  a.q = TensorView::make(q_int8.data(), DType::kInt8, {kTotalQ, kHq, kD});
-  a.q_scale = TensorView::make(q_scale.data(), DType::kFloat32, {kTotalQ, kHq});
-  a.kv.k_cache = TensorView::make(kb.data(), DType::kBFloat16, {kBlocks, kHkv, kPage, kD});
-  a.kv.v_cache = TensorView::make(vb.data(), DType::kBFloat16, {kBlocks, kHkv, kPage, kD});
-  a.kv.k_scale = TensorView{};
-  a.kv.v_scale = TensorView{};
+  use_int8_q(a);
+  use_float_cache(a, DType::kBFloat16);
   expect_prefill_rejected(a, kType, "q", "int8 q needs an int8 cache");
 }
 
@@ -171,20 +160,14 @@ TEST_F(ApiErrors, PrefillPerTokenScaleWrongShape) {
 }
 
 TEST_F(ApiErrors, PrefillScaleWithBf16Cache) {
-  std::vector<uint16_t> kb(kCacheElems, 0x3f80), vb(kCacheElems, 0x3f80);
   kvq::PrefillArgs a = prefill;
-  a.kv.k_cache = TensorView::make(kb.data(), DType::kBFloat16, {kBlocks, kHkv, kPage, kD});
-  a.kv.v_cache = TensorView::make(vb.data(), DType::kBFloat16, {kBlocks, kHkv, kPage, kD});
+  use_float_cache(a, DType::kBFloat16, /*keep_scales=*/true);
   expect_prefill_rejected(a, kValue, "k_scale", "absent for a bf16 cache");
 }
 
 TEST_F(ApiErrors, PrefillFloatCacheDtypeDiffersFromQ) {
-  std::vector<uint16_t> kb(kCacheElems, 0x3c00), vb(kCacheElems, 0x3c00);
   kvq::PrefillArgs a = prefill;
-  a.kv.k_cache = TensorView::make(kb.data(), DType::kFloat16, {kBlocks, kHkv, kPage, kD});
-  a.kv.v_cache = TensorView::make(vb.data(), DType::kFloat16, {kBlocks, kHkv, kPage, kD});
-  a.kv.k_scale = TensorView{};
-  a.kv.v_scale = TensorView{};
+  use_float_cache(a, DType::kFloat16);
   expect_prefill_rejected(a, kType, "k_cache", "int8 or bf16 (a bf16/fp16 cache has the dtype of q)");
 }
 
@@ -230,8 +213,7 @@ TEST_F(ApiErrors, PrefillOutWrongDtype) {
 
 TEST_F(ApiErrors, PrefillOutMustBeBf16ForInt8Q) {
   kvq::PrefillArgs a = prefill;
-  a.q = TensorView::make(q_int8.data(), DType::kInt8, {kTotalQ, kHq, kD});
-  a.q_scale = TensorView::make(q_scale.data(), DType::kFloat32, {kTotalQ, kHq});
+  use_int8_q(a);
   a.out.dtype = DType::kFloat16;
   expect_prefill_rejected(a, kType, "out", "bf16 (bf16 for int8 q)");
 }
@@ -309,23 +291,15 @@ TEST_F(ApiErrors, PrefillNegativeGlobalWindow) {
 }
 
 TEST_F(ApiErrors, PrefillInt8ComputeNeedsInt8Cache) {
-  std::vector<uint16_t> kb(kCacheElems, 0x3f80), vb(kCacheElems, 0x3f80);
   kvq::PrefillArgs a = prefill;
-  a.kv.k_cache = TensorView::make(kb.data(), DType::kBFloat16, {kBlocks, kHkv, kPage, kD});
-  a.kv.v_cache = TensorView::make(vb.data(), DType::kBFloat16, {kBlocks, kHkv, kPage, kD});
-  a.kv.k_scale = TensorView{};
-  a.kv.v_scale = TensorView{};
+  use_float_cache(a, DType::kBFloat16);
   a.compute = kvq::ComputeMode::kInt8;
   expect_prefill_rejected(a, kValue, "compute", "int8 compute needs an int8 cache");
 }
 
 TEST_F(ApiErrors, PrefillDequantPathNeedsInt8Cache) {
-  std::vector<uint16_t> kb(kCacheElems, 0x3f80), vb(kCacheElems, 0x3f80);
   kvq::PrefillArgs a = prefill;
-  a.kv.k_cache = TensorView::make(kb.data(), DType::kBFloat16, {kBlocks, kHkv, kPage, kD});
-  a.kv.v_cache = TensorView::make(vb.data(), DType::kBFloat16, {kBlocks, kHkv, kPage, kD});
-  a.kv.k_scale = TensorView{};
-  a.kv.v_scale = TensorView{};
+  use_float_cache(a, DType::kBFloat16);
   a.path = kvq::PrefillPath::kDequant;
   expect_prefill_rejected(a, kValue, "path", "dequant needs an int8 cache");
 }
@@ -340,10 +314,7 @@ TEST_F(ApiErrors, PrefillDeviceMismatch) {
 
 TEST_F(ApiErrors, PrefillDeviceIndexMismatch) {
   kvq::PrefillArgs a = prefill;
-  a.q.device = a.out.device = Device::kCUDA;
-  a.kv.k_cache.device = a.kv.v_cache.device = a.kv.k_scale.device = a.kv.v_scale.device =
-      Device::kCUDA;
-  a.block_tables.device = a.cu_q_lens.device = a.kv_lens.device = a.lse.device = Device::kCUDA;
+  on_cuda(a);
   a.out.device_index = 1;
   expect_prefill_rejected(a, kType, "out", "cuda:0 (the device of q)");
 }
@@ -362,8 +333,7 @@ TEST_F(ApiErrors, PrefillOutAliasesKCache) {
 
 TEST_F(ApiErrors, PrefillLseAliasesQScaleOfInt8Q) {
   kvq::PrefillArgs a = prefill;
-  a.q = TensorView::make(q_int8.data(), DType::kInt8, {kTotalQ, kHq, kD});
-  a.q_scale = TensorView::make(q_scale.data(), DType::kFloat32, {kTotalQ, kHq});
+  use_int8_q(a);
   a.lse = TensorView::make(q_scale.data(), DType::kFloat32, {kTotalQ, kHq});
   expect_prefill_rejected(a, kValue, "lse", "does not overlap q_scale");
 }
@@ -472,9 +442,7 @@ TEST_F(ApiErrors, PlanPrefillHostKvLenTooLong) {
 TEST_F(ApiErrors, PrefillCudaTensorsWithoutCuda) {
   if (kvq::cuda_built()) GTEST_SKIP() << "this build has the CUDA backend";
   kvq::PrefillArgs a = prefill;
-  for (TensorView* t : {&a.q, &a.out, &a.lse, &a.kv.k_cache, &a.kv.v_cache, &a.kv.k_scale,
-                        &a.kv.v_scale, &a.block_tables, &a.cu_q_lens, &a.kv_lens})
-    t->device = Device::kCUDA;
+  on_cuda(a);
   expect_prefill_rejected(a, kType, "device", "CUDA tensors need kvq built with CUDA");
 }
 

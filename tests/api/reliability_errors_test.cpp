@@ -12,9 +12,6 @@
 namespace kvq_api_test {
 namespace {
 
-using kvq::DType;
-using kvq::TensorView;
-constexpr kvq::ErrorKind kValue = kvq::ErrorKind::kValue;
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 constexpr float kInf = std::numeric_limits<float>::infinity();
 

@@ -1,6 +1,7 @@
 #include "tests/common/compare.h"
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <sstream>
 
@@ -165,6 +166,10 @@ int64_t count_written_outside(const HostTensor& t, int64_t num_valid_rows) {
   for (int64_t off = 0; off < t.storage_elements(); ++off)
     if (!inside[static_cast<size_t>(off)] && !t.is_poison(off)) ++written;
   return written;
+}
+
+bool same_bytes(const HostTensor& a, const HostTensor& b) {
+  return a.nbytes() == b.nbytes() && std::memcmp(a.data(), b.data(), a.nbytes()) == 0;
 }
 
 }  // namespace kvq::test

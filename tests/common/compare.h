@@ -55,4 +55,8 @@ RefOutput to_ref_output(const TensorView& out, const TensorView& lse);
 // rows [0, num_valid_rows) of dim 0 or in the gaps of a strided layout. Should be 0.
 int64_t count_written_outside(const HostTensor& t, int64_t num_valid_rows);
 
+// Whether a and b hold the same bytes (storage gaps and poisoned elements included): the
+// bit-for-bit comparisons of reruns, replays and refused calls.
+bool same_bytes(const HostTensor& a, const HostTensor& b);
+
 }  // namespace kvq::test

@@ -23,9 +23,11 @@
 
 namespace kvq::test {
 
+// Every field has a default (so a spec can be written as designated initializers naming only what
+// a case changes).
 struct PagedCaseSpec {
-  std::vector<int32_t> q_lens;   // per sequence; decode cases use 1 everywhere
-  std::vector<int32_t> kv_lens;  // per sequence
+  std::vector<int32_t> q_lens{};   // per sequence; decode cases use 1 everywhere
+  std::vector<int32_t> kv_lens{};  // per sequence
   int64_t num_qo_heads = 8;
   int64_t num_kv_heads = 2;
   int64_t head_dim = 128;
@@ -42,8 +44,8 @@ struct PagedCaseSpec {
   int64_t extra_table_cols = 0;         // table width = max used blocks + extra_table_cols (>= 1)
   bool shuffle_blocks = true;           // false: identity physical order
   int64_t padding_rows = 0;             // q/out rows past cu_q_lens[B]
-  std::vector<int64_t> q_pad;           // HostTensor::padded pads of q ([T, Hq, D]); {} = contiguous
-  std::vector<int64_t> out_pad;         // same for out
+  std::vector<int64_t> q_pad{};         // HostTensor::padded pads of q ([T, Hq, D]); {} = contiguous
+  std::vector<int64_t> out_pad{};       // same for out
   bool with_lse = false;
   uint64_t seed = 0;
 };

@@ -33,10 +33,6 @@ ByteDiff diff_int8(const HostTensor& a, const HostTensor& b) {
   return d;
 }
 
-bool same_bytes(const HostTensor& a, const HostTensor& b) {
-  return a.nbytes() == b.nbytes() && std::memcmp(a.data(), b.data(), a.nbytes()) == 0;
-}
-
 // A deep copy of a tensor (same dtype, shape, strides and bytes).
 HostTensor clone(const HostTensor& t) {
   if (!t.defined()) return HostTensor();

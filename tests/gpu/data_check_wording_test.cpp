@@ -10,7 +10,6 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <cstring>
 #include <functional>
 #include <limits>
 #include <string>
@@ -228,10 +227,6 @@ TEST(DataCheckWording, DequantCompactOutTooSmall) {
 }
 
 // ---- append ----
-
-bool same_bytes(const HostTensor& a, const HostTensor& b) {
-  return a.nbytes() == b.nbytes() && std::memcmp(a.data(), b.data(), a.nbytes()) == 0;
-}
 
 void expect_append_refusal_matches(const AppendSetup& s, const std::string& arg) {
   AppendSetup cpu_copy = s;  // the CPU call would write into the host caches if it went through

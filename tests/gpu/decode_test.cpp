@@ -58,17 +58,10 @@ TEST_P(SeedDecode, MatchesCpu) {
   const SeedCase& sc = seed_decode_cases()[idx];
   Rng rng(3000 + idx);
   const SeedLengths lens = seed_decode_lengths(sc, rng);
-  PagedCaseSpec spec;
-  spec.q_lens = lens.q_lens;
-  spec.kv_lens = lens.kv_lens;
-  spec.num_qo_heads = sc.num_qo_heads;
-  spec.num_kv_heads = sc.num_kv_heads;
-  spec.head_dim = sc.head_dim;
-  spec.page_size = sc.page_size;
-  spec.scale_dtype = DType::kBFloat16;
-  spec.with_lse = true;
-  spec.seed = 4000 + idx;
-  PagedCase c = make_paged_case(spec);
+  PagedCase c = make_paged_case({.q_lens = lens.q_lens, .kv_lens = lens.kv_lens, .num_qo_heads = sc.num_qo_heads,
+                                 .num_kv_heads = sc.num_kv_heads, .head_dim = sc.head_dim, .page_size = sc.page_size,
+                                 .scale_dtype = DType::kBFloat16, .with_lse = true,
+                                 .seed = static_cast<uint64_t>(4000 + idx)});
   DeviceCase dc(c);
   DecodeArgs host = c.decode_args();
   host.num_splits = splits;
@@ -156,17 +149,9 @@ INSTANTIATE_TEST_SUITE_P(Random, RandomDecode, testing::Range(0, 40),
 // Small shapes for compute-sanitizer (filter "*Small*"): splits, windows, empty sequence.
 TEST(SmallDecode, SplitsWindowsEmpty) {
   for (int splits : {1, 4}) {
-    PagedCaseSpec s;
-    s.q_lens = {1, 1, 1};
-    s.kv_lens = {37, 0, 130};
-    s.num_qo_heads = 8;
-    s.num_kv_heads = 2;
-    s.head_dim = 128;
-    s.page_size = 16;
-    s.with_lse = true;
-    s.v_scale_mode = ScaleMode::kPerToken;
-    s.seed = 90 + splits;
-    PagedCase c = make_paged_case(s);
+    PagedCase c = make_paged_case({.q_lens = {1, 1, 1}, .kv_lens = {37, 0, 130}, .num_qo_heads = 8, .num_kv_heads = 2,
+                                   .head_dim = 128, .page_size = 16, .v_scale_mode = ScaleMode::kPerToken,
+                                   .with_lse = true, .seed = static_cast<uint64_t>(90 + splits)});
     DeviceCase dc(c);
     DecodeArgs host = c.decode_args(20, 3);
     host.num_splits = splits;
@@ -177,17 +162,9 @@ TEST(SmallDecode, SplitsWindowsEmpty) {
 }
 
 TEST(SmallDecode, OddHeadDimNhdBf16Cache) {
-  PagedCaseSpec s;
-  s.q_lens = {1, 1};
-  s.kv_lens = {45, 9};
-  s.num_qo_heads = 6;
-  s.num_kv_heads = 1;
-  s.head_dim = 72;
-  s.page_size = 5;
-  s.layout = KvLayout::kNHD;
-  s.kv_dtype = DType::kBFloat16;
-  s.seed = 95;
-  PagedCase c = make_paged_case(s);
+  PagedCase c = make_paged_case({.q_lens = {1, 1}, .kv_lens = {45, 9}, .num_qo_heads = 6, .num_kv_heads = 1,
+                                 .head_dim = 72, .page_size = 5, .layout = KvLayout::kNHD,
+                                 .kv_dtype = DType::kBFloat16, .seed = 95});
   DeviceCase dc(c);
   DecodeArgs host = c.decode_args();
   host.num_splits = 2;
@@ -197,15 +174,8 @@ TEST(SmallDecode, OddHeadDimNhdBf16Cache) {
 }
 
 TEST(DecodeWorkspace, TooSmallIsAnErrorNamingWorkspace) {
-  PagedCaseSpec s;
-  s.q_lens = {1, 1};
-  s.kv_lens = {300, 500};
-  s.num_qo_heads = 4;
-  s.num_kv_heads = 1;
-  s.head_dim = 64;
-  s.page_size = 16;
-  s.seed = 96;
-  PagedCase c = make_paged_case(s);
+  PagedCase c = make_paged_case({.q_lens = {1, 1}, .kv_lens = {300, 500}, .num_qo_heads = 4, .num_kv_heads = 1,
+                                 .head_dim = 64, .page_size = 16, .seed = 96});
   DeviceCase dc(c);
   DecodeArgs a = dc.decode_args(c.decode_args());
   a.num_splits = 4;

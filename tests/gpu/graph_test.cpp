@@ -15,27 +15,30 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <cstring>
 #include <limits>
-#include <stdexcept>
 #include <string>
 #include <tuple>
 #include <vector>
 
-#include "tests/gpu/gpu_util.h"
+#include "tests/gpu/graph_setup.h"
 
 namespace kvq::test {
 namespace {
 
 constexpr double kTolNative = 1e-2;
 
-// Shrinks the batch to its first `active` sequences: later ones get q_len 0, kv_len 0 and a table
-// row of -1. Host tensors and cu_q_lens_host are updated (the oracle reads them).
-void shrink(PagedCase& c, int64_t active) {
+// Empties the sequences from `active` on in the host tensors: kv_len 0 and a table row of -1.
+void empty_slots(PagedCase& c, int64_t active) {
   for (int64_t b = active; b < c.batch_size; ++b) {
     c.kv_lens.ptr<int32_t>()[b] = 0;
     for (int64_t i = 0; i < c.max_blocks_per_seq; ++i) c.block_tables.set({b, i}, -1);
   }
+}
+
+// Shrinks the batch to its first `active` sequences: later ones get q_len 0, kv_len 0 and a table
+// row of -1. Host tensors and cu_q_lens_host are updated (the oracle reads them).
+void shrink(PagedCase& c, int64_t active) {
+  empty_slots(c, active);
   for (int64_t b = active; b < c.batch_size; ++b) {
     c.cu_q_lens.ptr<int32_t>()[b + 1] = c.cu_q_lens.ptr<int32_t>()[active];
     c.cu_q_lens_host[b + 1] = c.cu_q_lens_host[active];
@@ -45,90 +48,36 @@ void shrink(PagedCase& c, int64_t active) {
   c.total_q = c.cu_q_lens_host[c.batch_size];
 }
 
-bool same_rows(const HostTensor& a, const HostTensor& b) {
-  return a.nbytes() == b.nbytes() && std::memcmp(a.data(), b.data(), a.nbytes()) == 0;
-}
-
 class GraphPrefill : public testing::TestWithParam<PrefillPath> {};
 
 TEST_P(GraphPrefill, CaptureLargestReplaySmaller) {
-  PagedCaseSpec s;
-  s.q_lens = {40, 17, 33, 9};
-  s.kv_lens = {90, 17, 120, 50};
-  s.num_qo_heads = 8;
-  s.num_kv_heads = 2;
-  s.head_dim = 128;
-  s.page_size = 16;
-  s.padding_rows = 4;
-  s.with_lse = true;
-  s.seed = 321;
-  PagedCase c = make_paged_case(s);
+  PagedCase c = make_paged_case({.q_lens = {40, 17, 33, 9}, .kv_lens = {90, 17, 120, 50}, .num_qo_heads = 8,
+                                 .num_kv_heads = 2, .head_dim = 128, .page_size = 16, .padding_rows = 4,
+                                 .with_lse = true, .seed = 321});
   DeviceCase dc(c);
   PrefillArgs a = dc.prefill_args(c.prefill_args());
   a.path = GetParam();
-  PrefillPlan plan;
-  try {
-    plan = plan_prefill(a, c.cu_q_lens_host.data(), c.kv_lens.ptr<int32_t>());
-  } catch (const Error& e) {
-    if (e.argument() != "path") throw;
-    GTEST_SKIP() << e.what();
-  }
-  DeviceTensor ws = DeviceTensor::bytes(plan.workspace_bytes);
-  a.plan = &plan;
-  a.workspace = {ws.data(), plan.workspace_bytes};
-  cudaStream_t stream;
-  KVQ_TEST_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  a.stream = stream;
-  // Eager first (also proves the path serves the shape).
-  try {
-    paged_prefill(a);
-  } catch (const Error& e) {
-    cudaStreamDestroy(stream);
-    if (e.argument() == "path") GTEST_SKIP() << e.what();
-    throw;
-  }
-  KVQ_TEST_CUDA(cudaStreamSynchronize(stream));
-  cudaGraph_t graph;
-  KVQ_TEST_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
-  paged_prefill(a);
-  KVQ_TEST_CUDA(cudaStreamEndCapture(stream, &graph));
-  cudaGraphExec_t exec;
-  KVQ_TEST_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+  // Eager first (also proves the path serves the shape), then the capture.
+  GraphOfOneCall g;
+  ASSERT_NO_FATAL_FAILURE(g.capture_prefill(c, a));
+  if (g.refused()) GTEST_SKIP() << g.refusal();
 
   for (int64_t active : {4, 3, 1, 2, 0}) {
     shrink(c, active);
     dc.cu_q_lens.upload(c.cu_q_lens);
     dc.kv_lens.upload(c.kv_lens);
     dc.block_tables.upload(c.block_tables);
-    // Eager run of this metadata.
-    c.poison_outputs();
-    dc.out.upload(c.out);
-    dc.lse.upload(c.lse);
-    paged_prefill(a);
-    KVQ_TEST_CUDA(cudaStreamSynchronize(stream));
-    HostTensor eager_out = c.out, eager_lse = c.lse;
-    dc.out.download(eager_out);
-    dc.lse.download(eager_lse);
-    // Replay.
-    dc.out.upload(c.out);
-    dc.lse.upload(c.lse);
-    KVQ_TEST_CUDA(cudaGraphLaunch(exec, stream));
-    KVQ_TEST_CUDA(cudaStreamSynchronize(stream));
-    HostTensor out = c.out, lse = c.lse;
-    dc.out.download(out);
-    dc.lse.download(lse);
-    EXPECT_TRUE(same_rows(out, eager_out)) << "graph replay differs from eager, active=" << active;
-    EXPECT_TRUE(same_rows(lse, eager_lse)) << "graph replay lse differs from eager, active=" << active;
-    EXPECT_EQ(count_written_outside(out, c.total_q), 0) << "active=" << active;
+    const RunOutputs eager = g.run(c, dc, false);  // an eager run of this metadata
+    const RunOutputs replay = g.run(c, dc, true);
+    EXPECT_TRUE(same_bytes(replay.out, eager.out)) << "graph replay differs from eager, active=" << active;
+    EXPECT_TRUE(same_bytes(replay.lse, eager.lse)) << "graph replay lse differs from eager, active=" << active;
+    EXPECT_EQ(count_written_outside(replay.out, c.total_q), 0) << "active=" << active;
     if (active > 0) {
       const RefOutput ref = cpu_prefill(c.prefill_args(), true);
-      const ErrorStats st = compare_output(out.view(), ref, c.cu_q_lens_host);
+      const ErrorStats st = compare_output(replay.out.view(), ref, c.cu_q_lens_host);
       EXPECT_TRUE(st.ok(kTolNative)) << "active=" << active << ": " << st.describe();
     }
   }
-  cudaGraphExecDestroy(exec);
-  cudaGraphDestroy(graph);
-  cudaStreamDestroy(stream);
 }
 
 INSTANTIATE_TEST_SUITE_P(Paths, GraphPrefill,
@@ -137,62 +86,27 @@ INSTANTIATE_TEST_SUITE_P(Paths, GraphPrefill,
                          [](const testing::TestParamInfo<PrefillPath>& info) { return std::string(to_string(info.param)); });
 
 TEST(GraphDecode, CaptureLargestReplaySmaller) {
-  PagedCaseSpec s;
-  s.q_lens = {1, 1, 1, 1, 1, 1};
-  s.kv_lens = {700, 33, 1200, 5, 260, 999};
-  s.num_qo_heads = 16;
-  s.num_kv_heads = 4;
-  s.head_dim = 128;
-  s.page_size = 16;
-  s.with_lse = true;
-  s.seed = 654;
-  PagedCase c = make_paged_case(s);
+  PagedCase c = make_paged_case({.q_lens = {1, 1, 1, 1, 1, 1}, .kv_lens = {700, 33, 1200, 5, 260, 999},
+                                 .num_qo_heads = 16, .num_kv_heads = 4, .head_dim = 128, .page_size = 16,
+                                 .with_lse = true, .seed = 654});
   DeviceCase dc(c);
   DecodeArgs a = dc.decode_args(c.decode_args());
   a.num_splits = 0;
-  const size_t ws_bytes = decode_workspace_size(a);
-  DeviceTensor ws = DeviceTensor::bytes(ws_bytes);
-  a.workspace = {ws.data(), ws_bytes};
-  cudaStream_t stream;
-  KVQ_TEST_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  a.stream = stream;
-  cudaGraph_t graph;
-  KVQ_TEST_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
-  paged_decode(a);
-  KVQ_TEST_CUDA(cudaStreamEndCapture(stream, &graph));
-  cudaGraphExec_t exec;
-  KVQ_TEST_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+  GraphOfOneCall g;
+  ASSERT_NO_FATAL_FAILURE(g.capture_decode(a));
   for (int64_t active : {6, 4, 1, 3, 0}) {
-    for (int64_t b = active; b < c.batch_size; ++b) {
-      c.kv_lens.ptr<int32_t>()[b] = 0;
-      for (int64_t i = 0; i < c.max_blocks_per_seq; ++i) c.block_tables.set({b, i}, -1);
-    }
+    empty_slots(c, active);
     dc.kv_lens.upload(c.kv_lens);
     dc.block_tables.upload(c.block_tables);
-    c.poison_outputs();
-    dc.out.upload(c.out);
-    dc.lse.upload(c.lse);
-    paged_decode(a);
-    KVQ_TEST_CUDA(cudaStreamSynchronize(stream));
-    HostTensor eager = c.out;
-    dc.out.download(eager);
-    dc.out.upload(c.out);
-    dc.lse.upload(c.lse);
-    KVQ_TEST_CUDA(cudaGraphLaunch(exec, stream));
-    KVQ_TEST_CUDA(cudaStreamSynchronize(stream));
-    HostTensor out = c.out, lse = c.lse;
-    dc.out.download(out);
-    dc.lse.download(lse);
-    EXPECT_TRUE(same_rows(out, eager)) << "graph replay differs from eager, active=" << active;
+    const RunOutputs eager = g.run(c, dc, false);
+    const RunOutputs replay = g.run(c, dc, true);
+    EXPECT_TRUE(same_bytes(replay.out, eager.out)) << "graph replay differs from eager, active=" << active;
     const RefOutput ref = cpu_decode(c.decode_args(), true);
-    const ErrorStats st = compare_decode_output(out.view(), ref);
+    const ErrorStats st = compare_decode_output(replay.out.view(), ref);
     EXPECT_TRUE(st.ok(kTolNative)) << "active=" << active << ": " << st.describe();
-    const LseStats ls = compare_lse(lse.view(), ref, c.batch_size);
+    const LseStats ls = compare_lse(replay.lse.view(), ref, c.batch_size);
     EXPECT_EQ(ls.num_mismatch, 0) << ls.describe();
   }
-  cudaGraphExecDestroy(exec);
-  cudaGraphDestroy(graph);
-  cudaStreamDestroy(stream);
 }
 
 enum class GraphCache { kInt8PerChannel, kInt8PerToken, kBf16 };
@@ -206,59 +120,75 @@ const char* graph_cache_name(GraphCache g) {
   return "?";
 }
 
-class GraphDecodeMaxBatch : public testing::TestWithParam<GraphCache> {};
+// The cache of a max-batch case: int8 per-channel scales unless the parameter says otherwise.
+void set_cache(PagedCaseSpec& s, GraphCache g) {
+  if (g == GraphCache::kBf16) s.kv_dtype = DType::kBFloat16;
+  if (g == GraphCache::kInt8PerToken) s.k_scale_mode = s.v_scale_mode = ScaleMode::kPerToken;
+}
 
-// Copies of the outputs of one run (eager or replay), poisoned before it.
-struct Outputs {
-  HostTensor out, lse;
+// Fresh tables: the case's physical blocks shuffled and dealt to its sequences in order,
+// ceil(kv_lens[b] / page_size) each, unused entries -1; kv_lens written too. Returns how many
+// blocks were dealt (at most c.num_blocks).
+size_t deal_tables(PagedCase& c, Rng& rng, const std::vector<int32_t>& kv_lens) {
+  const int64_t page = c.spec.page_size;
+  const std::vector<int32_t> perm = rng.permutation(c.num_blocks);
+  size_t next = 0;
+  for (int64_t b = 0; b < c.batch_size; ++b) {
+    const int64_t pages = (kv_lens[static_cast<size_t>(b)] + page - 1) / page;
+    for (int64_t i = 0; i < c.max_blocks_per_seq; ++i) c.block_tables.set({b, i}, i < pages ? perm[next++] : -1);
+    c.kv_lens.ptr<int32_t>()[b] = kv_lens[static_cast<size_t>(b)];
+  }
+  return next;
+}
+
+// New queries for every row of q (never zero), as the next step would bring.
+void fresh_queries(PagedCase& c, Rng& rng) {
+  for (int64_t i = 0; i < c.q.storage_elements(); ++i) {
+    double x = rng.normal();
+    if (x == 0) x = 0.5;
+    c.q.store(i, x);
+  }
+}
+
+// A max-batch round's host metadata and queries, written into the device tensors the graph reads.
+void upload_round(const PagedCase& c, DeviceCase& dc) {
+  dc.q.upload(c.q);
+  dc.cu_q_lens.upload(c.cu_q_lens);
+  dc.kv_lens.upload(c.kv_lens);
+  dc.block_tables.upload(c.block_tables);
+}
+
+// A max-batch round: an eager run and two replays of the graph, which must all agree bit for bit
+// (out and lse).
+struct Round {
+  RunOutputs eager, replay;
 };
+Round run_round(GraphOfOneCall& g, PagedCase& c, DeviceCase& dc) {
+  Round r{g.run(c, dc, false), g.run(c, dc, true)};
+  const RunOutputs replay2 = g.run(c, dc, true);
+  EXPECT_TRUE(same_bytes(r.replay.out, r.eager.out)) << "graph replay differs from the eager run";
+  EXPECT_TRUE(same_bytes(r.replay.lse, r.eager.lse)) << "graph replay lse differs from the eager run";
+  EXPECT_TRUE(same_bytes(replay2.out, r.replay.out)) << "two replays differ";
+  EXPECT_TRUE(same_bytes(replay2.lse, r.replay.lse)) << "two replays' lse differ";
+  return r;
+}
+
+class GraphDecodeMaxBatch : public testing::TestWithParam<GraphCache> {};
 
 TEST_P(GraphDecodeMaxBatch, ReplaysEqualEagerRunsBitForBit) {
   constexpr int64_t kMaxBatch = 16, kMaxLen = 1024, kPage = 16;
-  PagedCaseSpec s;
+  PagedCaseSpec s{.num_qo_heads = 16, .num_kv_heads = 4, .head_dim = 128, .page_size = kPage, .with_lse = true,
+                  .seed = 655};
   s.q_lens.assign(kMaxBatch, 1);
   s.kv_lens.assign(kMaxBatch, kMaxLen);  // the cache holds every slot at its longest
-  s.num_qo_heads = 16;
-  s.num_kv_heads = 4;
-  s.head_dim = 128;
-  s.page_size = kPage;
-  s.with_lse = true;
-  s.seed = 655;
-  if (GetParam() == GraphCache::kBf16) s.kv_dtype = DType::kBFloat16;
-  if (GetParam() == GraphCache::kInt8PerToken) s.k_scale_mode = s.v_scale_mode = ScaleMode::kPerToken;
+  set_cache(s, GetParam());
   PagedCase c = make_paged_case(s);
   ASSERT_EQ(c.max_blocks_per_seq, kMaxLen / kPage);
   DeviceCase dc(c);
   DecodeArgs a = dc.decode_args(c.decode_args());
   a.num_splits = 0;  // the planner's choice for the maximum batch, fixed in the graph
-  const size_t ws_bytes = decode_workspace_size(a);
-  DeviceTensor ws = DeviceTensor::bytes(ws_bytes);
-  a.workspace = {ws.data(), ws_bytes};
-  cudaStream_t stream;
-  KVQ_TEST_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  a.stream = stream;
-  cudaGraph_t graph;
-  KVQ_TEST_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
-  paged_decode(a);
-  KVQ_TEST_CUDA(cudaStreamEndCapture(stream, &graph));
-  cudaGraphExec_t exec;
-  KVQ_TEST_CUDA(cudaGraphInstantiate(&exec, graph, 0));
-
-  auto run = [&](bool replay) {
-    c.poison_outputs();
-    dc.out.upload(c.out);
-    dc.lse.upload(c.lse);
-    if (replay) {
-      if (cudaGraphLaunch(exec, stream) != cudaSuccess) throw std::runtime_error("cudaGraphLaunch");
-    } else {
-      paged_decode(a);
-    }
-    if (cudaStreamSynchronize(stream) != cudaSuccess) throw std::runtime_error("cudaStreamSynchronize");
-    Outputs o{c.out, c.lse};
-    dc.out.download(o.out);
-    dc.lse.download(o.lse);
-    return o;
-  };
+  GraphOfOneCall g;
+  ASSERT_NO_FATAL_FAILURE(g.capture_decode(a));
 
   Rng rng(656);
   const std::vector<int64_t> live_counts = {16, 11, 1, 7, 0, 16, 3, 9};
@@ -272,32 +202,13 @@ TEST_P(GraphDecodeMaxBatch, ReplaysEqualEagerRunsBitForBit) {
     const int32_t edges[] = {1, static_cast<int32_t>(kPage), static_cast<int32_t>(kPage + 1), static_cast<int32_t>(kMaxLen)};
     for (int64_t i = 0; i < live; ++i)
       lens[slots[i]] = i < 4 && round % 2 == 0 ? edges[i] : static_cast<int32_t>(rng.randint(1, kMaxLen + 1));
-    // Fresh tables: the physical blocks shuffled and dealt to the live sequences, unused entries -1.
-    const std::vector<int32_t> perm = rng.permutation(c.num_blocks);
-    size_t next = 0;
-    for (int64_t b = 0; b < kMaxBatch; ++b) {
-      const int64_t pages = (lens[b] + kPage - 1) / kPage;
-      for (int64_t i = 0; i < c.max_blocks_per_seq; ++i) c.block_tables.set({b, i}, i < pages ? perm[next++] : -1);
-      c.kv_lens.ptr<int32_t>()[b] = lens[b];
-    }
-    ASSERT_LE(next, perm.size());
-    // New queries (never zero), as the next decode step would bring.
-    for (int64_t i = 0; i < c.q.storage_elements(); ++i) {
-      double x = rng.normal();
-      if (x == 0) x = 0.5;
-      c.q.store(i, x);
-    }
-    dc.q.upload(c.q);
-    dc.kv_lens.upload(c.kv_lens);
-    dc.block_tables.upload(c.block_tables);
+    // Fresh tables for the live sequences; new queries, as the next decode step would bring.
+    const size_t dealt = deal_tables(c, rng, lens);
+    ASSERT_LE(dealt, static_cast<size_t>(c.num_blocks));
+    fresh_queries(c, rng);
+    upload_round(c, dc);
 
-    const Outputs eager = run(false);
-    const Outputs replay = run(true);
-    const Outputs replay2 = run(true);
-    EXPECT_TRUE(same_rows(replay.out, eager.out)) << "graph replay differs from the eager run";
-    EXPECT_TRUE(same_rows(replay.lse, eager.lse)) << "graph replay lse differs from the eager run";
-    EXPECT_TRUE(same_rows(replay2.out, replay.out)) << "two replays differ";
-    EXPECT_TRUE(same_rows(replay2.lse, replay.lse)) << "two replays' lse differ";
+    const RunOutputs replay = run_round(g, c, dc).replay;
     const RefOutput ref = cpu_decode(c.decode_args(), true);
     const ErrorStats st = compare_decode_output(replay.out.view(), ref);
     EXPECT_TRUE(st.ok(kTolNative)) << st.describe();
@@ -312,9 +223,6 @@ TEST_P(GraphDecodeMaxBatch, ReplaysEqualEagerRunsBitForBit) {
       }
     }
   }
-  cudaGraphExecDestroy(exec);
-  cudaGraphDestroy(graph);
-  cudaStreamDestroy(stream);
 }
 
 INSTANTIATE_TEST_SUITE_P(Caches, GraphDecodeMaxBatch,
@@ -327,69 +235,22 @@ TEST_P(GraphPrefillMaxBatch, ReplaysEqualEagerRunsBitForBit) {
   constexpr int64_t kMaxBatch = 8, kMaxQ = 64, kPages = 32, kPage = 16, kMaxKv = kPages * kPage;
   const GraphCache cache = std::get<0>(GetParam());
   const PrefillPath path = std::get<1>(GetParam());
-  PagedCaseSpec s;
+  PagedCaseSpec s{.num_qo_heads = 8, .num_kv_heads = 2, .head_dim = 128, .page_size = kPage,
+                  .padding_rows = 16,  // bucket padding past the maximum batch's rows
+                  .with_lse = true, .seed = 701};
   s.q_lens.assign(kMaxBatch, kMaxQ);
   s.kv_lens.assign(kMaxBatch, kMaxKv);  // plan and cache at the maximum batch and table width
-  s.num_qo_heads = 8;
-  s.num_kv_heads = 2;
-  s.head_dim = 128;
-  s.page_size = kPage;
-  s.padding_rows = 16;  // bucket padding past the maximum batch's rows
-  s.with_lse = true;
-  s.seed = 701;
-  if (cache == GraphCache::kBf16) s.kv_dtype = DType::kBFloat16;
-  if (cache == GraphCache::kInt8PerToken) s.k_scale_mode = s.v_scale_mode = ScaleMode::kPerToken;
+  set_cache(s, cache);
   PagedCase c = make_paged_case(s);
   ASSERT_EQ(c.max_blocks_per_seq, kPages);
   ASSERT_EQ(c.total_q, kMaxBatch * kMaxQ);
   DeviceCase dc(c);
   PrefillArgs a = dc.prefill_args(c.prefill_args());
   a.path = path;
-  PrefillPlan plan;
-  try {
-    plan = plan_prefill(a, c.cu_q_lens_host.data(), c.kv_lens.ptr<int32_t>());
-  } catch (const Error& e) {
-    if (e.argument() != "path") throw;
-    GTEST_SKIP() << e.what();
-  }
-  DeviceTensor ws = DeviceTensor::bytes(plan.workspace_bytes);
-  a.plan = &plan;
-  a.workspace = {ws.data(), plan.workspace_bytes};
-  cudaStream_t stream;
-  KVQ_TEST_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  a.stream = stream;
   // Eager once at the maximum batch (also proves the path serves the shape), then the capture.
-  try {
-    paged_prefill(a);
-  } catch (const Error& e) {
-    cudaStreamDestroy(stream);
-    if (e.argument() == "path") GTEST_SKIP() << e.what();
-    throw;
-  }
-  KVQ_TEST_CUDA(cudaStreamSynchronize(stream));
-  cudaGraph_t graph;
-  KVQ_TEST_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
-  paged_prefill(a);
-  KVQ_TEST_CUDA(cudaStreamEndCapture(stream, &graph));
-  cudaGraphExec_t exec;
-  KVQ_TEST_CUDA(cudaGraphInstantiate(&exec, graph, 0));
-
-  // One run on the device metadata as it stands: outputs poisoned (the sentinel) first.
-  auto run = [&](bool replay) {
-    c.poison_outputs();
-    dc.out.upload(c.out);
-    dc.lse.upload(c.lse);
-    if (replay) {
-      if (cudaGraphLaunch(exec, stream) != cudaSuccess) throw std::runtime_error("cudaGraphLaunch");
-    } else {
-      paged_prefill(a);
-    }
-    if (cudaStreamSynchronize(stream) != cudaSuccess) throw std::runtime_error("cudaStreamSynchronize");
-    Outputs o{c.out, c.lse};
-    dc.out.download(o.out);
-    dc.lse.download(o.lse);
-    return o;
-  };
+  GraphOfOneCall g;
+  ASSERT_NO_FATAL_FAILURE(g.capture_prefill(c, a));
+  if (g.refused()) GTEST_SKIP() << g.refusal();
 
   Rng rng(702);
   const std::vector<int64_t> live_counts = {8, 5, 1, 6, 0, 8, 3, 7};
@@ -420,40 +281,25 @@ TEST_P(GraphPrefillMaxBatch, ReplaysEqualEagerRunsBitForBit) {
       q_lens[b] = ql;
       kv_lens[b] = kl;
     }
-    // Fresh tables: the physical blocks shuffled and dealt to the sequences, unused entries -1.
-    const std::vector<int32_t> perm = rng.permutation(c.num_blocks);
-    size_t next = 0;
+    // Fresh tables for the sequences, and their lengths.
+    const size_t dealt = deal_tables(c, rng, kv_lens);
     c.cu_q_lens_host.assign(1, 0);
     for (int64_t b = 0; b < kMaxBatch; ++b) {
-      const int64_t pages = (kv_lens[static_cast<size_t>(b)] + kPage - 1) / kPage;
-      for (int64_t i = 0; i < kPages; ++i) c.block_tables.set({b, i}, i < pages ? perm[next++] : -1);
-      c.kv_lens.ptr<int32_t>()[b] = kv_lens[static_cast<size_t>(b)];
       c.cu_q_lens_host.push_back(c.cu_q_lens_host.back() + q_lens[static_cast<size_t>(b)]);
       c.cu_q_lens.ptr<int32_t>()[b + 1] = c.cu_q_lens_host.back();
       c.spec.q_lens[static_cast<size_t>(b)] = q_lens[static_cast<size_t>(b)];
       c.spec.kv_lens[static_cast<size_t>(b)] = kv_lens[static_cast<size_t>(b)];
     }
-    ASSERT_LE(next, perm.size());
+    ASSERT_LE(dealt, static_cast<size_t>(c.num_blocks));
     c.total_q = c.cu_q_lens_host.back();
     const int64_t rows = c.total_q;
     // New queries for every row (padding rows included: never read for results).
-    for (int64_t i = 0; i < c.q.storage_elements(); ++i) {
-      double x = rng.normal();
-      if (x == 0) x = 0.5;
-      c.q.store(i, x);
-    }
-    dc.q.upload(c.q);
-    dc.cu_q_lens.upload(c.cu_q_lens);
-    dc.kv_lens.upload(c.kv_lens);
-    dc.block_tables.upload(c.block_tables);
+    fresh_queries(c, rng);
+    upload_round(c, dc);
 
-    const Outputs eager = run(false);
-    const Outputs replay = run(true);
-    const Outputs replay2 = run(true);
-    EXPECT_TRUE(same_rows(replay.out, eager.out)) << "graph replay differs from the eager run";
-    EXPECT_TRUE(same_rows(replay.lse, eager.lse)) << "graph replay lse differs from the eager run";
-    EXPECT_TRUE(same_rows(replay2.out, replay.out)) << "two replays differ";
-    EXPECT_TRUE(same_rows(replay2.lse, replay.lse)) << "two replays' lse differ";
+    const Round r = run_round(g, c, dc);
+    const RunOutputs& eager = r.eager;
+    const RunOutputs& replay = r.replay;
     // Nothing outside the live rows [0, cu_q_lens[B]) is written.
     EXPECT_EQ(count_written_outside(replay.out, rows), 0) << "rows past cu_q_lens[B] written";
     EXPECT_EQ(count_written_outside(replay.lse, rows), 0) << "lse rows past cu_q_lens[B] written";
@@ -476,9 +322,6 @@ TEST_P(GraphPrefillMaxBatch, ReplaysEqualEagerRunsBitForBit) {
         }
     }
   }
-  cudaGraphExecDestroy(exec);
-  cudaGraphDestroy(graph);
-  cudaStreamDestroy(stream);
 }
 
 INSTANTIATE_TEST_SUITE_P(

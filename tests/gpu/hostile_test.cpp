@@ -1111,10 +1111,6 @@ AppendRun run_append(const AppendSetup& s, bool check) {
   return r;
 }
 
-bool same_bytes(const HostTensor& a, const HostTensor& b) {
-  return a.nbytes() == b.nbytes() && std::memcmp(a.data(), b.data(), a.nbytes()) == 0;
-}
-
 void expect_append_refused(const AppendSetup& s, const std::string& arg) {
   const AppendRun r = run_append(s, true);
   EXPECT_TRUE(r.threw) << "check=true must refuse the call";

@@ -74,18 +74,11 @@ TEST_P(SeedPrefill, MatchesCpu) {
     p = Prepared{};
     Rng rng(1000 + idx);
     const SeedLengths lens = seed_prefill_lengths(sc, rng);
-    PagedCaseSpec spec;
-    spec.q_lens = lens.q_lens;
-    spec.kv_lens = lens.kv_lens;
-    spec.num_qo_heads = sc.num_qo_heads;
-    spec.num_kv_heads = sc.num_kv_heads;
-    spec.head_dim = sc.head_dim;
-    spec.page_size = sc.page_size;
-    spec.scale_dtype = DType::kBFloat16;  // the seed stores its scales in bf16
-    spec.with_lse = true;
-    spec.padding_rows = 3;
-    spec.seed = 2000 + idx;
-    p.c = std::make_unique<PagedCase>(make_paged_case(spec));
+    p.c = std::make_unique<PagedCase>(make_paged_case(
+        {.q_lens = lens.q_lens, .kv_lens = lens.kv_lens, .num_qo_heads = sc.num_qo_heads, .num_kv_heads = sc.num_kv_heads,
+         .head_dim = sc.head_dim, .page_size = sc.page_size,
+         .scale_dtype = DType::kBFloat16,  // the seed stores its scales in bf16
+         .padding_rows = 3, .with_lse = true, .seed = static_cast<uint64_t>(2000 + idx)}));
     p.dc = std::make_unique<DeviceCase>(*p.c);
     p.host_args = p.c->prefill_args();
     if (prefill_cost(*p.c) <= kFullOracleCost) {
@@ -225,45 +218,32 @@ INSTANTIATE_TEST_SUITE_P(Random, RandomPrefill,
 // Small shapes for compute-sanitizer (filter "*Small*").
 class SmallPrefill : public testing::TestWithParam<PrefillPath> {};
 
-TEST_P(SmallPrefill, PagesWindowsPadding) {
-  PagedCaseSpec s;
-  s.q_lens = {5, 0, 17};
-  s.kv_lens = {21, 3, 40};
-  s.num_qo_heads = 4;
-  s.num_kv_heads = 2;
-  s.head_dim = 64;
-  s.page_size = 7;
-  s.padding_rows = 3;
-  s.with_lse = true;
-  s.k_scale_mode = ScaleMode::kPerToken;
-  s.seed = 77;
-  PagedCase c = make_paged_case(s);
+// A small case: `host` (args over c's host tensors) against its fp64 CPU oracle, on the device by
+// `path`. A served run must match within tol; an unserved one comes back for the test to skip.
+GpuRun run_small(PagedCase& c, const PrefillArgs& host, PrefillPath path, double tol) {
   DeviceCase dc(c);
+  const RefOutput ref = cpu_prefill(host, true);
+  GpuRun run = run_gpu_prefill(c, dc, host, path);
+  if (run.served) expect_prefill_matches(c, run, ref, tol, path_name(path));
+  return run;
+}
+
+TEST_P(SmallPrefill, PagesWindowsPadding) {
+  PagedCase c = make_paged_case({.q_lens = {5, 0, 17}, .kv_lens = {21, 3, 40}, .num_qo_heads = 4, .num_kv_heads = 2,
+                                 .head_dim = 64, .page_size = 7, .k_scale_mode = ScaleMode::kPerToken,
+                                 .padding_rows = 3, .with_lse = true, .seed = 77});
   MaskOptions mo;
   mo.local_window = 9;
   mo.global_window = 2;
-  const PrefillArgs host = c.prefill_args(mo);
-  const RefOutput ref = cpu_prefill(host, true);
-  GpuRun run = run_gpu_prefill(c, dc, host, GetParam());
+  const GpuRun run = run_small(c, c.prefill_args(mo), GetParam(), kTolNative);
   if (!run.served) GTEST_SKIP() << run.refusal;
-  expect_prefill_matches(c, run, ref, kTolNative, path_name(GetParam()));
 }
 
 TEST_P(SmallPrefill, NhdMaskFp16) {
-  PagedCaseSpec s;
-  s.q_lens = {9, 4};
-  s.kv_lens = {12, 30};
-  s.num_qo_heads = 6;
-  s.num_kv_heads = 3;
-  s.head_dim = 96;
-  s.page_size = 16;
-  s.layout = KvLayout::kNHD;
-  s.q_dtype = DType::kFloat16;
-  s.v_scale_mode = ScaleMode::kPerToken;
-  s.scale_dtype = DType::kFloat16;
-  s.with_lse = true;
-  s.seed = 78;
-  PagedCase c = make_paged_case(s);
+  PagedCase c = make_paged_case({.q_lens = {9, 4}, .kv_lens = {12, 30}, .num_qo_heads = 6, .num_kv_heads = 3,
+                                 .head_dim = 96, .page_size = 16, .layout = KvLayout::kNHD, .q_dtype = DType::kFloat16,
+                                 .v_scale_mode = ScaleMode::kPerToken, .scale_dtype = DType::kFloat16,
+                                 .with_lse = true, .seed = 78});
   const bool masked = GetParam() == PrefillPath::kGeneric;
   MaskOptions mo;
   if (masked) {
@@ -271,52 +251,25 @@ TEST_P(SmallPrefill, NhdMaskFp16) {
     c.set_random_mask(rng, 0.5, 3);
     mo.causal = false;
   }
-  DeviceCase dc(c);
-  const PrefillArgs host = c.prefill_args(mo);
-  const RefOutput ref = cpu_prefill(host, true);
-  GpuRun run = run_gpu_prefill(c, dc, host, GetParam());
+  const GpuRun run = run_small(c, c.prefill_args(mo), GetParam(), kTolNative);
   if (!run.served) GTEST_SKIP() << run.refusal;
-  expect_prefill_matches(c, run, ref, kTolNative, path_name(GetParam()));
 }
 
 // The seed's bucket-padding case: T = 8 slots, cu_q_lens [0,1,2,3,4,4,4], kv_lens [1,1,1,1,0,0].
 TEST_P(SmallPrefill, SeedBucketPadding) {
-  PagedCaseSpec s;
-  s.q_lens = {1, 1, 1, 1, 0, 0};
-  s.kv_lens = {1, 1, 1, 1, 0, 0};
-  s.num_qo_heads = 4;
-  s.num_kv_heads = 2;
-  s.head_dim = 128;
-  s.page_size = 16;
-  s.padding_rows = 4;
-  s.with_lse = true;
-  s.seed = 79;
-  PagedCase c = make_paged_case(s);
-  DeviceCase dc(c);
-  const PrefillArgs host = c.prefill_args();
-  const RefOutput ref = cpu_prefill(host, true);
-  GpuRun run = run_gpu_prefill(c, dc, host, GetParam());
+  PagedCase c = make_paged_case({.q_lens = {1, 1, 1, 1, 0, 0}, .kv_lens = {1, 1, 1, 1, 0, 0}, .num_qo_heads = 4,
+                                 .num_kv_heads = 2, .head_dim = 128, .page_size = 16, .padding_rows = 4,
+                                 .with_lse = true, .seed = 79});
+  const GpuRun run = run_small(c, c.prefill_args(), GetParam(), kTolNative);
   if (!run.served) GTEST_SKIP() << run.refusal;
-  expect_prefill_matches(c, run, ref, kTolNative, path_name(GetParam()));
 }
 
 TEST_P(SmallPrefill, Int8Compute) {
-  PagedCaseSpec s;
-  s.q_lens = {13, 6};
-  s.kv_lens = {40, 6};
-  s.num_qo_heads = 8;
-  s.num_kv_heads = 2;
-  s.head_dim = 128;
-  s.page_size = 16;
-  s.with_lse = true;
-  s.seed = 80;
-  PagedCase c = make_paged_case(s);
-  DeviceCase dc(c);
+  PagedCase c = make_paged_case({.q_lens = {13, 6}, .kv_lens = {40, 6}, .num_qo_heads = 8, .num_kv_heads = 2,
+                                 .head_dim = 128, .page_size = 16, .with_lse = true, .seed = 80});
   const PrefillArgs host = c.prefill_args({}, GqaLayout::kGrouped, ComputeMode::kInt8);
-  const RefOutput ref = cpu_prefill(host, true);
-  GpuRun run = run_gpu_prefill(c, dc, host, GetParam());
+  const GpuRun run = run_small(c, host, GetParam(), kTolInt8);
   if (!run.served) GTEST_SKIP() << run.refusal;
-  expect_prefill_matches(c, run, ref, kTolInt8, path_name(GetParam()));
   // Against the CPU's own int8 recipe (fp32): the same recipe, so only rounding differs.
   const RefOutput ref_int8 = cpu_prefill(host, false);
   const ErrorStats st = compare_output(run.out.view(), ref_int8, c.cu_q_lens_host);
@@ -332,15 +285,8 @@ INSTANTIATE_TEST_SUITE_P(Paths, SmallPrefill,
 
 // A forced fused path on a shape it cannot serve errors (kvq::Error naming "path"); auto falls back.
 TEST(PrefillPaths, MaskForcesGenericUnderAuto) {
-  PagedCaseSpec s;
-  s.q_lens = {8};
-  s.kv_lens = {20};
-  s.num_qo_heads = 2;
-  s.num_kv_heads = 1;
-  s.head_dim = 64;
-  s.page_size = 16;
-  s.seed = 81;
-  PagedCase c = make_paged_case(s);
+  PagedCase c = make_paged_case({.q_lens = {8}, .kv_lens = {20}, .num_qo_heads = 2, .num_kv_heads = 1, .head_dim = 64,
+                                 .page_size = 16, .seed = 81});
   Rng rng(3);
   c.set_random_mask(rng, 0.7);
   DeviceCase dc(c);

@@ -26,14 +26,13 @@
 
 #include <cmath>
 #include <cstdlib>
-#include <cstring>
 #include <limits>
 #include <sstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
-#include "tests/gpu/gpu_util.h"
+#include "tests/gpu/graph_setup.h"
 
 namespace kvq::test {
 namespace {
@@ -75,9 +74,7 @@ class SmallQ : public testing::Test {
   ScopedEnv env_{"KVQ_SMALL_Q_DECODE", nullptr};
 };
 
-struct Result {
-  HostTensor out, lse;
-};
+using Result = RunOutputs;
 
 // Poisons the case's outputs, uploads them, runs `a` (device args) under `plan` with a fresh
 // workspace of plan.workspace_bytes on `stream`, downloads out and lse.
@@ -146,10 +143,6 @@ double rows_rel_err(const HostTensor& out, const RefOutput& ref, int64_t t0, int
         den += e * e;
       }
   return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
-
-bool same_bits(const HostTensor& a, const HostTensor& b) {
-  return a.nbytes() == b.nbytes() && std::memcmp(a.data(), b.data(), a.nbytes()) == 0;
 }
 
 // A small routed case: 4 sequences of q_len 3, 0, 1, 4 over int8 pages.
@@ -393,7 +386,7 @@ TEST_F(SmallQPrefill, RouteIsChosenAndIntrospectable) {
     }
     HostTensor out = c.out;
     dc.out.download(out);
-    EXPECT_TRUE(same_bits(out, c.out)) << "a refused call wrote out";
+    EXPECT_TRUE(same_bytes(out, c.out)) << "a refused call wrote out";
   }
 }
 
@@ -434,7 +427,7 @@ TEST_F(SmallQPrefill, MatchesTheOldRoute) {
     EXPECT_EQ(ls.num_mismatch, 0) << what << ": " << ls.describe();
     // Two different kernels (accumulation orders, fp16 vs bf16 operands) never agree in every bit
     // over these ~100k outputs: identical bits would mean the route was not taken.
-    EXPECT_FALSE(same_bits(r_new.out, r_old.out)) << what << ": the routed run is bit-identical to the old route";
+    EXPECT_FALSE(same_bytes(r_new.out, r_old.out)) << what << ": the routed run is bit-identical to the old route";
   }
 }
 
@@ -472,8 +465,8 @@ TEST_F(SmallQPrefill, DeterministicForAFixedPlan) {
   plan.workspace_bytes = (rows * c.spec.head_dim * 4 + 255) / 256 * 256 + (rows * 4 + 255) / 256 * 256;
   const Result x = run_plan(c, dc, a, plan);
   const Result y = run_plan(c, dc, a, plan);
-  EXPECT_TRUE(same_bits(x.out, y.out)) << "two runs of one plan differ (out)";
-  EXPECT_TRUE(same_bits(x.lse, y.lse)) << "two runs of one plan differ (lse)";
+  EXPECT_TRUE(same_bytes(x.out, y.out)) << "two runs of one plan differ (out)";
+  EXPECT_TRUE(same_bytes(x.lse, y.lse)) << "two runs of one plan differ (lse)";
 }
 
 TEST_F(SmallQPrefill, GraphCaptureReplay) {
@@ -488,15 +481,9 @@ TEST_F(SmallQPrefill, GraphCaptureReplay) {
   DeviceTensor ws = DeviceTensor::bytes(plan.workspace_bytes);
   a.plan = &plan;
   a.workspace = {ws.data(), plan.workspace_bytes};
-  cudaStream_t stream;
-  KVQ_TEST_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  a.stream = stream;
-  cudaGraph_t graph;
-  KVQ_TEST_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
-  paged_prefill(a);
-  KVQ_TEST_CUDA(cudaStreamEndCapture(stream, &graph));
-  cudaGraphExec_t exec;
-  KVQ_TEST_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+  GraphOfOneCall g;
+  a.stream = g.stream();
+  ASSERT_NO_FATAL_FAILURE(g.capture([&a] { paged_prefill(a); }));
   // Round 0: the planned lengths; round 1: shorter chunks and prefixes written in place (the plan's
   // max_q_len still bounds them), sequence 1 resting (q_len 0).
   for (int round = 0; round < 2; ++round) {
@@ -515,28 +502,12 @@ TEST_F(SmallQPrefill, GraphCaptureReplay) {
       dc.cu_q_lens.upload(c.cu_q_lens);
       dc.kv_lens.upload(c.kv_lens);
     }
-    c.poison_outputs();
-    dc.out.upload(c.out);
-    dc.lse.upload(c.lse);
-    paged_prefill(a);
-    KVQ_TEST_CUDA(cudaStreamSynchronize(stream));
-    HostTensor eager_out = c.out, eager_lse = c.lse;
-    dc.out.download(eager_out);
-    dc.lse.download(eager_lse);
-    dc.out.upload(c.out);
-    dc.lse.upload(c.lse);
-    KVQ_TEST_CUDA(cudaGraphLaunch(exec, stream));
-    KVQ_TEST_CUDA(cudaStreamSynchronize(stream));
-    Result r{c.out, c.lse};
-    dc.out.download(r.out);
-    dc.lse.download(r.lse);
-    EXPECT_TRUE(same_bits(r.out, eager_out)) << "replay differs from eager, round " << round;
-    EXPECT_TRUE(same_bits(r.lse, eager_lse)) << "replay lse differs from eager, round " << round;
+    const Result eager = g.run(c, dc, false);
+    const Result r = g.run(c, dc, true);
+    EXPECT_TRUE(same_bytes(r.out, eager.out)) << "replay differs from eager, round " << round;
+    EXPECT_TRUE(same_bytes(r.lse, eager.lse)) << "replay lse differs from eager, round " << round;
     expect_matches(c, r, cpu_prefill(c.prefill_args(), true), "graph round " + std::to_string(round));
   }
-  cudaGraphExecDestroy(exec);
-  cudaGraphDestroy(graph);
-  cudaStreamDestroy(stream);
 }
 
 TEST_F(SmallQPrefill, HostileMetadata) {

@@ -210,10 +210,6 @@ int64_t written_past_rows(const HostTensor& t, int64_t rows) {
   return written;
 }
 
-bool same_bytes(const HostTensor& a, const HostTensor& b) {
-  return a.nbytes() == b.nbytes() && std::memcmp(a.data(), b.data(), a.nbytes()) == 0;
-}
-
 struct SoakStats {
   int64_t steps = 0, checks = 0, arrived = 0, finished = 0, prefill_calls = 0, decode_calls = 0,
           mixed_calls = 0, chunked = 0, recycled_pages = 0, tokens = 0, path_refusals = 0, oracle_checks = 0;
