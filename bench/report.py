@@ -44,6 +44,8 @@ def fmt(x, nd=1):
 def prefill_table(res):
     shapes = by_shape([r for r in res["rows"] if "tflops" in r])
     cols = ["kvq_fused", "kvq_dequant", "kvq_bf16cache", "mojo_design_torch", "sdpa_flash", "sdpa_cudnn"]
+    if any(r["peer"] == "kvq_int8" for r in res["rows"]):  # compute="int8" (runs from 2026-12-01 23:51 on)
+        cols.insert(3, "kvq_int8")
     lines = ["| shape | " + " | ".join(cols) + " | best peer | kvq_fused / best | kvq_bf16cache / best |",
              "|---" * (len(cols) + 4) + "|"]
     for shape, peers in shapes.items():
