@@ -363,6 +363,31 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, cons
       if (ptid == 0) s_flag[slot] = any_invalid ? 1 : 0;
     };
 
+    // A K or V tile straight into the ring by TMA (16-bit caches, and int8 K under kQkInt8), by
+    // thread 0: one box of 128 bytes of head dim x maps.box_rows positions per (page run, panel),
+    // from the block ids and in-page offsets fetch() left in s_box[slot], completing on `bar` with
+    // the tile's bytes. A box of an absent block reads block -1, out of the map, and lands as
+    // zeros (still counting its bytes).
+    auto issue_tma = [&](const CUtensorMap* map, uint8_t* dst, int slot, uint64_t* bar) {
+#if KVQ_SM90_ENABLED
+      constexpr int kBoxCols = 128 / kElemBytes;  // head-dim columns of a box: one panel row
+      (void)::cuda::ptx::mbarrier_arrive_expect_tx(::cuda::ptx::sem_release, ::cuda::ptx::scope_cta,
+                                                   ::cuda::ptx::space_shared, bar, kTileKv * kHeadDim * kElemBytes);
+      const int n_box = kTileKv / maps.box_rows;
+      for (int b = 0; b < n_box; ++b) {
+        const int2 bo = s_box[slot * Tr::kMaxBoxes + b];
+        const int32_t c1 = maps.pos_first ? bo.y : kv_head;
+        const int32_t c2 = maps.pos_first ? kv_head : bo.y;
+#pragma unroll
+        for (int pnl = 0; pnl < kHeadDim / kBoxCols; ++pnl) {
+          const int32_t crd[4] = {pnl * kBoxCols, c1, c2, bo.x};
+          ::cuda::ptx::cp_async_bulk_tensor(::cuda::ptx::space_cluster, ::cuda::ptx::space_global,
+                                            dst + pnl * Tr::kKvPanelBytes + b * maps.box_rows * 128, map, crd, bar);
+        }
+      }
+#endif
+    };
+
     TokMeta meta;
     if constexpr (Tr::kQkInt8) {
       // int8 Q·Kᵀ: K(it) goes into the ring as it is, in the swizzled panel layout (a 16-byte chunk
@@ -374,25 +399,6 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, cons
       // Groups: V(0) alone, then per iteration {K(it) cp.async, V(it + 1)}; the wait for all but
       // the newest group lands V(it).
       auto stag = [&](int i) { return (i & 1) ? s_stag_v : s_stag_k; };  // V(i)'s staging slot
-      auto issue_tma_k8 = [&](uint8_t* dst, int slot, uint64_t* bar) {
-#if KVQ_SM90_ENABLED
-        (void)::cuda::ptx::mbarrier_arrive_expect_tx(::cuda::ptx::sem_release, ::cuda::ptx::scope_cta,
-                                                     ::cuda::ptx::space_shared, bar, kTileKv * kHeadDim);
-        const int n_box = kTileKv / maps.box_rows;
-        for (int b = 0; b < n_box; ++b) {
-          const int2 bo = s_box[slot * Tr::kMaxBoxes + b];
-          const int32_t c1 = maps.pos_first ? bo.y : kv_head;
-          const int32_t c2 = maps.pos_first ? kv_head : bo.y;
-#pragma unroll
-          for (int pnl = 0; pnl < kHeadDim / 128; ++pnl) {
-            const int32_t crd[4] = {pnl * 128, c1, c2, bo.x};
-            ::cuda::ptx::cp_async_bulk_tensor(::cuda::ptx::space_cluster, ::cuda::ptx::space_global,
-                                              dst + pnl * Tr::kKvPanelBytes + b * maps.box_rows * 128, &maps.k, crd,
-                                              bar);
-          }
-        }
-#endif
-      };
       if (n_iter > 0) {
         meta = fetch(0, 0);
         wg::named_sync(1, kPThreads);
@@ -406,7 +412,7 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, cons
         publish(meta, slot);
         if (maps.use) {
           if (ptid == 0)
-            issue_tma_k8(s_k, slot, &full_k[slot]);
+            issue_tma(&maps.k, s_k, slot, &full_k[slot]);
           else
             wg::mbar_arrive(&full_k[slot]);
         } else {
@@ -531,27 +537,9 @@ __device__ __forceinline__ void wg_prefill_device(const TcPrefillParams& p, cons
       }
     } else if (maps.use) {
 #if KVQ_SM90_ENABLED
-      // q-dtype cache by TMA: thread 0 issues one box per (page run of tma_box_rows tokens, 64-column
-      // panel) straight into the ring's swizzled panels (the TMA 128-byte swizzle is the panel
-      // layout), completing on full_k / full_v with the tile's bytes; a box of an absent block reads
-      // block -1, out of the map, and lands as zeros (still counting its bytes). Rows past kv_len
-      // inside a present block are copied as they are; the consumers zero them in V (K's are masked).
-      auto issue_tma = [&](const CUtensorMap* map, uint8_t* dst, int slot, uint64_t* bar) {
-        (void)::cuda::ptx::mbarrier_arrive_expect_tx(::cuda::ptx::sem_release, ::cuda::ptx::scope_cta,
-                                                     ::cuda::ptx::space_shared, bar, Tr::kKvTileBytes);
-        const int n_box = kTileKv / maps.box_rows;
-        for (int b = 0; b < n_box; ++b) {
-          const int2 bo = s_box[slot * Tr::kMaxBoxes + b];
-          const int32_t c1 = maps.pos_first ? bo.y : kv_head;
-          const int32_t c2 = maps.pos_first ? kv_head : bo.y;
-#pragma unroll
-          for (int pnl = 0; pnl < kHeadDim / 64; ++pnl) {
-            const int32_t crd[4] = {pnl * 64, c1, c2, bo.x};
-            ::cuda::ptx::cp_async_bulk_tensor(::cuda::ptx::space_cluster, ::cuda::ptx::space_global,
-                                              dst + pnl * Tr::kKvPanelBytes + b * maps.box_rows * 128, map, crd, bar);
-          }
-        }
-      };
+      // q-dtype cache by TMA (issue_tma): straight into the ring's swizzled panels (the TMA 128-byte
+      // swizzle is the panel layout). Rows past kv_len inside a present block are copied as they
+      // are; the consumers zero them in V (K's are masked).
       if (n_iter > 0) meta = fetch(0, 0);
       for (int it = 0; it < n_iter; ++it) {
         const int slot = it % kStages;
