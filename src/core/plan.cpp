@@ -222,7 +222,7 @@ PrefillMainloop choose_tc_mainloop(int64_t head_dim, int64_t packed_rows, const 
 
 PrefillMainloop choose_wg_int8_mainloop(const DeviceInfo& dev, const PlannerEnv& env) {
   // Every size (the generic kernel is the alternative, not mma.sync); serial order only.
-  if (!dev.sm90 || env.prefill_kernel == "mma") return PrefillMainloop::kMmaSync;
+  if (!dev.sm90 || env.prefill_kernel == "mma") return PrefillMainloop::kNone;
   return PrefillMainloop::kWgmma;
 }
 

@@ -57,8 +57,8 @@ PrefillPath resolve_prefill_path(const AttnProblem& p, Device device, PrefillPat
 PrefillMainloop choose_tc_mainloop(int64_t head_dim, int64_t packed_rows, const DeviceInfo& dev,
                                    const PlannerEnv& env);
 // compute="int8" (kernels.h wg_int8_compute_supports): the Hopper kernel, serial, at every size on
-// sm_90 (KVQ_PREFILL_KERNEL=mma: never); kMmaSync says it cannot run there, and the launch then
-// takes the generic kernel (resolve_prefill_launch).
+// sm_90 (KVQ_PREFILL_KERNEL=mma: never); kNone where it cannot run, and the launch then takes the
+// generic kernel (resolve_prefill_launch does so for any mainloop but kWgmma).
 PrefillMainloop choose_wg_int8_mainloop(const DeviceInfo& dev, const PlannerEnv& env);
 
 // The tensor-core decode's form for p: TMA on sm_90 where the shape has it (kernels.h

@@ -377,6 +377,8 @@ TEST(PlannerResolve, Int8ComputeOnTheHopperKernelOrGeneric) {
   // Not sm_90, or KVQ_PREFILL_KERNEL=mma: the generic kernel.
   EXPECT_EQ(kvq::detail::resolve_prefill_launch(a, r.p, r.plan, kA100).kernel, LaunchKernel::kGeneric);
   const Planned mma = plan_of(c, a, kH200, env_with(&PlannerEnv::prefill_kernel, "mma"));
+  EXPECT_EQ(mma.plan.mainloop, PrefillMainloop::kNone);
+  EXPECT_EQ(plan_of(c, a, kA100).plan.mainloop, PrefillMainloop::kNone);
   EXPECT_EQ(kvq::detail::resolve_prefill_launch(a, mma.p, mma.plan, kH200).kernel, LaunchKernel::kGeneric);
   // K and V of different strides (the Hopper kernel needs them equal): generic.
   c.v_block_stride_differs = true;
