@@ -133,12 +133,14 @@ bool mma_decode_has_tma_form(const AttnProblem& p) {
   return p.page_size % 16 == 0 && p.head_dim * static_cast<int64_t>(dtype_size(p.kv_dtype)) >= 128;
 }
 
-int mma_decode_splits(const AttnProblem& p, int requested, int64_t slots) {
+int mma_decode_splits(const AttnProblem& p, int requested, int64_t sm_count, int ctas_per_sm) {
   if (requested > 0) return std::min(requested, kMmaDecodeMaxSplits);
   const int64_t max_kv = p.max_blocks_per_seq * p.page_size;
   const int64_t split_cap =
       std::clamp<int64_t>((max_kv + kMinKeysPerSplit - 1) / kMinKeysPerSplit, 1, kMmaDecodeMaxSplits);
-  return static_cast<int>(fullest_wave_splits(p.batch_size * p.num_kv_heads, slots, split_cap));
+  const int64_t ctas = std::max<int64_t>(1, p.batch_size * p.num_kv_heads);
+  const int64_t target = std::max<int64_t>(1, sm_count) * std::clamp(ctas_per_sm, 1, 2);
+  return static_cast<int>(std::clamp<int64_t>((target + ctas / 2) / ctas, 1, split_cap));
 }
 
 size_t mma_decode_workspace_bytes(const AttnProblem& p, int64_t total_rows, int num_splits) {

@@ -100,9 +100,13 @@ bool mma_decode_supports_views(const PagedKvCache& kv, const TensorView& q, cons
 // Whether the shape has the bulk-copy (TMA) instantiations: K/V rows of >= 128 bytes and 16-key
 // steps inside one page (page_size % 16 == 0). They run on sm_90 only.
 bool mma_decode_has_tma_form(const AttnProblem& p);
-// Split count: `requested` (> 0) capped, else the fullest wave of `slots` resident CTAs (the
-// device's SM count times the instantiation's CTAs per SM).
-int mma_decode_splits(const AttnProblem& p, int requested, int64_t slots);
+// Split count: `requested` (> 0) capped, else the count that puts about two CTAs on each SM (one
+// where the instantiation fits one per SM), rounded to the nearest, 1 when the batch's (sequence,
+// kv head) pairs alone reach that, and at most one split per 256 keys. Measured on the H200
+// (docs/perf-notes.md): fewer, longer CTAs beat a full wave of four per SM (int8 B1 kv131072:
+// 33 splits 0.086 ms, 66 splits 0.098; B8 kv32768: 4 splits 0.150, 8 0.159; B64 kv4096: 1 split
+// 0.155, 2 0.163).
+int mma_decode_splits(const AttnProblem& p, int requested, int64_t sm_count, int ctas_per_sm);
 size_t mma_decode_workspace_bytes(const AttnProblem& p, int64_t total_rows, int num_splits);
 
 // ---- the CUDA-core split-KV decode (src/cuda/decode/decode.cu) ----

@@ -148,10 +148,11 @@ bool prefill_mma_decode_serves(const PrefillArgs& args, const AttnProblem& p, co
   return plan.workspace_bytes >= mma_decode_workspace_bytes(p, p.total_q, plan.num_splits);
 }
 
-// Resident CTAs of the tensor-core decode's instantiation for (p, max_q_len, variant) on dev.
-int64_t mma_decode_slots(const DeviceInfo& dev, const AttnProblem& p, int64_t max_q_len, DecodeVariant variant) {
+// The tensor-core decode's split count for (p, max_q_len, variant) on dev: its planner's rule over
+// the device's SM count and the instantiation's CTAs per SM.
+int mma_decode_auto_splits(const DeviceInfo& dev, const AttnProblem& p, int64_t max_q_len, DecodeVariant variant) {
   const int ctas = dev.mma_decode_ctas_per_sm ? dev.mma_decode_ctas_per_sm(p, max_q_len, variant, dev.index) : 1;
-  return static_cast<int64_t>(dev.sm_count) * std::max(1, ctas);
+  return mma_decode_splits(p, 0, dev.sm_count, ctas);
 }
 
 // The tensor-core decode as the kernel of `plan` (short chunks): whether it serves the call's shape
@@ -162,7 +163,7 @@ bool plan_prefill_mma_decode(const PrefillArgs& args, const AttnProblem& p, Pref
   if (!mma_decode_supports_shape(p, plan.max_q_len) || !mma_decode_supports_views(args.kv, args.q, p)) return false;
   if (!dev.usable) return false;  // planning CUDA views without a device: the path's kernel
   const DecodeVariant variant = choose_mma_decode_variant(p, dev, env);
-  const int splits = mma_decode_splits(p, 0, mma_decode_slots(dev, p, plan.max_q_len, variant));
+  const int splits = mma_decode_auto_splits(dev, p, plan.max_q_len, variant);
   plan.decode_variant = variant;
   plan.num_splits = splits;
   plan.workspace_bytes = mma_decode_workspace_bytes(p, p.total_q, splits);
@@ -492,8 +493,8 @@ DecodePlan make_decode_plan(const DecodeArgs& args, const AttnProblem& p, const 
     if (served) {
       launch.kernel = LaunchKernel::kMmaDecode;
       launch.variant = choose_mma_decode_variant(p, dev, env);
-      launch.num_splits = args.num_splits > 0 ? mma_decode_splits(p, args.num_splits, 0)
-                                              : mma_decode_splits(p, 0, mma_decode_slots(dev, p, 1, launch.variant));
+      launch.num_splits = args.num_splits > 0 ? mma_decode_splits(p, args.num_splits, 0, 0)
+                                              : mma_decode_auto_splits(dev, p, 1, launch.variant);
       plan.forced = force == "mma";
       plan.workspace_bytes = std::max(split_bytes, mma_decode_workspace_bytes(p, p.batch_size, launch.num_splits));
       return plan;

@@ -273,6 +273,35 @@ TEST(PlannerDecodeVariant, TmaOnSm90WhereTheShapeHasIt) {
   EXPECT_STREQ(kvq::to_string(DecodeVariant::kTmaS8), "tma_s8");
 }
 
+TEST(PlannerDecodeSplits, AboutTwoCtasPerSmRoundedAndCapped) {
+  using kvq::detail::mma_decode_splits;
+  AttnProblem p;
+  p.head_dim = 128;
+  p.page_size = 16;
+  p.num_kv_heads = 8;
+  auto splits = [&](int64_t batch, int64_t kv, int ctas_per_sm, int requested = 0) {
+    p.batch_size = batch;
+    p.max_blocks_per_seq = kv / p.page_size;
+    return mma_decode_splits(p, requested, 132, ctas_per_sm);
+  };
+  // 264 CTAs aimed at (132 SMs x 2): 8 heads x 33, 64 x 4 (264 / 64 = 4.1), 512 alone.
+  EXPECT_EQ(splits(1, 131072, 4), 33);
+  EXPECT_EQ(splits(8, 32768, 4), 4);
+  EXPECT_EQ(splits(64, 4096, 4), 1);
+  EXPECT_EQ(splits(128, 2048, 3), 1);
+  EXPECT_EQ(splits(32, 4096, 4), 1) << "264 / 256 rounds to 1";
+  EXPECT_EQ(splits(16, 4096, 4), 2);
+  // At most one split per 256 keys: 4096 keys give 16, 300 keys 2, 1 key 1.
+  EXPECT_EQ(splits(1, 4096, 4), 16);
+  EXPECT_EQ(splits(1, 304, 4), 2);
+  EXPECT_EQ(splits(1, 16, 4), 1);
+  // One CTA per SM: half the target (132 / 8 = 16.5 -> 17).
+  EXPECT_EQ(splits(1, 131072, 1), 17);
+  // A requested count is taken as it is, capped at the kernel's maximum.
+  EXPECT_EQ(splits(64, 4096, 4, 7), 7);
+  EXPECT_EQ(splits(1, 4096, 4, 100000), kvq::detail::kMmaDecodeMaxSplits);
+}
+
 // ---- short prefill chunks on the tensor-core decode ----
 
 TEST(PlannerShortChunks, DecodeKernelWithItsFormAndSplits) {
@@ -288,8 +317,7 @@ TEST(PlannerShortChunks, DecodeKernelWithItsFormAndSplits) {
     EXPECT_EQ(r.plan.mainloop, PrefillMainloop::kNone);
     const DecodeVariant v = dev->sm90 ? DecodeVariant::kTma : DecodeVariant::kCpAsync;
     EXPECT_EQ(r.plan.decode_variant, v);
-    const int splits = kvq::detail::mma_decode_splits(
-        r.p, 0, int64_t{dev->sm_count} * fake_ctas_per_sm(r.p, 4, v, 0));
+    const int splits = kvq::detail::mma_decode_splits(r.p, 0, dev->sm_count, fake_ctas_per_sm(r.p, 4, v, 0));
     EXPECT_EQ(r.plan.num_splits, splits) << "sized for the planned form's occupancy";
     EXPECT_EQ(r.plan.workspace_bytes, kvq::detail::mma_decode_workspace_bytes(r.p, r.p.total_q, splits));
     EXPECT_EQ(kvq::detail::small_q_decode_refusal(a, r.p, r.plan), "");
@@ -480,7 +508,7 @@ TEST(PlannerDecode, RouteFormSplitsAndWorkspace) {
     EXPECT_FALSE(r.plan.forced);
     const DecodeVariant v = dev->sm90 ? DecodeVariant::kTma : DecodeVariant::kCpAsync;
     EXPECT_EQ(l.variant, v);
-    const int splits = kvq::detail::mma_decode_splits(r.p, 0, int64_t{dev->sm_count} * fake_ctas_per_sm(r.p, 1, v, 0));
+    const int splits = kvq::detail::mma_decode_splits(r.p, 0, dev->sm_count, fake_ctas_per_sm(r.p, 1, v, 0));
     EXPECT_EQ(l.num_splits, splits);
     EXPECT_EQ(r.plan.split_num_splits, kvq::detail::split_decode_splits(r.p, 0, dev->sm_count));
     EXPECT_EQ(r.plan.workspace_bytes,
