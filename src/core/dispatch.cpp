@@ -12,6 +12,7 @@
 
 #include "kvq/kvq.h"
 #include "src/core/backend.h"
+#include "src/core/kernels.h"
 #include "src/core/plan.h"
 #include "src/core/problem.h"
 #include "src/core/validate.h"
@@ -22,20 +23,8 @@ namespace {
 // Decode's view as a prefill call of one query per sequence, for the CUDA data checks
 // (cu_q_lens absent; p.is_decode set).
 PrefillArgs as_prefill_args(const DecodeArgs& a) {
-  PrefillArgs pa;
-  pa.q = a.q;
-  pa.kv = a.kv;
-  pa.block_tables = a.block_tables;
-  pa.kv_lens = a.kv_lens;
-  pa.out = a.out;
-  pa.lse = a.lse;
-  pa.mask_options.causal = true;
-  pa.mask_options.local_window = a.local_window;
-  pa.mask_options.global_window = a.global_window;
-  pa.softmax_scale = a.softmax_scale;
-  pa.gqa_layout = a.gqa_layout;
+  PrefillArgs pa = detail::decode_as_prefill_args(a);
   pa.check = true;
-  pa.stream = a.stream;
   return pa;
 }
 

@@ -183,6 +183,23 @@ AttnProblem decode_as_prefill(const AttnProblem& p) {
   return pp;
 }
 
+PrefillArgs decode_as_prefill_args(const DecodeArgs& a) {
+  PrefillArgs pa;
+  pa.q = a.q;
+  pa.kv = a.kv;
+  pa.block_tables = a.block_tables;
+  pa.kv_lens = a.kv_lens;
+  pa.out = a.out;
+  pa.lse = a.lse;
+  pa.mask_options.causal = true;
+  pa.mask_options.local_window = a.local_window;
+  pa.mask_options.global_window = a.global_window;
+  pa.softmax_scale = a.softmax_scale;
+  pa.gqa_layout = a.gqa_layout;
+  pa.stream = a.stream;
+  return pa;
+}
+
 // ---- shared ----
 
 int64_t fullest_wave_splits(int64_t ctas, int64_t slots, int64_t split_cap) {

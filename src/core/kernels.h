@@ -125,6 +125,11 @@ size_t split_decode_workspace_bytes(const AttnProblem& p, int num_splits);
 size_t tc_decode_workspace_bytes(const AttnProblem& p);
 // The decode step as a prefill of one query row per sequence (causal, total_q = batch_size).
 AttnProblem decode_as_prefill(const AttnProblem& p);
+// The decode call's views as a prefill call of one query row per sequence: q, kv, block_tables,
+// kv_lens, out, lse, causal with the call's windows, softmax_scale (as given), gqa_layout, stream;
+// no cu_q_lens, check false. The one adapter: the CUDA data checks and the decode route through the
+// tensor-core prefill (which adds cu_q_lens and the resolved scale) both start from it.
+PrefillArgs decode_as_prefill_args(const DecodeArgs& a);
 
 // ---- shared ----
 

@@ -251,21 +251,10 @@ void launch_decode_via_tc(const DecodeArgs& args, const detail::AttnProblem& p, 
             "paged_decode", "workspace",
             "expected at least " << detail::tc_decode_workspace_bytes(p) << " bytes (decode_workspace_size), got "
                                  << args.workspace.bytes);
-  PrefillArgs pa;
-  pa.q = args.q;
-  pa.kv = args.kv;
-  pa.block_tables = args.block_tables;
+  PrefillArgs pa = detail::decode_as_prefill_args(args);
   pa.cu_q_lens = TensorView::make(args.workspace.data, DType::kInt32, {p.batch_size + 1}, Device::kCUDA,
                                   args.q.device_index);
-  pa.kv_lens = args.kv_lens;
-  pa.out = args.out;
-  pa.lse = args.lse;
-  pa.mask_options.causal = true;
-  pa.mask_options.local_window = args.local_window;
-  pa.mask_options.global_window = args.global_window;
   pa.softmax_scale = p.softmax_scale;
-  pa.gqa_layout = args.gqa_layout;
-  pa.stream = args.stream;
   KVQ_INTERNAL_CHECK(detail::tc_prefill_supports_views(pa, pp, args.kv, args.block_tables), "paged_decode",
                      "expected views the tensor-core prefill loads for the decode route tc, got views it cannot load");
   auto s = static_cast<cudaStream_t>(args.stream);
