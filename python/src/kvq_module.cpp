@@ -241,72 +241,80 @@ std::optional<std::vector<int32_t>> host_lengths(const py::object& obj, const st
   }
 }
 
+// The keyword arguments of one call: each read by name (None where absent), tensors as views
+// borrowed for the call.
+struct KwArgs {
+  const py::dict& kw;
+  const std::string& func;
+  Borrow& borrow;
+  const py::object& dlpack_stream;
+  py::object get(const char* name) const {
+    return kw.contains(name) ? py::reinterpret_borrow<py::object>(kw[name]) : py::none();
+  }
+  kvq::TensorView tensor(const char* name) const { return to_view(get(name), func, name, borrow, dlpack_stream); }
+  std::string text(const char* name, const char* fallback) const {
+    py::object v = get(name);
+    return v.is_none() ? fallback : v.cast<std::string>();
+  }
+  bool flag(const char* name, bool fallback) const {
+    py::object v = get(name);
+    return v.is_none() ? fallback : v.cast<bool>();
+  }
+  // k_cache, v_cache, their scales and the layout (HND unless given).
+  kvq::PagedKvCache cache() const {
+    kvq::PagedKvCache kv;
+    kv.k_cache = tensor("k_cache");
+    kv.v_cache = tensor("v_cache");
+    kv.k_scale = tensor("k_scale");
+    kv.v_scale = tensor("v_scale");
+    kv.layout = parse_layout(text("layout", "HND"), func);
+    return kv;
+  }
+};
+
 kvq::PrefillArgs make_prefill_args(const py::dict& kw, const std::string& func, Borrow& borrow,
                                    const py::object& dlpack_stream) {
-  auto get = [&](const char* name) -> py::object {
-    return kw.contains(name) ? py::reinterpret_borrow<py::object>(kw[name]) : py::none();
-  };
-  auto tensor = [&](const char* name) { return to_view(get(name), func, name, borrow, dlpack_stream); };
+  const KwArgs in{kw, func, borrow, dlpack_stream};
   kvq::PrefillArgs a;
-  a.q = tensor("q");
-  a.q_scale = tensor("q_scale");
-  a.kv.k_cache = tensor("k_cache");
-  a.kv.v_cache = tensor("v_cache");
-  a.kv.k_scale = tensor("k_scale");
-  a.kv.v_scale = tensor("v_scale");
-  py::object layout = get("layout");
-  a.kv.layout = parse_layout(layout.is_none() ? "HND" : layout.cast<std::string>(), func);
-  a.block_tables = tensor("block_tables");
-  a.cu_q_lens = tensor("cu_q_lens");
-  a.kv_lens = tensor("kv_lens");
-  a.mask = tensor("mask");
-  a.out = tensor("out");
-  a.lse = tensor("lse");
-  py::object causal = get("causal");
-  a.mask_options.causal = causal.is_none() ? true : causal.cast<bool>();
-  a.mask_options.local_window = window_of(get("local_window"), func, "local_window", -1);
-  a.mask_options.global_window = window_of(get("global_window"), func, "global_window", 0);
-  a.softmax_scale = scale_of(get("softmax_scale"));
-  py::object gqa = get("gqa_layout");
-  a.gqa_layout = parse_gqa(gqa.is_none() ? "AABB" : gqa.cast<std::string>(), func);
-  py::object compute = get("compute");
-  a.compute = parse_compute(compute.is_none() ? "bf16" : compute.cast<std::string>(), func);
-  py::object path = get("path");
-  a.path = parse_path(path.is_none() ? "auto" : path.cast<std::string>(), func);
-  py::object check = get("check");
-  a.check = !check.is_none() && check.cast<bool>();
-  a.stream = stream_of(get("stream"));
+  a.q = in.tensor("q");
+  a.q_scale = in.tensor("q_scale");
+  a.kv = in.cache();
+  a.block_tables = in.tensor("block_tables");
+  a.cu_q_lens = in.tensor("cu_q_lens");
+  a.kv_lens = in.tensor("kv_lens");
+  a.mask = in.tensor("mask");
+  a.out = in.tensor("out");
+  a.lse = in.tensor("lse");
+  a.mask_options.causal = in.flag("causal", true);
+  a.mask_options.local_window = window_of(in.get("local_window"), func, "local_window", -1);
+  a.mask_options.global_window = window_of(in.get("global_window"), func, "global_window", 0);
+  a.softmax_scale = scale_of(in.get("softmax_scale"));
+  a.gqa_layout = parse_gqa(in.text("gqa_layout", "AABB"), func);
+  a.compute = parse_compute(in.text("compute", "bf16"), func);
+  a.path = parse_path(in.text("path", "auto"), func);
+  a.check = in.flag("check", false);
+  a.stream = stream_of(in.get("stream"));
   return a;
 }
 
 kvq::DecodeArgs make_decode_args(const py::dict& kw, const std::string& func, Borrow& borrow,
                                  const py::object& dlpack_stream) {
-  auto get = [&](const char* name) -> py::object {
-    return kw.contains(name) ? py::reinterpret_borrow<py::object>(kw[name]) : py::none();
-  };
-  auto tensor = [&](const char* name) { return to_view(get(name), func, name, borrow, dlpack_stream); };
+  const KwArgs in{kw, func, borrow, dlpack_stream};
   kvq::DecodeArgs a;
-  a.q = tensor("q");
-  a.kv.k_cache = tensor("k_cache");
-  a.kv.v_cache = tensor("v_cache");
-  a.kv.k_scale = tensor("k_scale");
-  a.kv.v_scale = tensor("v_scale");
-  py::object layout = get("layout");
-  a.kv.layout = parse_layout(layout.is_none() ? "HND" : layout.cast<std::string>(), func);
-  a.block_tables = tensor("block_tables");
-  a.kv_lens = tensor("kv_lens");
-  a.out = tensor("out");
-  a.lse = tensor("lse");
-  a.local_window = window_of(get("local_window"), func, "local_window", -1);
-  a.global_window = window_of(get("global_window"), func, "global_window", 0);
-  a.softmax_scale = scale_of(get("softmax_scale"));
-  py::object gqa = get("gqa_layout");
-  a.gqa_layout = parse_gqa(gqa.is_none() ? "AABB" : gqa.cast<std::string>(), func);
-  py::object check = get("check");
-  a.check = !check.is_none() && check.cast<bool>();
-  py::object splits = get("num_splits");
+  a.q = in.tensor("q");
+  a.kv = in.cache();
+  a.block_tables = in.tensor("block_tables");
+  a.kv_lens = in.tensor("kv_lens");
+  a.out = in.tensor("out");
+  a.lse = in.tensor("lse");
+  a.local_window = window_of(in.get("local_window"), func, "local_window", -1);
+  a.global_window = window_of(in.get("global_window"), func, "global_window", 0);
+  a.softmax_scale = scale_of(in.get("softmax_scale"));
+  a.gqa_layout = parse_gqa(in.text("gqa_layout", "AABB"), func);
+  a.check = in.flag("check", false);
+  py::object splits = in.get("num_splits");
   a.num_splits = splits.is_none() ? 0 : splits.cast<int>();
-  a.stream = stream_of(get("stream"));
+  a.stream = stream_of(in.get("stream"));
   return a;
 }
 
