@@ -131,9 +131,9 @@ AttnProblem decode_as_prefill(const AttnProblem& p);
 // tensor-core prefill (which adds cu_q_lens and the resolved scale) both start from it.
 PrefillArgs decode_as_prefill_args(const DecodeArgs& a);
 
-// ---- shared ----
+// ---- CUDA-core split decode's split rule ----
 
-// The split-KV count both decode kernels' planners use: at least one full wave of resident CTAs,
+// The split-KV count of the CUDA-core split kernel's planner: at least one full wave of resident CTAs,
 // then the split count (up to 8 more) whose last wave is the fullest (512 CTAs on 396 slots: 1
 // split leaves the second wave 29% full, 3 fill 97% of two). ctas: CTAs of one split; slots:
 // resident CTAs of the device; split_cap >= 1.
